@@ -1,0 +1,48 @@
+# Two commands run the study:   make repro        (default profile; PROFILE=ci|default|paper)
+#                                make test         (the test suite)
+# Every target installs what it needs into .venv first, once (re-installs when pyproject changes).
+PROFILE ?= default
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install test lint repro tex bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch first, on its own: an already installed build (e.g. CUDA, for GPU users) is kept.
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -c "import core, figures, torch, xarray, dvc, papermill"
+	@touch $@
+
+# pytest exits 5 when it collects no test: that is not a failure here.
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+lint: install
+	$(VENV)/bin/ruff check .
+	git ls-files -z '*.ipynb' | xargs -0 -r $(VENV)/bin/nbstripout --verify
+
+# TeX for the paper stage, from Debian, when missing and when we may install system packages.
+tex:
+	@command -v latexmk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended >/dev/null; \
+	  else echo "note: latexmk not found and cannot install TeX here; the paper stage will say so"; fi; }
+
+repro: install tex
+	$(PY) -m core.config activate --profile $(PROFILE)
+	$(VENV)/bin/dvc repro
+
+bench: install
+	$(PY) -m benchmarks $(if $(QUICK),--quick,)
+
+clean-venv:
+	rm -rf $(VENV)

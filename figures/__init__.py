@@ -1,0 +1,1 @@
+"""Figures of the study, rebuilt from the metric netCDF files alone: ``python -m figures``."""
