@@ -1,0 +1,81 @@
+"""Pipeline stage wall times, read from the logs `make repro` writes, and a no-op `dvc repro`.
+
+`make repro PROFILE=P` pipes `dvc repro` through `benchmarks.timelog` into
+`build/repro-P.log`; a stage's time is from its "Running stage" line to the next stage line.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import row
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = re.compile(r"^(Running stage|Stage) '([^']+)'")
+
+
+def stage_times(log: Path) -> dict[str, float]:
+    """Seconds per stage that ran, from a timelog file (skipped stages are left out)."""
+    events: list[tuple[float, str | None]] = []
+    for line in log.read_text().splitlines():
+        t, _, text = line.partition("\t")
+        m = STAGE.match(text)
+        if m:
+            events.append((float(t), m.group(2) if m.group(1) == "Running stage" else None))
+        elif text.startswith(("Updating lock file", "Use `dvc push`", "# end")):
+            events.append((float(t), None))
+    times: dict[str, float] = {}
+    for (t, name), (t_next, _) in zip(events, events[1:]):
+        if name is not None:
+            times[name] = times.get(name, 0.0) + (t_next - t)
+    return times
+
+
+def group(times: dict[str, float]) -> dict[str, tuple[float, int]]:
+    """Sum foreach/matrix expansions (``masks@key``) into their stage: (seconds, count)."""
+    out: dict[str, tuple[float, int]] = {}
+    for name, t in times.items():
+        base = name.split("@")[0]
+        s, n = out.get(base, (0.0, 0))
+        out[base] = (s + t, n + 1)
+    return out
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    rows = []
+    for profile in ("ci", "default"):
+        log = ROOT / "build" / f"repro-{profile}.log"
+        if not log.exists():
+            print(f"pipeline: {log} missing; run `make repro PROFILE={profile}` to time stages",
+                  file=sys.stderr)
+            continue
+        grouped = group(stage_times(log))
+        total = sum(s for s, _ in grouped.values())
+        budget = 5 * 60 if profile == "ci" else 60 * 60
+        for name, (secs, n) in grouped.items():
+            rows.append(row(f"pipeline {profile}: stage {name}" + (f" (x{n})" if n > 1 else ""),
+                            secs, total, "s", "share of total",
+                            notes=f"from {log.relative_to(ROOT)}"))
+        rows.append(row(f"pipeline {profile}: all stages", total, budget, "s",
+                        f"<= 1x the {budget // 60} min budget", notes="budget as baseline"))
+    dvc = Path(sys.executable).with_name("dvc")
+    status = subprocess.run([str(dvc), "status", "-q"], cwd=ROOT, capture_output=True)
+    if status.returncode == 0:
+        t0 = time.perf_counter()
+        subprocess.run([str(dvc), "repro"], cwd=ROOT, check=True, capture_output=True)
+        noop = time.perf_counter() - t0
+        rows.append(row("pipeline: no-op `dvc repro`", noop, 5.0, "s", "<= 1x (5 s)",
+                        notes="budget as baseline"))
+    else:
+        print("pipeline: `dvc status` not clean; no-op repro not timed", file=sys.stderr)
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run("--quick" in sys.argv):
+        print(f"{r['what']}: {r['ours']:.1f} {r['unit']} (ratio {r['ratio']:.2f})")
