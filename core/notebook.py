@@ -1,0 +1,80 @@
+"""Run one analysis notebook with papermill and render the executed copy to HTML.
+
+    python -m core.notebook analysis/train_masks.ipynb --report data/reports/x.html \\
+        -p task circle -p alpha 1e-5 ...
+
+The pipeline runs every notebook stage through this: the executed notebook is a *report*
+(its bytes change every run), so it goes to ``--report`` as HTML and is never a dependency of
+a later stage. A failing cell stops with one message naming the notebook and the error; the
+executed notebook (with the traceback) is still rendered so the failure can be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from core.io import atomic_write_text
+
+
+def _value(text: str) -> object:
+    """papermill's ``-p`` inference: int, float, bool/None, else string."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(text, text)
+
+
+def to_html(notebook: Path, html: Path) -> None:
+    import nbconvert
+    import nbformat
+
+    exporter = nbconvert.HTMLExporter()
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    atomic_write_text(html, body)
+
+
+def run(notebook: str | Path, report: str | Path | None, parameters: dict[str, object],
+        cwd: str | Path = ".") -> None:
+    import papermill as pm
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"{notebook}: notebook not found")
+    with tempfile.TemporaryDirectory() as tmp:
+        executed = Path(tmp) / notebook.name
+        try:
+            pm.execute_notebook(str(notebook), str(executed), parameters=parameters,
+                                kernel_name="python3", cwd=str(cwd), progress_bar=False,
+                                log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr)
+        except pm.PapermillExecutionError as err:
+            if report and executed.exists():
+                to_html(executed, Path(report))
+            raise SystemExit(f"error: {notebook} failed in cell {err.exec_count}: "
+                             f"{err.ename}: {err.evalue}") from None
+        if report:
+            to_html(executed, Path(report))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.notebook", description=__doc__.split("\n")[0])
+    ap.add_argument("notebook")
+    ap.add_argument("--report", help="HTML report of the executed notebook")
+    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a parameter (type inferred like papermill's -p)")
+    ap.add_argument("-r", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="a parameter kept as a raw string")
+    args = ap.parse_args(argv)
+    params = {k: _value(v) for k, v in args.p} | {k: v for k, v in args.r}
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    run(args.notebook, args.report, params)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
