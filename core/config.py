@@ -379,9 +379,11 @@ def alpha_label(alpha: float) -> str:
 
 def active_dict(cfg: Config) -> dict[str, Any]:
     """What ``active.yaml`` holds: the resolved profile (validated) and, under ``derived``,
-    the lists DVC expands stages over (checkpoint names, mask runs)."""
+    what DVC expands stages over (checkpoint names; mask runs keyed by their stage key, so
+    ``foreach`` names the stages ``masks@<key>``)."""
     return {**cfg.to_dict(),
-            "derived": {"checkpoints": cfg.checkpoints, "mask_runs": mask_runs(cfg)}}
+            "derived": {"checkpoints": cfg.checkpoints,
+                        "mask_runs": {run["key"]: run for run in mask_runs(cfg)}}}
 
 
 def write_active(params: str | Path = "params.yaml", profile: str | None = None,
