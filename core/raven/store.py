@@ -1,0 +1,127 @@
+"""Problem files: packed shards and per-problem npz files (the public RAVEN layout).
+
+Packed shard ``<root>/<split>/<configuration>.npz`` (one per split and configuration):
+
+==========  ======================  =================================================
+key         dtype / shape           what
+==========  ======================  =================================================
+image       uint8 [N, 16, H, W]     8 context panels (row-major), then 8 candidates
+target      int64 [N]               index of the correct candidate (0..7)
+shapes      bool [N, 5]             which types (``core.config.SHAPES`` order) occur
+                                    in any entity of any of the 16 panels
+attrs       int8 [N, 16, 2, 9, 4]   per panel, component, slot: type, size, color,
+                                    angle indices; -1 where the slot is empty
+rules       int8 [N, 2, 4, 3]       per component and attribute group (number/position,
+                                    type, size, color): rule id, parameter, attribute id
+configuration  str scalar           the configuration of every problem in the shard
+index       int64 [N]               the problem's index in its generated set (its seed)
+==========  ======================  =================================================
+
+A per-problem file ``<configuration>/RAVEN_<i>_<split>.npz`` holds the same keys without the
+leading ``N`` axis, plus the public fields ``meta_matrix``, ``meta_target`` and ``structure``.
+Public RAVEN/I-RAVEN files carry only ``image`` and ``target`` (and their own metadata); they
+load with the same reader, and their shapes come from the ``.xml`` file beside them if any.
+
+All writes go through :func:`core.io.atomic_path`: a crash never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import SHAPES
+from core.io import atomic_path
+
+SPLITS = ("train", "val", "test")
+PUBLIC_RE = re.compile(r"^RAVEN_(\d+)_(train|val|test)\.npz$")
+
+
+class RavenFileError(ValueError):
+    """A missing, empty or corrupt problem file or folder; the message names the path."""
+
+
+def load_npz(path: str | Path, required: tuple[str, ...] = ("image", "target")) -> dict[str, Any]:
+    """All arrays of one ``.npz`` file, read fully; a corrupt or incomplete file raises
+    :class:`RavenFileError` naming it."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise RavenFileError(f"{path}: file not found") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib_error()) as err:
+        raise RavenFileError(f"{path}: corrupt or not an npz file ({err})") from None
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise RavenFileError(f"{path}: missing array {missing[0]!r} "
+                             f"(expected keys {', '.join(required)})")
+    return out
+
+
+def zlib_error() -> type[Exception]:
+    import zlib
+
+    return zlib.error
+
+
+def check_problems(path: Path, image: np.ndarray, target: np.ndarray, batched: bool) -> None:
+    """Validate the dtype and shape of ``image`` / ``target``; errors name ``path``."""
+    want = 4 if batched else 3
+    shape = "[N, 16, H, W]" if batched else "[16, H, W]"
+    if image.dtype != np.uint8 or image.ndim != want or image.shape[-3] != 16:
+        raise RavenFileError(f"{path}: 'image' must be uint8 {shape}, "
+                             f"got {image.dtype} {list(image.shape)}")
+    n = image.shape[0] if batched else None
+    tshape = (n,) if batched else ()
+    if target.shape != tshape or not np.issubdtype(target.dtype, np.integer):
+        raise RavenFileError(f"{path}: 'target' must be integer of shape {list(tshape)}, "
+                             f"got {target.dtype} {list(target.shape)}")
+    if target.size and (target.min() < 0 or target.max() > 7):
+        raise RavenFileError(f"{path}: 'target' values must be in 0..7")
+
+
+def shapes_from_attrs(attrs: np.ndarray) -> np.ndarray:
+    """Presence of each shape type in ``attrs`` [..., 16, C, S, 4] -> bool [..., 5]."""
+    types = attrs[..., 0].reshape(*attrs.shape[:-4], -1)
+    return np.stack([(types == t).any(-1) for t in range(len(SHAPES))], -1)
+
+
+def shapes_from_xml(path: Path) -> np.ndarray:
+    """Shape presence from a public RAVEN ``.xml`` file: ``Type`` of every ``Entity``
+    (index 1..5 = triangle, square, pentagon, hexagon, circle; 0 is 'none')."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as err:
+        raise RavenFileError(f"{path}: unreadable XML ({err})") from None
+    out = np.zeros(len(SHAPES), bool)
+    for ent in root.iter("Entity"):
+        t = int(ent.get("Type", "0"))
+        if 1 <= t <= len(SHAPES):
+            out[t - 1] = True
+    return out
+
+
+def write_npz(path: str | Path, arrays: dict[str, Any], compress: bool = True) -> Path:
+    """Write ``arrays`` atomically to ``path`` (compressed by default)."""
+    save = np.savez_compressed if compress else np.savez
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            save(fh, **arrays)
+    return Path(path)
+
+
+def public_files(root: Path, split: str) -> list[Path]:
+    """Per-problem files of ``split`` under ``root`` (``root/<cfg>/RAVEN_<i>_<split>.npz`` or
+    directly in ``root``), ordered by configuration folder then problem index."""
+    found = []
+    for p in list(root.glob(f"RAVEN_*_{split}.npz")) + list(root.glob(f"*/RAVEN_*_{split}.npz")):
+        m = PUBLIC_RE.match(p.name)
+        if m:
+            found.append((p.parent.name if p.parent != root else "", int(m.group(1)), p))
+    return [p for _, _, p in sorted(found)]
