@@ -1,0 +1,100 @@
+"""Models over 16-panel Raven problems and their checkpoints.
+
+``build_model(cfg.model, image_size)`` builds the architecture named by ``model.arch``;
+``load_checkpoint(path)`` rebuilds a model from a ``data/train/<name>.pt`` file (format in
+docs/architecture.md) and validates it; ``subnet_of(name)`` maps a parameter name to one of
+``core.config.SUBNETS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.config import SUBNETS, ConfigError, ModelConfig, _build
+from core.models.cnn_mlp import CNNMLP
+from core.models.scl import SCL
+
+ARCHS = {"scl": SCL, "cnn_mlp": CNNMLP}
+CHECKPOINT_KEYS = ("arch", "model", "image_size", "state_dict", "milestone", "step", "epoch",
+                   "val_acc")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used; the message names the file."""
+
+
+def build_model(cfg: ModelConfig, image_size: int) -> nn.Module:
+    """The model ``cfg.arch`` for ``image_size`` px panels (seed torch first for determinism)."""
+    kw = dataclasses.asdict(cfg)
+    arch = kw.pop("arch")
+    if arch not in ARCHS:
+        raise ConfigError(f"model.arch: expected one of {', '.join(ARCHS)}, got {arch!r}")
+    return ARCHS[arch](image_size=image_size, **kw)
+
+
+def subnet_of(name: str) -> str:
+    """The sub-network of a parameter (or buffer) name: its first dotted component."""
+    head = name.split(".", 1)[0]
+    if head not in SUBNETS:
+        raise ValueError(f"parameter {name!r}: first component {head!r} is not a sub-network "
+                         f"(expected one of {', '.join(SUBNETS)})")
+    return head
+
+
+def checkpoint_dict(model: nn.Module, cfg: ModelConfig, image_size: int, milestone: float,
+                    step: int, epoch: int, val_acc: float) -> dict[str, Any]:
+    """The ``torch.save`` payload of a milestone checkpoint (plain types and tensors only)."""
+    return {"arch": cfg.arch, "model": dataclasses.asdict(cfg), "image_size": int(image_size),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "milestone": float(milestone), "step": int(step), "epoch": int(epoch),
+            "val_acc": float(val_acc)}
+
+
+def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild the model of checkpoint ``path`` in eval mode; ``meta`` is the dict minus weights.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, truncated, not a
+    checkpoint, of another architecture than ``arch`` (if given) or its weights do not fit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found (run the train stage first)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+            OSError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                              f"{type(err).__name__}: {err}") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+        raise CheckpointError(f"{path}: not a model checkpoint (missing keys: "
+                              f"{', '.join(missing)})")
+    if arch is not None and ckpt["arch"] != arch:
+        raise CheckpointError(f"{path}: architecture {ckpt['arch']!r}, expected {arch!r}")
+    try:
+        cfg = _build(ModelConfig, ckpt["model"], f"{path}: model")
+    except ConfigError as err:
+        raise CheckpointError(str(err)) from None
+    if cfg.arch != ckpt["arch"]:
+        raise CheckpointError(f"{path}: arch {ckpt['arch']!r} disagrees with model.arch "
+                              f"{cfg.arch!r}")
+    model = build_model(cfg, int(ckpt["image_size"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit architecture {cfg.arch!r}: "
+                              f"{str(err).splitlines()[0]} ...") from None
+    model.eval()
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model, meta
+
+
+__all__ = ["ARCHS", "CheckpointError", "SCL", "CNNMLP", "build_model", "checkpoint_dict",
+           "load_checkpoint", "subnet_of"]
