@@ -130,7 +130,12 @@ class MetricsConfig:
 
 @dataclass(frozen=True)
 class FiguresConfig:
-    dpi: int = f(gt=0)
+    dpi: int = f(gt=0)  # PNG dots per inch
+    font_size: float = f(gt=0)  # points at the printed size
+    width_one: float = f(gt=0)  # inches, one-column figure
+    width_two: float = f(gt=0)  # inches, two-column (text-width) figure
+    problem_split: str = f(choices=("train", "val", "test"))
+    evolution_task: str = f(choices=SHAPES)  # mask_evolution's task
 
 
 @dataclass(frozen=True)
