@@ -16,6 +16,7 @@ are what the tests check by hand; :func:`compute` assembles them into labelled d
 from __future__ import annotations
 
 import argparse
+import functools
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -81,21 +82,13 @@ def dispersity(masks: Sequence[np.ndarray]) -> float:
     return float(np.mean([tensor_dispersity(m) for m in masks]))
 
 
-def tensor_dispersity_random(shape: Sequence[int], kept: int) -> float:
-    """Expected :func:`tensor_dispersity` of a uniformly random mask of ``shape`` with ``kept``
-    ones (ratio of expectations; sampling without replacement).
-
-    Over all N positions, index coordinate j is uniform on 0..s_j-1: mean m_j = (s_j-1)/2 and
-    variance v_j = (s_j^2-1)/12. For k ones drawn without replacement
-    E[sample variance] = v_j (k-1)/k N/(N-1) and E[mean^2] = m_j^2 + v_j/k (N-k)/(N-1).
-    """
-    shape = tuple(int(s) for s in shape)
-    n = int(np.prod(shape)) if shape else 1
-    k = int(kept)
-    if not 0 <= k <= n:
-        raise ValueError(f"tensor_dispersity_random: kept={k} outside 0..{n}")
-    if not shape or k == 0 or n == 1:
-        return 0.0
+def _ratio_of_expectations(shape: tuple[int, ...], k: int) -> float:
+    """E[total variance] / E[squared mean norm] of the index coordinates of k entries drawn
+    uniformly without replacement from a tensor of ``shape`` (an approximation of the expected
+    dispersity, good for large k). Over all N positions coordinate j is uniform on 0..s_j-1:
+    mean m_j = (s_j-1)/2, variance v_j = (s_j^2-1)/12; E[sample variance] =
+    v_j (k-1)/k N/(N-1) and E[mean^2] = m_j^2 + v_j/k (N-k)/(N-1)."""
+    n = int(np.prod(shape))
     s = np.asarray(shape, dtype=np.float64)
     m, v = (s - 1) / 2, (s**2 - 1) / 12
     num = float((v * (k - 1) / k * n / (n - 1)).sum())
@@ -103,17 +96,51 @@ def tensor_dispersity_random(shape: Sequence[int], kept: int) -> float:
     return num / den if den > 0 else 0.0
 
 
-def dispersity_random(shapes: Sequence[Sequence[int]], kept: Sequence[int]) -> float:
+@functools.lru_cache(maxsize=65536)
+def tensor_dispersity_random(shape: tuple[int, ...], kept: int, samples: int = 0,
+                             seed: int = 0) -> float:
+    """Expected :func:`tensor_dispersity` of a uniformly random mask of ``shape`` with ``kept``
+    ones: the mean over ``samples`` random masks (seeded by ``seed``, the shape and ``kept``, so
+    independent of call order), or with ``samples`` = 0 the analytic ratio of expectations
+    (:func:`_ratio_of_expectations`, biased upwards or downwards by a few percent for small
+    ``kept``). Exact without sampling when nothing, one entry or everything is kept."""
+    shape = tuple(int(s) for s in shape)
+    n = int(np.prod(shape)) if shape else 1
+    k = int(kept)
+    if not 0 <= k <= n:
+        raise ValueError(f"tensor_dispersity_random: kept={k} outside 0..{n}")
+    if not shape or k <= 1 or n == 1:
+        return 0.0
+    if k == n:
+        return tensor_dispersity(np.ones(shape, dtype=bool))
+    if samples == 0:
+        return _ratio_of_expectations(shape, k)
+    rng = np.random.default_rng([seed, k, *shape])
+    ratios = []
+    batch = max(1, min(samples, 4_000_000 // n))
+    for start in range(0, samples, batch):
+        b = min(batch, samples - start)
+        flat = np.argpartition(rng.random((b, n), dtype=np.float32), k - 1, axis=1)[:, :k]
+        coords = [c.astype(np.float64) for c in np.unravel_index(flat, shape)]
+        var = sum(c.var(axis=1) for c in coords)
+        mu2 = sum(c.mean(axis=1) ** 2 for c in coords)
+        ratios.append(np.divide(var, mu2, out=np.zeros_like(var), where=mu2 > 0))
+    return float(np.concatenate(ratios).mean())
+
+
+def dispersity_random(shapes: Sequence[Sequence[int]], kept: Sequence[int], samples: int = 0,
+                      seed: int = 0) -> float:
     """Mean of :func:`tensor_dispersity_random` over tensors (the random-mask reference)."""
     if len(shapes) == 0:
         raise ValueError("dispersity_random: no tensors")
-    return float(np.mean([tensor_dispersity_random(s, k) for s, k in zip(shapes, kept)]))
+    return float(np.mean([tensor_dispersity_random(tuple(s), int(k), samples, seed)
+                          for s, k in zip(shapes, kept)]))
 
 
-def dispersity_norm(masks: Sequence[np.ndarray]) -> float:
+def dispersity_norm(masks: Sequence[np.ndarray], samples: int = 0, seed: int = 0) -> float:
     """:func:`dispersity` over its random-mask expectation (1 = as spread as random; NaN when
     the random expectation is 0, i.e. no tensor has two or more kept entries)."""
-    ref = dispersity_random([np.shape(m) for m in masks], _kept(masks))
+    ref = dispersity_random([np.shape(m) for m in masks], _kept(masks), samples, seed)
     return dispersity(masks) / ref if ref > 0 else float("nan")
 
 
@@ -424,6 +451,7 @@ def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndar
                              "dispersity_specific_random", *(f"acc_{k}" for k in ACC_KEYS))}
     kept, kept_s = nan4(P), nan4(P)
     seed_iou = nan4(len(S))
+    ref = (cfg.metrics.chance_samples, cfg.seed)  # random-mask dispersity reference
 
     for idx, r in at.items():
         parts = r.split()
@@ -432,7 +460,7 @@ def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndar
         v["n_kept"][idx] = k.sum()
         v["sparsity"][idx] = sparsity(parts)
         v["dispersity"][idx] = dispersity(parts)
-        v["dispersity_random"][idx] = dispersity_random(shapes, k)
+        v["dispersity_random"][idx] = dispersity_random(shapes, k, *ref)
         for key in ACC_KEYS:
             v[f"acc_{key}"][idx] = r.accuracy[key]
     # shared-weight removal within (checkpoint, alpha, seed) when every task has a mask there
@@ -455,7 +483,7 @@ def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndar
                     v["n_kept_specific"][idx] = k.sum()
                     v["sparsity_specific"][idx] = sparsity(parts)
                     v["dispersity_specific"][idx] = dispersity(parts)
-                    v["dispersity_specific_random"][idx] = dispersity_random(shapes, k)
+                    v["dispersity_specific_random"][idx] = dispersity_random(shapes, k, *ref)
     # seed agreement
     for (c, t, a, s), r in at.items():
         for s2 in range(len(S)):
