@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -69,13 +70,33 @@ def write_training(path: Path, milestones=(20.0, 25.0, 30.0)) -> None:
         coords={"step": steps, "val_step": val_steps}).to_netcdf(path, engine="netcdf4")
 
 
-@pytest.fixture(scope="module")
-def cfg():
-    return load(ROOT / "params.yaml", "ci")
+# the ci profile of the repo's params.yaml with the mask layout these tests assume pinned
+LAYOUT = {"train": {"milestones": [20, 25, 30]},
+          "masks": {"tasks": ["circle", "square"], "seeds": [0, 1], "alpha": 1.0e-5,
+                    "alpha_sweep": [1.0e-5, 1.0e-4]},
+          "metrics": {"alpha_tolerance": 5.0, "chance_samples": 10, "ci": 0.95,
+                      "alpha_min_seeds": 2}}
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, cfg):
+def params(tmp_path_factory) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    ci = raw["profiles"].setdefault("ci", {}) or {}
+    for section, values in LAYOUT.items():
+        ci[section] = {**(ci.get(section) or {}), **values}
+    raw["profiles"]["ci"] = ci
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cfg(params):
+    return load(params, "ci")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, cfg, params):
     """A mask folder with every ci run (a shared core kept by every task) and a training log."""
     d = tmp_path_factory.mktemp("inputs")
     masks = d / "masks"
@@ -85,8 +106,6 @@ def inputs(tmp_path_factory, cfg):
     for run in mask_runs(cfg):
         write_mask(masks / f"{run['key']}.pt", run, rng, shared=core_)
     write_training(d / "training.nc")
-    params = d / "params.yaml"
-    shutil.copy(ROOT / "params.yaml", params)
     return masks, d / "training.nc", params
 
 
