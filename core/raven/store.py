@@ -27,9 +27,14 @@ All writes go through :func:`core.io.atomic_path`: a crash never leaves a half-w
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +130,70 @@ def public_files(root: Path, split: str) -> list[Path]:
         if m:
             found.append((p.parent.name if p.parent != root else "", int(m.group(1)), p))
     return [p for _, _, p in sorted(found)]
+
+
+class OutDirError(ValueError):
+    """An output folder that cannot be written, or is not empty without ``--force``."""
+
+
+def check_out_dir(out: str | Path, force: bool) -> Path:
+    """``out`` must be a writable place for a new folder, empty unless ``force``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutDirError(f"--out: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutDirError(f"--out: {out} is not empty (pass --force to replace it)")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutDirError(f"--out: {out} is not writable (no write permission on {parent})")
+    return out
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` (by rename), on
+    failure it is removed: a crash never leaves a half-built ``out``."""
+    out = check_out_dir(out, force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    except OSError as err:
+        raise OutDirError(f"--out: cannot create {out} ({err})") from None
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".old-{out.name}-", dir=out.parent))
+            os.replace(out, old / "x")
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_shard(path: str | Path, arrays: dict[str, np.ndarray], configuration: str) -> Path:
+    """One packed shard (all problems of one split and configuration)."""
+    keys = ("image", "target", "shapes", "attrs", "rules", "index")
+    out = {k: arrays[k] for k in keys if k in arrays}
+    out["configuration"] = np.array(configuration)
+    return write_npz(path, out)
+
+
+def write_problems(folder: str | Path, arrays: dict[str, np.ndarray], configuration: str,
+                   split: str, public: dict[str, list[np.ndarray]]) -> None:
+    """Per-problem files ``<folder>/<configuration>/RAVEN_<index>_<split>.npz``."""
+    for j, i in enumerate(arrays["index"]):
+        item = {k: arrays[k][j] for k in ("image", "target", "attrs", "rules")}
+        item.update({k: v[j] for k, v in public.items()})
+        item["configuration"] = np.array(configuration)
+        write_npz(Path(folder) / configuration / f"RAVEN_{int(i)}_{split}.npz", item)
+
+
+def split_ranges(n: int) -> dict[str, tuple[int, int]]:
+    """Problem index ranges of the 6/2/2 train/val/test split of ``n`` problems."""
+    train, val = n * 6 // 10, n * 2 // 10
+    return {"train": (0, train), "val": (train, train + val), "test": (train + val, n)}

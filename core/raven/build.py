@@ -1,0 +1,141 @@
+"""``python -m core.raven build``: the data set of a profile, in the layout of
+``docs/architecture.md``::
+
+    <out>/main/{train,val,test}/<configuration>.npz           all problems of the profile
+    <out>/tasks/<shape>/{train,val,test}/<configuration>.npz       every entity of that shape
+    <out>/tasks/not_<shape>/{train,val,test}/<configuration>.npz   no entity of that shape
+
+Generated (``data.public_dir: null``): ``data.n_per_config`` problems per configuration for
+``main``; ``data.task_n`` problems per task set and per complement, spread evenly over the
+configurations; each split 6/2/2 by problem index. Task sets are generated directly with the
+subset's constrained domains (never by rejection from the full distribution), so even
+configurations where a subset is rare get their share.
+
+From public data (``data.public_dir`` set): the per-problem files of the listed configurations
+are packed into the same shards (panels block-averaged to ``data.image_size``), and the task
+sets are the problems selected by their shape metadata (our ``attrs`` or the RAVEN ``.xml``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from core.config import SHAPES, Config
+from core.raven.attributes import Subset
+from core.raven.generate import Job, run_jobs, validate
+from core.raven.store import (
+    SPLITS,
+    RavenFileError,
+    check_out_dir,
+    load_npz,
+    public_files,
+    shapes_from_attrs,
+    shapes_from_xml,
+    split_ranges,
+    staged_dir,
+    write_shard,
+)
+
+
+def task_sets() -> list[tuple[str, Subset]]:
+    """``(folder name, subset)`` of every task set and its complement."""
+    out = []
+    for s in SHAPES:
+        out += [(s, Subset(shape=s)), (f"not_{s}", Subset(exclude_shape=s))]
+    return out
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``n`` problems over ``k`` configurations, as evenly as possible (earlier ones first)."""
+    return [n // k + (i < n % k) for i in range(k)]
+
+
+def plan(cfg: Config) -> list[tuple[str, Job]]:
+    """Every shard to generate: (path relative to the output folder, job)."""
+    d = cfg.data
+    out = []
+
+    def add(folder: str, subset: Subset, configuration: str, n: int) -> None:
+        for split, (a, b) in split_ranges(n).items():
+            if b > a:
+                out.append((f"{folder}/{split}/{configuration}.npz",
+                            Job(configuration, subset, a, b, cfg.seed, d.image_size, d.answers)))
+
+    for c in d.configs:
+        add("main", Subset(), c, d.n_per_config)
+    for name, subset in task_sets():
+        for c, n in zip(d.configs, spread(d.task_n, len(d.configs))):
+            add(f"tasks/{name}", subset, c, n)
+    return out
+
+
+def build(cfg: Config, out: str | Path, force: bool = False, progress: bool = True) -> Path:
+    """Build the data set of ``cfg`` into ``out`` (atomically: all or nothing)."""
+    out = check_out_dir(out, force)
+    if cfg.data.public_dir is not None:
+        return build_public(cfg, out, force, progress)
+    jobs = plan(cfg)
+    for _, job in jobs:
+        validate(job.configuration, job.subset, job.size, job.answers, job.stop - job.start)
+    paths = {id(job): rel for rel, job in jobs}
+    with staged_dir(out, force) as tmp:
+        for job, arrays in run_jobs([j for _, j in jobs], cfg.data.workers, progress, "build"):
+            write_shard(tmp / paths[id(job)], arrays, job.configuration)
+    return out
+
+
+def _downsample(image: np.ndarray, size: int, path: Path) -> np.ndarray:
+    h = image.shape[-1]
+    if h == size:
+        return image
+    if h % size:
+        raise RavenFileError(f"{path}: panels of {h} px cannot be block-averaged to "
+                             f"data.image_size {size} (expected a divisor of {h})")
+    f = h // size
+    blocks = image.reshape(*image.shape[:-2], size, f, size, f).astype(np.float32)
+    return np.rint(blocks.mean(axis=(-3, -1))).astype(np.uint8)
+
+
+def build_public(cfg: Config, out: Path, force: bool, progress: bool) -> Path:
+    """Pack the public per-problem files of ``cfg.data.public_dir`` and select task sets."""
+    root = Path(cfg.data.public_dir)  # type: ignore[arg-type]
+    if not root.is_dir():
+        raise RavenFileError(f"data.public_dir: {root} is not a folder")
+    with staged_dir(out, force) as tmp:
+        for split in SPLITS:
+            files = [f for f in public_files(root, split) if f.parent.name in cfg.data.configs]
+            if not files:
+                raise RavenFileError(f"data.public_dir: {root} has no {split} problems of "
+                                     f"configurations {', '.join(cfg.data.configs)}")
+            by_cfg: dict[str, list[Path]] = defaultdict(list)
+            for f in files:
+                by_cfg[f.parent.name].append(f)
+            for c, fs in by_cfg.items():
+                image, target, shapes = [], [], []
+                for f in fs:
+                    z = load_npz(f)
+                    image.append(_downsample(z["image"], cfg.data.image_size, f))
+                    target.append(int(z["target"]))
+                    if "attrs" in z:
+                        shapes.append(shapes_from_attrs(z["attrs"]))
+                    elif f.with_suffix(".xml").exists():
+                        shapes.append(shapes_from_xml(f.with_suffix(".xml")))
+                    else:
+                        raise RavenFileError(f"{f}: no shape metadata (expected 'attrs' in the "
+                                             f"file or {f.with_suffix('.xml').name} beside it)")
+                arrays = {"image": np.stack(image), "target": np.array(target, np.int64),
+                          "shapes": np.stack(shapes),
+                          "index": np.array([int(f.stem.split("_")[1]) for f in fs], np.int64)}
+                write_shard(tmp / "main" / split / f"{c}.npz", arrays, c)
+                for k, shape in enumerate(SHAPES):
+                    only = np.zeros(len(SHAPES), bool)
+                    only[k] = True
+                    for name, keep in ((shape, (arrays["shapes"] == only).all(1)),
+                                       (f"not_{shape}", ~arrays["shapes"][:, k])):
+                        if keep.any():
+                            sub = {key: v[keep] for key, v in arrays.items()}
+                            write_shard(tmp / "tasks" / name / split / f"{c}.npz", sub, c)
+    return out
