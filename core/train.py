@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import io
 import math
 import os
 import sys
@@ -49,7 +50,7 @@ import xarray as xr
 from torch import nn
 
 from core.config import Config, ConfigError, checkpoint_name, from_dict, load
-from core.io import atomic_path
+from core.io import atomic_path, atomic_write_bytes
 from core.models import build_model, checkpoint_dict
 
 LAST = "last.pt"
@@ -168,8 +169,11 @@ def _fingerprint(cfg: Config, n_train: int, n_val: int) -> dict[str, Any]:
 
 
 def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically. Serialised in memory first: saving to the temporary file
+    would record its random name inside the zip archive and break byte-identity."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def write_log(path: Path, st: dict[str, Any], cfg: Config, test: dict[float, float]) -> None:

@@ -27,8 +27,9 @@ class CNNMLP(nn.Module):
         for a, b in zip(chans[:-1], chans[1:]):
             layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b), nn.ReLU()]
         self.vision = nn.Sequential(*layers)
-        with torch.no_grad():
-            flat = self.vision(torch.zeros(1, chans[0], image_size, image_size)).numel()
+        with torch.no_grad():  # eval: BatchNorm cannot take batch statistics of one 1x1 map
+            flat = self.vision.eval()(torch.zeros(1, chans[0], image_size, image_size)).numel()
+        self.vision.train()
         self.relation = mlp([flat, conv_out, *rel_hidden], relu_last=True)
         self.logit = nn.Linear(rel_hidden[-1] if rel_hidden else conv_out, N_CANDIDATES)
         self.image_size = image_size

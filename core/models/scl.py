@@ -45,8 +45,9 @@ class ConvEncoder(nn.Module):
                 layers.append(nn.BatchNorm2d(b))
             layers.append(nn.ReLU())
         self.conv = nn.Sequential(*layers)
-        with torch.no_grad():
-            flat = self.conv(torch.zeros(1, channels[0], image_size, image_size)).numel()
+        with torch.no_grad():  # eval: BatchNorm cannot take batch statistics of one 1x1 map
+            flat = self.conv.eval()(torch.zeros(1, channels[0], image_size, image_size)).numel()
+        self.conv.train()
         self.fc = nn.Linear(flat, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, out_dim]
