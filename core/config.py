@@ -118,6 +118,10 @@ class MaskConfig:
     log_every: int = f(gt=0)
     eval_n: int = f(ge=0)  # problems for final accuracies (0: the whole eval split)
     include: list[str] = f()  # parameter-name prefixes to mask; empty: every parameter
+    curve_n: int = f(ge=0)  # task val problems for the logged curve accuracies (0: all)
+    snapshots: int = f(ge=1)  # logged steps whose logits of one parameter are kept (figure)
+    snapshot_param: str | None = f()  # that parameter; null: the most nearly square 2-D one
+    threads: int = f(ge=1)  # torch intra-op threads of a mask run
 
 
 @dataclass(frozen=True)
