@@ -486,3 +486,16 @@ def test_cli_reports_errors_and_writes_nothing(inputs, tmp_path, capsys):
     assert code == 2
     assert "no mask files" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_notebook_stage(inputs, tmp_path):
+    from core.notebook import run
+
+    masks, training, params = inputs
+    out = tmp_path / "metrics"
+    run(ROOT / "analysis" / "module_metrics.ipynb", None,
+        {"params": str(params), "masks": str(masks), "training": str(training),
+         "out": str(out), "profile": "ci"})
+    for name in ("modules", "layers", "sharing", "curves"):
+        with xr.open_dataset(out / f"{name}.nc") as ds:
+            validate(ds, name)
