@@ -386,8 +386,12 @@ def _percent(da: xr.DataArray) -> np.ndarray:
 
 
 def read_training(path: str | Path) -> dict[str, np.ndarray]:
-    """The SCL training log: train_step/train_loss/train_acc/epoch (dim ``step``) and
-    val_step/val_acc (dim ``val_step``), accuracies in percent."""
+    """The SCL training log (``training.nc`` of ``core.train``) as plain arrays, accuracies in
+    percent: ``train_step``/``train_loss``/``train_acc``/``epoch`` (dim ``step``; the loss and
+    accuracy may be named ``loss``/``acc``), ``val_step``/``val_acc``/``val_epoch`` (dim
+    ``val_step``; ``val_epoch`` NaN when absent), and, when the log records them
+    (``milestone_step``/``milestone_val_acc`` on dim ``milestone``), ``milestone``,
+    ``milestone_step`` and ``milestone_val_acc`` (NaN: not reached)."""
     path = Path(path)
     if not path.exists():
         raise MetricsError(f"{path}: training log not found (expected training.nc of the "
@@ -398,32 +402,55 @@ def read_training(path: str | Path) -> dict[str, np.ndarray]:
     except Exception as err:
         raise MetricsError(f"{path}: cannot read as netCDF ({type(err).__name__}: {err})"
                            ) from None
-    need = {"train_loss": "step", "train_acc": "step", "epoch": "step", "val_acc": "val_step"}
-    for var, dim in need.items():
-        if var not in ds.variables:
-            raise MetricsError(f"{path}: variable {var!r} missing (expected on dim {dim!r})")
-        if ds[var].dims != (dim,):
-            raise MetricsError(f"{path}: variable {var!r} has dims {ds[var].dims}, "
-                               f"expected ({dim!r},)")
+
+    def var(names: tuple[str, ...], dim: str) -> xr.DataArray:
+        for name in names:
+            if name in ds.variables:
+                if ds[name].dims != (dim,):
+                    raise MetricsError(f"{path}: variable {name!r} has dims {ds[name].dims}, "
+                                       f"expected ({dim!r},)")
+                return ds[name]
+        alt = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
+        raise MetricsError(f"{path}: variable {names[0]!r}{alt} missing "
+                           f"(expected on dim {dim!r})")
 
     def coord(dim: str) -> np.ndarray:
         return (np.asarray(ds[dim].values, dtype=np.int64) if dim in ds.variables
                 else np.arange(ds.sizes[dim], dtype=np.int64))
 
-    return {"train_step": coord("step"), "val_step": coord("val_step"),
-            "train_loss": np.asarray(ds["train_loss"].values, np.float64),
-            "train_acc": _percent(ds["train_acc"]),
-            "epoch": np.asarray(ds["epoch"].values, np.float64),
-            "val_acc": _percent(ds["val_acc"])}
+    out = {"train_loss": np.asarray(var(("train_loss", "loss"), "step").values, np.float64),
+           "train_acc": _percent(var(("train_acc", "acc"), "step")),
+           "epoch": np.asarray(var(("epoch",), "step").values, np.float64),
+           "val_acc": _percent(var(("val_acc",), "val_step"))}
+    out["train_step"], out["val_step"] = coord("step"), coord("val_step")
+    out["val_epoch"] = (np.asarray(var(("val_epoch",), "val_step").values, np.float64)
+                        if "val_epoch" in ds.variables else np.full(out["val_acc"].size, np.nan))
+    if "milestone_step" in ds.variables and "milestone_val_acc" in ds.variables:
+        step = np.asarray(var(("milestone_step",), "milestone").values, np.float64)
+        out["milestone"] = np.asarray(ds["milestone"].values, np.float64)
+        out["milestone_step"] = np.where(step < 0, np.nan, step)
+        out["milestone_val_acc"] = _percent(var(("milestone_val_acc",), "milestone"))
+    return out
 
 
 # =========================================================================== datasets
 
 
 def _ckpt_coords(cfg: Config, training: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Checkpoint coords: milestone, and the first validation that reached it."""
+    """Checkpoint coords: milestone, and the step and validation accuracy of the checkpoint,
+    from the log's milestone records when it has them, else the first logged validation
+    whose accuracy reached the milestone (NaN when never reached)."""
     steps, vals = [], []
     for m in cfg.train.milestones:
+        if "milestone" in training:
+            hit = np.nonzero(np.isclose(training["milestone"], m))[0]
+            if not hit.size:
+                raise MetricsError(f"training log: milestone {m:g} of train.milestones not in "
+                                   f"its milestones {training['milestone'].tolist()} (stale "
+                                   "training.nc?)")
+            steps.append(float(training["milestone_step"][hit[0]]))
+            vals.append(float(training["milestone_val_acc"][hit[0]]))
+            continue
         hit = np.nonzero(training["val_acc"] >= m)[0]
         steps.append(float(training["val_step"][hit[0]]) if hit.size else np.nan)
         vals.append(float(training["val_acc"][hit[0]]) if hit.size else np.nan)
@@ -605,6 +632,7 @@ def _curves(at, selected, C, T, A, S, training, base) -> tuple[xr.Dataset, str]:
          "train_acc": (("train_step",), training["train_acc"]),
          "epoch": (("train_step",), training["epoch"]),
          "val_acc": (("val_step",), training["val_acc"]),
+         "val_epoch": (("val_step",), training["val_epoch"]),
          "keep_prob": (("checkpoint", "task", "snap_step", "snap_row", "snap_col"), keep)},
         coords={**base, "mask_step": steps, "train_step": training["train_step"],
                 "val_step": training["val_step"], "snap_step": snap_steps,

@@ -58,16 +58,27 @@ def write_mask(path: Path, run: dict, rng: np.random.Generator, density: float =
     }, path)
 
 
-def write_training(path: Path, milestones=(20.0, 25.0, 30.0)) -> None:
+def write_training(path: Path, milestones=(20.0, 25.0, 30.0), style: str = "train") -> None:
+    """A training log like core.train writes (``style="train"``: loss/acc, val_epoch and the
+    milestone records) or the minimal contract (``"minimal"``: train_loss/train_acc/epoch and
+    val_acc only)."""
     steps = np.arange(0, 100, 10)
     val_steps = np.arange(0, 100, 20)
-    xr.Dataset(
-        {"train_loss": ("step", np.linspace(2.1, 1.0, steps.size)),
-         "train_acc": ("step", np.linspace(12.5, 40.0, steps.size), {"units": "percent"}),
-         "epoch": ("step", steps / 50.0),
+    ds = xr.Dataset(
+        {"epoch": ("step", steps // 50),
          "val_acc": ("val_step", np.array([12.5, 21.0, 24.0, 31.0, 33.0]),
                      {"units": "percent"})},
-        coords={"step": steps, "val_step": val_steps}).to_netcdf(path, engine="netcdf4")
+        coords={"step": steps, "val_step": val_steps})
+    loss, acc = np.linspace(2.1, 1.0, steps.size), np.linspace(12.5, 40.0, steps.size)
+    if style == "train":
+        ds = ds.assign(loss=("step", loss), acc=("step", acc, {"units": "percent"}),
+                       val_epoch=("val_step", val_steps // 50),
+                       milestone_step=("milestone", [20, 55, 60][: len(milestones)]),
+                       milestone_val_acc=("milestone", [21.0, 30.5, 31.0][: len(milestones)]))
+        ds = ds.assign_coords(milestone=list(milestones))
+    else:
+        ds = ds.assign(train_loss=("step", loss), train_acc=("step", acc))
+    ds.to_netcdf(path, engine="netcdf4")
 
 
 # the ci profile of the repo's params.yaml with the mask layout these tests assume pinned
@@ -348,9 +359,9 @@ def test_modules_values_match_the_mask_files(built, inputs, cfg):
     seed_iou = mods["seed_iou"].sel(checkpoint="scl_20", task="circle", alpha=1e-5)
     assert np.diag(seed_iou.values).tolist() == [100.0, 100.0]
     assert 0 < float(M.seed_agreement(seed_iou)) < 100
-    # milestones 20/25/30 first reached at val steps 20/60/60 (val acc 21/31/31)
-    assert mods["ckpt_step"].values.tolist() == [20.0, 60.0, 60.0]
-    assert mods["ckpt_val_acc"].values.tolist() == [21.0, 31.0, 31.0]
+    # checkpoint facts from the log's milestone records
+    assert mods["ckpt_step"].values.tolist() == [20.0, 55.0, 60.0]
+    assert mods["ckpt_val_acc"].values.tolist() == [21.0, 30.5, 31.0]
 
 
 def test_sharing_and_removal(built):
@@ -394,6 +405,20 @@ def test_same_inputs_give_identical_bytes(inputs, cfg, tmp_path):
                         for n in ("modules", "layers", "sharing", "curves")})
         assert not list(out.glob(".tmp-*"))
     assert digests[0] == digests[1]
+
+
+def test_checkpoint_facts_from_a_minimal_log(tmp_path, cfg):
+    path = tmp_path / "training.nc"
+    write_training(path, style="minimal")
+    log = M.read_training(path)
+    assert np.isnan(log["val_epoch"]).all() and "milestone" not in log
+    coords = M._ckpt_coords(cfg, log)
+    # milestones 20/25/30 first reached at val steps 20/60/60 (val acc 21/31/31)
+    assert coords["ckpt_step"][1] == [20.0, 60.0, 60.0]
+    assert coords["ckpt_val_acc"][1] == [21.0, 31.0, 31.0]
+    write_training(path, milestones=(50.0, 70.0, 90.0))
+    with pytest.raises(M.MetricsError, match="milestone 20 of train.milestones not in"):
+        M._ckpt_coords(cfg, M.read_training(path))
 
 
 def test_training_log_in_fractions_is_converted(tmp_path):
@@ -469,7 +494,8 @@ def test_bad_training_log(inputs, cfg, tmp_path):
     path = tmp_path / "training.nc"
     xr.Dataset({"train_loss": ("step", [1.0]), "epoch": ("step", [0.0]),
                 "val_acc": ("val_step", [10.0])}).to_netcdf(path)
-    with pytest.raises(M.MetricsError, match=f"{path}: variable 'train_acc' missing"):
+    with pytest.raises(M.MetricsError, match=f"{path}: variable 'train_acc' \\(or 'acc'\\) "
+                                             "missing"):
         M.read_training(path)
     path.write_text("not netcdf")
     with pytest.raises(M.MetricsError, match=f"{path}: cannot read as netCDF"):
