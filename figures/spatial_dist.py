@@ -1,0 +1,58 @@
+"""Spatial distribution of the modules: each masked parameter's share of the module's kept
+weights (percent, log scale), mean over shape tasks, ± CI over seeds, coloured by SCL
+sub-network; one panel per checkpoint at its selected alpha."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+
+from figures import style
+from figures.inputs import Inputs, at_selected, mean_ci, require_data
+
+NAME = "spatial_dist"
+NEEDS = ("layers", "modules")
+OUTPUTS = ("spatial_dist",)
+
+
+def build(inp: Inputs, out: Path) -> list[Path]:
+    ly, md = inp["layers"], inp["modules"]
+    cks = [str(c) for c in ly["checkpoint"].values]
+    params = [str(p) for p in ly["param"].values]
+    subnets = [str(s) for s in ly["subnet"].values]
+    share = at_selected(require_data(ly["share"], "layers.nc share"), md, "layers.nc share")
+    st = mean_ci(share.mean("task", skipna=True), "seed", inp.level)
+    x = np.arange(len(params))
+    colors = [style.SUBNET_COLORS.get(s, "0.5") for s in subnets]
+    height = 1.0 + 1.0 * len(cks) + 0.06 * max(len(p) for p in params)
+    fig, axes = style.figure(inp.cfg.figures, "two", height, nrows=len(cks), sharex=True,
+                             squeeze=False)
+    for j, (ax, ck) in enumerate(zip(axes[:, 0], cks)):
+        s = st.sel(checkpoint=ck)
+        m = s["mean"].values
+        lo = np.where(np.isfinite(s["lower"].values), s["lower"].values, m)
+        hi = np.where(np.isfinite(s["upper"].values), s["upper"].values, m)
+        pos = np.where(m > 0, m, np.nan)
+        ax.bar(x, pos, color=colors, width=0.8)
+        err = np.stack([pos - np.maximum(lo, pos * 1e-3), hi - pos])
+        ax.errorbar(x, pos, yerr=np.nan_to_num(err), fmt="none", ecolor="0.2", elinewidth=0.6,
+                    capsize=1)
+        ax.set_yscale("log")
+        ax.axhline(100.0 / len(params), **style.CHANCE_STYLE)
+        ax.set_ylabel("share of module (%)")
+        ax.set_title(style.checkpoint_label(ck, float(ly["milestone"][j])), loc="left",
+                     pad=2)
+    ax = axes[-1, 0]
+    ax.set_xticks(x, params, rotation=90, fontsize=max(4.0, inp.cfg.figures.font_size - 2.5))
+    ax.set_xlim(-0.6, len(params) - 0.4)
+    ax.set_xlabel("masked parameter (model order)")
+    present = [s for s in style.SUBNET_COLORS if s in subnets]
+    handles = [mpl.patches.Patch(color=style.SUBNET_COLORS[s]) for s in present]
+    handles.append(mpl.lines.Line2D([], [], **style.CHANCE_STYLE))
+    pct = f"{100 * inp.level:g}%"
+    fig.legend(handles, [style.SUBNET_LABELS[s] for s in present] + ["equal share (1/#params)"],
+               loc="outside upper center", ncol=3,
+               title=f"mean over shape tasks, error bar: {pct} CI over mask seeds")
+    return style.save(fig, out, OUTPUTS[0])
