@@ -146,6 +146,8 @@ def check_out_dir(out: str | Path, force: bool) -> Path:
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise OutDirError(f"--out: cannot create {out}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutDirError(f"--out: {out} is not writable (no write permission on {parent})")
     return out
