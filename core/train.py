@@ -335,6 +335,8 @@ def train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
         st["val_acc"].append(acc)
         st["val_epoch"].append(st["epoch"])
         st["last_val"] = acc
+        if rank == 0 and not progress:
+            print(f"step {st['step']} epoch {st['epoch']}: val acc {acc:.2f}%", flush=True)
         for m in milestones_crossed(acc, milestones, st["reached"]):
             st["reached"][m] = {"step": st["step"], "epoch": st["epoch"], "val_acc": acc}
             if rank == 0:
