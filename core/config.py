@@ -130,6 +130,7 @@ class MetricsConfig:
     chance_samples: int = f(ge=0)  # random-mask samples for sampled chance levels
     ci: float = f(gt=0, lt=1)  # confidence level of intervals across seeds
     alpha_min_seeds: int = f(ge=1)  # seeds an alpha needs to be a selection candidate
+    dispersity_samples: int = f(ge=0)  # random masks per tensor, dispersity reference
 
 
 @dataclass(frozen=True)

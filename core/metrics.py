@@ -459,9 +459,11 @@ def _ckpt_coords(cfg: Config, training: Mapping[str, np.ndarray]) -> dict[str, A
             "ckpt_val_acc": ("checkpoint", vals), "ckpt_step": ("checkpoint", steps)}
 
 
-def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndarray]
-            ) -> dict[str, xr.Dataset]:
+def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndarray],
+            progress: bool = False) -> dict[str, xr.Dataset]:
     """The four datasets (not yet finalised with attrs) from loaded runs and the training log."""
+    from tqdm import tqdm
+
     C, T = cfg.checkpoints, list(cfg.masks.tasks)
     A = sorted({float(cfg.masks.alpha), *map(float, cfg.masks.alpha_sweep)})
     S = sorted(int(s) for s in cfg.masks.seeds)
@@ -478,9 +480,9 @@ def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndar
                              "dispersity_specific_random", *(f"acc_{k}" for k in ACC_KEYS))}
     kept, kept_s = nan4(P), nan4(P)
     seed_iou = nan4(len(S))
-    ref = (cfg.metrics.chance_samples, cfg.seed)  # random-mask dispersity reference
+    ref = (cfg.metrics.dispersity_samples, cfg.seed)  # random-mask dispersity reference
 
-    for idx, r in at.items():
+    for idx, r in tqdm(at.items(), desc="metrics", disable=not progress, leave=False):
         parts = r.split()
         k = _kept(parts)
         kept[idx] = k
@@ -659,13 +661,14 @@ def build(masks: str | Path, training: str | Path, cfg: Config, source: str | No
           progress: bool = True) -> dict[str, xr.Dataset]:
     """Load inputs and return the four finalised (annotated, validated) datasets."""
     runs = load_masks(masks, cfg, progress=progress)
-    raw = compute(runs, cfg, read_training(training))
+    raw = compute(runs, cfg, read_training(training), progress=progress)
     src = source_string() if source is None else source
     m = cfg.metrics
     common = {"profile": cfg.profile,
               "metrics_params": f"alpha_tolerance={m.alpha_tolerance:g} "
                                 f"alpha_min_seeds={m.alpha_min_seeds} "
-                                f"chance_samples={m.chance_samples} ci={m.ci:g}"}
+                                f"chance_samples={m.chance_samples} "
+                                f"dispersity_samples={m.dispersity_samples} ci={m.ci:g}"}
     extra = {
         "sharing": {"chance_method": "iomin_chance, iou_chance: analytic, random masks with "
                                      "the same kept count per tensor; iomin_chance_global: "

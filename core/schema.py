@@ -76,8 +76,8 @@ _DISP = ("per-tensor total variance of the indices of kept entries over the squa
          "their mean index, 0 for tensors with no kept entry (or a mean index of 0), averaged "
          "over all masked tensors (the original study's definition)")
 _DISP_RAND = ("expected dispersity of uniformly random masks with the same number of kept "
-              "entries per tensor: per tensor the mean over metrics.chance_samples random "
-              "masks (sampled; the analytic ratio of expectations when chance_samples is 0)")
+              "entries per tensor: per tensor the mean over metrics.dispersity_samples random "
+              "masks (sampled; the analytic ratio of expectations when it is 0)")
 _DISP_NORM = "dispersity / dispersity_random: 1 means as spread as a random mask"
 _SPEC = ("after shared-weight removal: mask AND NOT (AND of the masks of all tasks at the same "
          "checkpoint, alpha and seed); NaN when some task has no mask there")

@@ -86,7 +86,7 @@ LAYOUT = {"train": {"milestones": [20, 25, 30]},
           "masks": {"tasks": ["circle", "square"], "seeds": [0, 1], "alpha": 1.0e-5,
                     "alpha_sweep": [1.0e-5, 1.0e-4]},
           "metrics": {"alpha_tolerance": 5.0, "chance_samples": 10, "ci": 0.95,
-                      "alpha_min_seeds": 2}}
+                      "alpha_min_seeds": 2, "dispersity_samples": 10}}
 
 
 @pytest.fixture(scope="module")
