@@ -82,10 +82,15 @@ class Renderer:
         self._cache[key] = hit
         return hit
 
-    def panel(self, comps: tuple[Component, ...], state, angles) -> np.ndarray:
+    def panel(self, comps: tuple[Component, ...], state, angles,
+              ink: np.ndarray | None = None) -> np.ndarray:
         """Ink [size, size] float32 of one panel: ``state`` = (mask, type, size, color) per
-        component (drawn in order, so inner components lie on top), ``angles`` [C, S]."""
-        ink = np.zeros((self.size, self.size), np.float32)
+        component (drawn in order, so inner components lie on top), ``angles`` [C, S].
+        Draws into ``ink`` (zeroed first) when given."""
+        if ink is None:
+            ink = np.zeros((self.size, self.size), np.float32)
+        else:
+            ink.fill(0.0)
         for c, comp in enumerate(comps):
             mask, type_, size, color = state[c]
             shade = np.float32(1.0 - COLORS[color] / 255.0)
@@ -99,9 +104,15 @@ class Renderer:
 
     def problem(self, comps, states, angles) -> np.ndarray:
         """uint8 [16, size, size] (255 = white) of 16 panel states."""
-        ink = np.stack([self.panel(comps, st, an) for st, an in zip(states, angles)])
+        ink = np.empty((len(states), self.size, self.size), np.float32)
+        for i, (st, an) in enumerate(zip(states, angles)):
+            self.panel(comps, st, an, ink[i])
         return to_uint8(ink)
 
 
 def to_uint8(ink: np.ndarray) -> np.ndarray:
-    return np.rint(255.0 * (1.0 - np.clip(ink, 0.0, 1.0))).astype(np.uint8)
+    """Ink in [0, 1] -> uint8 gray, rounded to nearest (modifies ``ink``)."""
+    np.clip(ink, 0.0, 1.0, out=ink)
+    ink *= -255.0
+    ink += 255.5
+    return ink.astype(np.uint8)

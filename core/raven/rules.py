@@ -13,6 +13,7 @@ the occupied slots by the step, Arithmetic = union / difference).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,8 +54,10 @@ def rotate(mask: int, step: int, n: int) -> int:
     return ((mask << step) | (mask >> (n - step))) & full
 
 
+@functools.cache
 def scalar_rows(rule: int, param: int, attribute: int, values: tuple[int, ...]) -> list[tuple]:
-    """All rows ``(a, b, c)`` over ``values`` that obey ``rule``/``param`` (not Distribute_Three)."""
+    """All rows ``(a, b, c)`` over ``values`` that obey ``rule``/``param`` (not Distribute_Three).
+    Cached (a pure function of small arguments); callers must not modify the list."""
     vs = set(values)
     if rule == CONSTANT:
         return [(v, v, v) for v in values]
@@ -73,6 +76,7 @@ def scalar_rows(rule: int, param: int, attribute: int, values: tuple[int, ...]) 
     return rows
 
 
+@functools.cache
 def _options(attribute: int, values: tuple[int, ...]) -> dict[int, list[int]]:
     """Feasible params per rule type for a scalar attribute over ``values``."""
     opts: dict[int, list[int]] = {CONSTANT: [0]}

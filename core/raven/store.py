@@ -112,12 +112,15 @@ def shapes_from_xml(path: Path) -> np.ndarray:
     return out
 
 
-def write_npz(path: str | Path, arrays: dict[str, Any], compress: bool = True) -> Path:
-    """Write ``arrays`` atomically to ``path`` (compressed by default)."""
-    save = np.savez_compressed if compress else np.savez
+def write_npz(path: str | Path, arrays: dict[str, Any], level: int = 1) -> Path:
+    """Write ``arrays`` atomically to ``path`` as a deflate-compressed ``.npz`` (the format of
+    ``np.savez_compressed``, readable by ``np.load``). Level 1: mostly-white panels compress
+    almost as well as at numpy's level 6, several times faster."""
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            save(fh, **arrays)
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
+            for name, value in arrays.items():
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
     return Path(path)
 
 
