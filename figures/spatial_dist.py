@@ -1,6 +1,7 @@
 """Spatial distribution of the modules: each masked parameter's share of the module's kept
 weights (percent, log scale), mean over shape tasks, ± CI over seeds, coloured by SCL
-sub-network; one panel per checkpoint at its selected alpha."""
+sub-network; one panel per checkpoint at its selected alpha. Black ticks: the share a
+uniformly random mask would give (proportional to the parameter's size)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from figures.inputs import Inputs, at_selected, mean_ci, require_data
 NAME = "spatial_dist"
 NEEDS = ("layers", "modules")
 OUTPUTS = ("spatial_dist",)
+RANDOM_STYLE = {"color": "black", "marker": "_", "markersize": 7, "markeredgewidth": 1.2,
+                "linestyle": "none", "zorder": 4}
 
 
 def build(inp: Inputs, out: Path) -> list[Path]:
@@ -26,6 +29,8 @@ def build(inp: Inputs, out: Path) -> list[Path]:
     st = mean_ci(share.mean("task", skipna=True), "seed", inp.level)
     x = np.arange(len(params))
     colors = [style.SUBNET_COLORS.get(s, "0.5") for s in subnets]
+    sizes = ly["param_size"].values.astype(float)
+    chance = 100.0 * sizes / sizes.sum()  # a uniformly random mask's share: size / total
     height = 1.0 + 1.0 * len(cks) + 0.06 * max(len(p) for p in params)
     fig, axes = style.figure(inp.cfg.figures, "two", height, nrows=len(cks), sharex=True,
                              squeeze=False)
@@ -40,7 +45,7 @@ def build(inp: Inputs, out: Path) -> list[Path]:
         ax.errorbar(x, pos, yerr=np.nan_to_num(err), fmt="none", ecolor="0.2", elinewidth=0.6,
                     capsize=1)
         ax.set_yscale("log")
-        ax.axhline(100.0 / len(params), **style.CHANCE_STYLE)
+        ax.plot(x, chance, **RANDOM_STYLE)
         ax.set_ylabel("share of module (%)")
         ax.set_title(style.checkpoint_label(ck, float(ly["milestone"][j])), loc="left",
                      pad=2)
@@ -50,9 +55,9 @@ def build(inp: Inputs, out: Path) -> list[Path]:
     ax.set_xlabel("masked parameter (model order)")
     present = [s for s in style.SUBNET_COLORS if s in subnets]
     handles = [mpl.patches.Patch(color=style.SUBNET_COLORS[s]) for s in present]
-    handles.append(mpl.lines.Line2D([], [], **style.CHANCE_STYLE))
+    handles.append(mpl.lines.Line2D([], [], **RANDOM_STYLE))
     pct = f"{100 * inp.level:g}%"
-    fig.legend(handles, [style.SUBNET_LABELS[s] for s in present] + ["equal share (1/#params)"],
+    fig.legend(handles, [style.SUBNET_LABELS[s] for s in present] + ["random mask (share ∝ size)"],
                loc="outside upper center", ncol=3,
                title=f"mean over shape tasks, error bar: {pct} CI over mask seeds")
     return style.save(fig, out, OUTPUTS[0])
