@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 
 import torch
 from torch import nn
@@ -47,6 +48,20 @@ def _infer(net: nn.Module, x: torch.Tensor):
     return fwd
 
 
+def paired(fns: dict, model: nn.Module, repeat: int) -> dict[str, dict]:
+    """Time each function ``repeat`` times, interleaved (ours, baseline, ours, ...) so that a
+    load change on a shared machine hits both alike; train/eval mode set per function."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(repeat + 1):  # the first round is warm-up
+        for name, fn in fns.items():
+            model.train(name.startswith("train"))
+            t = timeit(fn, repeat=1, warmup=0)["min"]
+            if r:
+                times[name].append(t)
+    return {k: {"min": min(v), "median": statistics.median(v), "times": v}
+            for k, v in times.items()}
+
+
 def run(quick: bool = False) -> list[dict]:
     torch.set_num_threads(load("params.yaml", "default").train.threads)
     batch = 8 if quick else 32
@@ -59,12 +74,10 @@ def run(quick: bool = False) -> list[dict]:
         images = torch.randint(0, 256, (batch, 16, size, size), dtype=torch.uint8, generator=g)
         x, y = to_float(images), torch.randint(0, 8, (batch,), generator=g)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        res = {}
-        for name, net in (("ours", model), ("naive", naive)):
-            net.train()
-            res[f"train_{name}"] = timeit(_train_step(net, x, y, opt), repeat=repeat)
-            net.eval()
-            res[f"infer_{name}"] = timeit(_infer(net, x), repeat=repeat)
+        fns = {"train_ours": _train_step(model, x, y, opt),
+               "train_naive": _train_step(naive, x, y, opt),
+               "infer_ours": _infer(model, x), "infer_naive": _infer(naive, x)}
+        res = paired(fns, model, repeat)
         for kind in ("train", "infer"):
             ours = batch / res[f"{kind}_ours"]["median"]
             base = batch / res[f"{kind}_naive"]["median"]

@@ -198,3 +198,17 @@ def test_data_errors(tmp_path):
     with pytest.raises(T.DataError, match=r"panels are 32 px but data.image_size is 48"):
         T.train(from_dict(bad), write_data(tmp_path / "r2"), tmp_path / "out",
                 progress=False)
+
+
+@pytest.mark.slow
+def test_notebook_runs_on_tiny_data(tmp_path):
+    from core import notebook
+
+    data = write_data(tmp_path / "raven", n=(32, 16, 16))
+    params = write_params(tmp_path / "params.yaml", raw_cfg(epochs=1, milestones=[1, 2]))
+    out = tmp_path / "train"
+    notebook.run(ROOT / "analysis" / "train_scl.ipynb", tmp_path / "train.html",
+                 {"params": str(params), "profile": "default", "data_dir": str(data),
+                  "out_dir": str(out)}, cwd=ROOT)
+    assert (out / "scl_2.pt").exists() and (out / "training.nc").exists()
+    assert "milestone_test_acc" in (tmp_path / "train.html").read_text()
