@@ -112,7 +112,7 @@ def context_blind_accuracy(answers, n_per_config=150):
 def test_bias_iraven_chance_raven_far_above():
     iraven, raven = context_blind_accuracy("iraven"), context_blind_accuracy("raven")
     # 1050 problems each: chance 12.5% +- 1.0% (1 s.d.)
-    assert iraven < 0.18, iraven
+    assert iraven < 0.16, iraven
     assert raven > 0.5, raven
 
 

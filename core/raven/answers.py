@@ -55,6 +55,12 @@ def _set(rng: np.random.Generator, state: State, c: int, group: int, rule: Rule,
     return tuple(tuple(parts) if i == c else s for i, s in enumerate(state))  # type: ignore
 
 
+def _with(state: State, c: int, group: int, value: int) -> State:
+    parts = list(state[c])
+    parts[group] = value
+    return tuple(tuple(parts) if i == c else s for i, s in enumerate(state))  # type: ignore
+
+
 def attribute_keys(comps: tuple[Component, ...], rules: list[list[Rule]]) -> list[tuple]:
     """The (component, group) pairs a candidate may change: ruled, with >= 2 values."""
     keys = []
@@ -93,8 +99,13 @@ def iraven(rng: np.random.Generator, answer: State, comps, rules) -> list[State]
         free = [v for v in _domain(comps[c], rule, g) if v not in present]
         new = rng.choice(len(free), len(present), replace=False)
         mapping = {p: free[int(i)] for p, i in zip(present, new)}
-        nodes = nodes + [_set(rng, s, c, g, rule, comps[c], mapping[_get(s, c, g, rule)])
-                         for s in nodes]
+        if g == 0 and rule.attribute == NUMBER:
+            # one new slot set per old slot set: the copies mirror the originals exactly
+            masks = {m: random_mask(rng, len(comps[c].slots), mapping[m.bit_count()])
+                     for m in sorted({s[c][0] for s in nodes})}
+            nodes = nodes + [_with(s, c, 0, masks[s[c][0]]) for s in nodes]
+        else:
+            nodes = nodes + [_with(s, c, g, mapping[s[c][g]]) for s in nodes]
     return nodes
 
 
