@@ -212,3 +212,15 @@ def test_notebook_runs_on_tiny_data(tmp_path):
                   "out_dir": str(out)}, cwd=ROOT)
     assert (out / "scl_2.pt").exists() and (out / "training.nc").exists()
     assert "milestone_test_acc" in (tmp_path / "train.html").read_text()
+
+
+def test_milestone_helpers():
+    assert T.milestones_crossed(75.0, [50, 70, 90], {}) == [50, 70]  # a jump saves both
+    assert T.milestones_crossed(75.0, [50, 70, 90], {50: {}}) == [70]
+    assert not T.is_near(None, [50, 70], {}, 5.0)  # no validation yet: counts as 0%
+    assert T.is_near(None, [50, 70], {}, 60.0)
+    assert T.is_near(45.0, [50, 70], {}, 5.0) and not T.is_near(44.9, [50, 70], {}, 5.0)
+    assert not T.is_near(66.0, [50, 70], {50: {}, 70: {}}, 5.0)
+    assert T.lr_factor(0, 10, 100, "cosine") == 0.1
+    assert T.lr_factor(100, 10, 100, "cosine") == pytest.approx(0.0)
+    assert T.lr_factor(50, 0, 100, "constant") == 1.0
