@@ -64,10 +64,10 @@ def _heatmaps(inp: Inputs, out: Path, var: str, chance: str | None, name: str,
         for s in ax.spines.values():
             s.set_visible(False)
         ax.set_title(f"{style.checkpoint_label(ck, float(sh['milestone'][j]))} "
-                     f"(α={float(sh['alpha'][j]):.0e})")
+                     f"({style.alpha_label(float(sh['alpha'][j]))})")
     cb = fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, pad=0.02)
     cb.set_label(title)
-    note = f"IoMin (%), mean over {nseed} mask seed{'s' if nseed != 1 else ''}"
+    note = f"{title}, mean over {nseed} mask seed{'s' if nseed != 1 else ''}"
     if ch is not None:
         note += "; in brackets: chance IoMin of random masks with the same kept count per tensor"
     fig.suptitle(note, fontsize=fs - 1)
