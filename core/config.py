@@ -100,7 +100,6 @@ class TrainConfig:
     checkpoint_every: int = f(gt=0)  # steps between last.pt saves
     threads: int = f(ge=1)  # torch intra-op threads
     nproc: int = f(ge=1)  # processes; > 1 launches torchrun
-    loader_workers: int = f(ge=0)
 
 
 @dataclass(frozen=True)
