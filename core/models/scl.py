@@ -1,8 +1,9 @@
 """Scattering Compositional Learner (SCL, Wu et al. 2020) for 16-panel Raven problems.
 
 Layout follows the public re-implementation the original study used (object CNN -> linear ->
-attribute "scattering" network -> feed-forward residual -> relationship network over the set of
-9 panels -> one logit per candidate), with its hyper-parameters coming from ``ModelConfig``.
+feed-forward residual -> attribute "scattering" network (heads through one shared MLP) ->
+feed-forward residual -> relationship network over the set of 9 panels, per head -> one logit
+per candidate; ReLU after each BatchNorm as in the SCL paper's ConvBnRelu), with its hyper-parameters coming from ``ModelConfig``.
 
 Efficiency: a problem has only 16 distinct panels (8 context + 8 candidates). The per-panel
 part (vision, attribute, ff_residual) runs once on those 16 and the 8 candidate-completed
@@ -33,10 +34,24 @@ def mlp(dims: list[int], relu_last: bool = False) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class ConvEncoder(nn.Module):
-    """Per-panel object CNN: stride-2 3x3 convs with BatchNorm + ReLU, flatten, linear + ReLU."""
+class FeedForwardResidual(nn.Module):
+    """x + Linear(LayerNorm-ReLU(Linear(x))), expansion ``expansion``."""
 
-    def __init__(self, image_size: int, channels: list[int], out_dim: int) -> None:
+    def __init__(self, dim: int, expansion: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim * expansion), nn.LayerNorm(dim * expansion),
+                                 nn.ReLU(), nn.Linear(dim * expansion, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class ConvEncoder(nn.Module):
+    """Per-panel object CNN: stride-2 3x3 convs with BatchNorm + ReLU, flatten, linear + ReLU,
+    then a feed-forward residual block (as in the public re-implementation)."""
+
+    def __init__(self, image_size: int, channels: list[int], out_dim: int,
+                 ff_expansion: int) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(channels[:-1], channels[1:])):
@@ -49,21 +64,10 @@ class ConvEncoder(nn.Module):
             flat = self.conv.eval()(torch.zeros(1, channels[0], image_size, image_size)).numel()
         self.conv.train()
         self.fc = nn.Linear(flat, out_dim)
+        self.ff = FeedForwardResidual(out_dim, ff_expansion)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, H, W] -> [N, out_dim]
-        return torch.relu(self.fc(self.conv(x).flatten(1)))
-
-
-class FeedForwardResidual(nn.Module):
-    """x + Linear(LayerNorm-ReLU(Linear(x))), expansion ``expansion``."""
-
-    def __init__(self, dim: int, expansion: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, dim * expansion), nn.LayerNorm(dim * expansion),
-                                 nn.ReLU(), nn.Linear(dim * expansion, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
+        return self.ff(torch.relu(self.fc(self.conv(x).flatten(1))))
 
 
 class SCL(nn.Module):
@@ -87,7 +91,7 @@ class SCL(nn.Module):
         self.image_size = image_size
         self.attr_heads, self.rel_heads = attr_heads, rel_heads
         head = conv_out // attr_heads
-        self.vision = ConvEncoder(image_size, conv_channels, conv_out)
+        self.vision = ConvEncoder(image_size, conv_channels, conv_out, ff_expansion)
         self.attribute = mlp([head, *attr_hidden, head])
         self.ff_residual = FeedForwardResidual(conv_out, ff_expansion)
         self.relation = mlp([(N_CONTEXT + 1) * (conv_out // rel_heads), *rel_hidden])
