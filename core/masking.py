@@ -402,8 +402,10 @@ def load_mask(path: str | Path, model: nn.Module | MaskedModel | None = None) ->
                 want = ""
         if want != rec["model_fingerprint"]:
             raise MaskError(f"{path}: mask is for another model (fingerprint "
-                            f"{rec['model_fingerprint'][:12]}, this model's masked parameters "
-                            f"differ in names or shapes)")
+                            f"{rec['model_fingerprint'][:12]}, made for {rec['arch']} at "
+                            f"{rec['image_size']} px from {rec['checkpoint']}): this model's "
+                            "masked parameters differ in names or shapes (another "
+                            "architecture, image size or masks.include?)")
     return rec
 
 
