@@ -327,6 +327,10 @@ def train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
                   flush=True)
 
     milestones = list(cfg.train.milestones)
+    if st["step"] == 0 and rank == 0:  # a fresh run: no stale outputs of an earlier run remain
+        for m in milestones:
+            (out / f"{checkpoint_name(cfg.model.arch, m)}.pt").unlink(missing_ok=True)
+        (out / LOG).unlink(missing_ok=True)
     loss_fn = nn.CrossEntropyLoss()
 
     def validate() -> None:

@@ -105,6 +105,13 @@ def test_missing_milestones_listed_and_reached_ones_kept(tmp_path):
         T.train(cfg, tmp_path, tmp_path, datasets=(data, data, data),
                 evaluate=lambda m, s: 55.0, progress=False)
     assert (tmp_path / "scl_50.pt").exists() and not (tmp_path / "scl_70.pt").exists()
+    (tmp_path / "scl_90.pt").write_bytes(b"stale")  # from some earlier run
+    with pytest.raises(T.MilestonesNotReached):
+        T.train(cfg, tmp_path, tmp_path, datasets=(data, data, data),
+                evaluate=lambda m, s: 20.0, progress=False)
+    assert not list(tmp_path.glob("scl_*.pt"))  # a fresh run never leaves stale checkpoints
+    T.train(cfg, tmp_path, tmp_path, datasets=(data, data, data), strict=False,
+            evaluate=lambda m, s: 55.0, progress=False)
     assert list(xr.open_dataset(tmp_path / "training.nc")["milestone_step"].values) == \
         [2, -1, -1]
 
