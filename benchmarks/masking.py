@@ -59,10 +59,9 @@ def _masked_step(masked: MaskedModel, x, y, alpha: float, tau: float):
     gen = torch.Generator().manual_seed(0)
 
     def step() -> None:
-        for s in masked.logits.values():
-            s.grad = None
+        masked.flat.grad = None
         loss = F.cross_entropy(masked(x, masked.sample(gen, tau)), y)
-        (loss + alpha * sum(s.sum() for s in masked.logits.values())).backward()
+        (loss + alpha * masked.flat.sum()).backward()
     return step
 
 

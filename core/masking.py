@@ -119,12 +119,29 @@ class MaskedModel:
         params = dict(model.named_parameters())
         self.shapes = [tuple(params[n].shape) for n in self.names]
         self.weights = {n: self._layout(params[n].detach()) for n in self.names}
-        self.logits = {n: torch.full_like(w, float(init)).requires_grad_(True)
-                       for n, w in self.weights.items()}
+        # All logits live in one flat leaf tensor (one Adam tensor, one noise draw, a few
+        # element-wise ops per step instead of a dozen per parameter).
+        self.sizes = [math.prod(sh) for sh in self.shapes]
+        self.flat = torch.full((sum(self.sizes),), float(init), requires_grad=True)
 
     @staticmethod
     def _layout(t: torch.Tensor) -> torch.Tensor:
         return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-parameter views of a flat tensor; 4-D ones with channels-last strides."""
+        out = {}
+        for n, sh, part in zip(self.names, self.shapes, flat.split(self.sizes)):
+            if len(sh) == 4:  # memory order (O, kh, kw, C) is channels-last of (O, C, kh, kw)
+                out[n] = part.view(sh[0], sh[2], sh[3], sh[1]).permute(0, 3, 1, 2)
+            else:
+                out[n] = part.view(sh)
+        return out
+
+    @property
+    def logits(self) -> dict[str, torch.Tensor]:
+        """The current logits per parameter (views without gradient; writes go to them)."""
+        return self._views(self.flat.detach())
 
     @property
     def fingerprint(self) -> str:
@@ -132,29 +149,21 @@ class MaskedModel:
 
     @property
     def numel(self) -> int:
-        return sum(math.prod(s) for s in self.shapes)
+        return sum(self.sizes)
 
     def sample(self, generator: torch.Generator, tau: float) -> dict[str, torch.Tensor]:
         """One stochastic mask per parameter: hard values in the forward pass, the gradient
         of ``sigmoid((s + l) / tau)`` in the backward pass (straight-through)."""
-        out = {}
-        tiny = torch.finfo(torch.float32).tiny
-        for n, s in self.logits.items():
-            u = torch.empty_like(s, requires_grad=False).uniform_(generator=generator)
-            u.clamp_(tiny, 1.0 - 2 ** -24)
-            soft = torch.sigmoid((s + (u.log() - torch.log1p(-u))) / tau)
-            hard = (soft > 0.5).to(soft.dtype)
-            out[n] = hard + (soft - soft.detach())
-        return out
+        u = torch.empty(self.flat.shape).uniform_(generator=generator)
+        u.clamp_(torch.finfo(torch.float32).tiny, 1.0 - 2 ** -24)
+        soft = torch.sigmoid((self.flat + torch.logit(u)) / tau)  # logistic noise
+        hard = (soft > 0.5).to(soft.dtype)
+        return self._views(hard + (soft - soft.detach()))
 
     def binary(self) -> dict[str, torch.Tensor]:
         """The deterministic read-out ``logits > 0`` (bool tensors, standard layout)."""
-        return {n: (s.detach() > 0).contiguous() for n, s in self.logits.items()}
-
-    def load_logits(self, logits: dict[str, torch.Tensor]) -> None:
-        for n in self.names:
-            with torch.no_grad():
-                self.logits[n].copy_(logits[n])
+        return {n: m.clone(memory_format=torch.contiguous_format)
+                for n, m in self._views(self.flat.detach() > 0).items()}
 
     def __call__(self, x: torch.Tensor, masks: dict[str, torch.Tensor] | None = None,
                  invert: bool = False) -> torch.Tensor:
@@ -289,7 +298,7 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
     logged, snaps = set(log_steps(steps, cfg.log_every)), snapshot_steps(
         steps, cfg.log_every, cfg.snapshots)
     gen = torch.Generator().manual_seed(int(seed))
-    opt = torch.optim.Adam(list(masked.logits.values()), lr=cfg.lr)
+    opt = torch.optim.Adam([masked.flat], lr=cfg.lr)
     curve: dict[str, list] = {k: [] for k in CURVE_KEYS}
     snap_logits: list[torch.Tensor] = []
 
@@ -302,7 +311,7 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
                                                    cfg.batch_size))
         curve["density"].append(100.0 * sum(int(m.sum()) for m in mask.values()) / masked.numel)
         if step in snaps:
-            snap_logits.append(masked.logits[snap_name].detach().contiguous().clone())
+            snap_logits.append(masked.logits[snap_name].clone(memory_format=torch.contiguous_format))
 
     batches = _batches(len(train), cfg.batch_size, gen)
     window: list[float] = []
@@ -317,7 +326,7 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
         for xc, yc in zip(x.chunk(cfg.n_samples), y.chunk(cfg.n_samples)):
             out = masked(xc, masked.sample(gen, cfg.tau))
             ce = ce + F.cross_entropy(out, yc, reduction="sum")
-        loss = ce / len(y) + alpha * sum(s.sum() for s in masked.logits.values())
+        loss = ce / len(y) + alpha * masked.flat.sum()
         loss.backward()
         value = loss.item()
         if t == 0:
@@ -328,7 +337,8 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
             log(t + 1, float(np.mean(window)))
             window = []
     mask = masked.binary()
-    logits = {n: s.detach().contiguous().clone() for n, s in masked.logits.items()}
+    logits = {n: s.clone(memory_format=torch.contiguous_format)
+              for n, s in masked.logits.items()}
     return MaskResult(masked.names, masked.shapes, masked.fingerprint, logits, mask, curve,
                       {"param": snap_name, "steps": snaps, "logits": torch.stack(snap_logits)})
 

@@ -215,8 +215,8 @@ def test_straight_through_gradient_reaches_every_logit():
     mm = MaskedModel(m, init=0.5)
     out = mm(torch.randn(4, 1, 6, 6), mm.sample(torch.Generator().manual_seed(0), 1.0))
     out.square().sum().backward()
-    for n, s in mm.logits.items():
-        assert s.grad is not None and s.grad.abs().sum() > 0, n
+    for n, g in zip(mm.names, mm.flat.grad.split(mm.sizes)):
+        assert g.abs().sum() > 0, n
     sample = mm.sample(torch.Generator().manual_seed(1), 1.0)
     assert all(set(v.detach().unique().tolist()) <= {0.0, 1.0} for v in sample.values())
 
@@ -229,6 +229,21 @@ def test_read_out_is_deterministic_logits_above_zero():
     assert b["fc.weight"][0, :3].tolist() == [True, False, False]
     assert all(v.dtype == torch.bool for v in b.values())
     assert all(torch.equal(b[n], v) for n, v in mm.binary().items())
+
+
+def test_a_masked_entry_removes_exactly_that_weight():
+    m = convbn()
+    mm = MaskedModel(m, init=1.0)
+    with torch.no_grad():
+        mm.logits["conv.weight"][2, 0, 1, 0] = -1.0  # 4-D logits are channels-last views
+        mm.logits["fc.weight"][1, 7] = -1.0
+    x = torch.randn(3, 1, 6, 6)
+    ref = convbn()
+    with torch.no_grad():
+        ref.conv.weight[2, 0, 1, 0] = 0.0
+        ref.fc.weight[1, 7] = 0.0
+    torch.testing.assert_close(mm(x, mm.binary()), ref.eval()(x))
+    assert int((~mm.binary()["conv.weight"]).sum()) == 1
 
 
 def test_include_prefixes_select_groups():
@@ -282,6 +297,9 @@ def test_mask_file_round_trip_matches_the_format(saved):
     assert ds["task_acc"].attrs["units"] == "percent"
     assert list(ds["mask_step"].values) == [0, 3, 6]
     assert not list(path.parent.glob(".tmp-*"))
+    for n in rec["names"]:  # each tensor saved on its own (no shared, oversized storage)
+        assert rec["mask"][n].untyped_storage().nbytes() == rec["mask"][n].numel()
+        assert rec["logits"][n].untyped_storage().nbytes() == 4 * rec["logits"][n].numel()
 
 
 def test_mask_for_another_model_is_refused(saved):
@@ -426,3 +444,12 @@ def test_cli_bad_inputs_give_one_clear_error(scl_setup, capsys, change, match):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and match in err
     assert not (root / "x.pt").exists()
+
+
+@pytest.mark.parametrize("init", [-1.0, 0.0, 0.9, 2.0])
+def test_sampled_keep_rate_is_sigmoid_of_logit(init):
+    """Logistic noise: P(sigmoid(s + l) > 0.5) = P(l > -s) = sigmoid(s)."""
+    mm = MaskedModel(nn.Linear(300, 300), init=init)
+    hard = mm.sample(torch.Generator().manual_seed(0), 1.0)["weight"].detach()
+    assert float(hard.mean()) == pytest.approx(float(torch.sigmoid(torch.tensor(init))),
+                                               abs=0.01)
