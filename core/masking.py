@@ -11,10 +11,13 @@ deterministic: ``mask = s > 0``. Model * mask and model * (1 - mask) (the invert
 ablation) are evaluated on the task set and on the not-task set.
 
 ``masks.n_samples`` > 1 splits each batch into that many chunks, each run with its own mask
-sample (more samples per step at the same cost). Four-dimensional (convolution) weights and
-their logits are kept channels-last: oneDNN convolutions are ~1.5x faster that way on CPU.
-Several masks in one ``torch.func.vmap`` forward were measured slower than one after the
-other on CPU (``benchmarks/masking.py``), so every run is independent.
+sample (more samples per step at the same cost). Speed: all logits live in one flat tensor
+(one noise draw and a handful of element-wise ops per step, whatever the number of
+parameters); four-dimensional (convolution) weights and their mask views are channels-last,
+which makes oneDNN convolutions ~1.6x faster on CPU, so a masked step costs about what a plain
+step of the model costs. Several masks in one ``torch.func.vmap`` forward were measured ~2x
+slower than one after the other on CPU (``benchmarks/masking.py``), so every run is
+independent (one DVC stage per mask).
 
 File format (``data/masks/<key>.pt``): see ``docs/architecture.md``; :func:`load_mask`
 validates one, and against a model when given.
