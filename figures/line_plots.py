@@ -49,7 +49,8 @@ def build(inp: Inputs, out: Path) -> list[Path]:
             if ox:
                 ax.plot(ox, [orig[round(float(ms[i]))] for i in ox], **style.ORIGINAL_STYLE,
                         label="original study")
-        ax.set_xticks(x, [f"{style.checkpoint_label(c, float(v))}\n(val {a:.0f}%)"
+        ax.set_xticks(x, [f"{style.checkpoint_label(c, float(v))}\n"
+                          + (f"(val {a:.0f}%)" if np.isfinite(a) else "(val n/a)")
                           for c, v, a in zip(cks, ms, md["ckpt_val_acc"].values)])
         ax.set_xlim(-0.4, len(cks) - 0.6)
         ax.set_xlabel("checkpoint (validation accuracy)")

@@ -30,7 +30,9 @@ def _heatmaps(inp: Inputs, out: Path, var: str, chance: str | None, name: str,
     cks = [str(c) for c in sh["checkpoint"].values]
     tasks = [str(t) for t in sh["task"].values]
     n = len(tasks)
-    val = require_data(sh[var], f"sharing.nc {var}").mean("seed", skipna=True)
+    # Task-specific modules may be empty (every kept weight shared): cells then read n/a.
+    da = sh[var] if var.endswith("_specific") else require_data(sh[var], f"sharing.nc {var}")
+    val = da.mean("seed", skipna=True)
     ch = sh[chance].mean("seed", skipna=True) if chance else None
     nseed = int(sh[var].notnull().sum("seed").max())
     fig, axes = style.figure(inp.cfg.figures, "two", 2.9, ncols=len(cks), squeeze=False)
@@ -68,7 +70,10 @@ def _heatmaps(inp: Inputs, out: Path, var: str, chance: str | None, name: str,
     cb = fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, pad=0.02)
     cb.set_label(title)
     note = f"{title}, mean over {nseed} mask seed{'s' if nseed != 1 else ''}"
+    if nseed == 0:
+        note = f"{title}: no values (the modules are empty, e.g. every kept weight is shared)"
     if ch is not None:
-        note += "; in brackets: chance IoMin of random masks with the same kept count per tensor"
+        note += ("\nin brackets: chance IoMin of independent random masks with the same kept "
+                 "count per tensor")
     fig.suptitle(note, fontsize=fs - 1)
     return style.save(fig, out, name)

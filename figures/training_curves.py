@@ -33,7 +33,8 @@ def scl(inp: Inputs, out: Path) -> list[Path]:
     for i, ck in enumerate(cv["checkpoint"].values):
         m = float(cv["milestone"][i])
         s, a = float(cv["ckpt_step"][i]), float(cv["ckpt_val_acc"][i])
-        ax.axhline(m, color="0.8", lw=0.6, ls="--", zorder=0)
+        ax.axhline(m, color="0.8", lw=0.6, ls="--", zorder=0,
+                   label="milestone" if i == 0 else None)
         if np.isfinite(s):
             ax.plot([s], [a], marker="D", color="#D55E00", ms=5, zorder=6)
             ax.annotate(style.checkpoint_label(str(ck), m), (s, a), xytext=(5, -3),
