@@ -138,3 +138,14 @@ def test_selected_alpha_missing_is_named(cfg, tmp_path):
     write(ds, tmp_path)
     with pytest.raises(FigureError, match="selected_alpha is NaN"):
         build(["line_plots"], tmp_path, tmp_path, tmp_path / "out", cfg)
+
+
+def test_empty_specific_modules_still_draw(cfg, tmp_path):
+    """Every kept weight shared (e.g. dense masks): the task-specific matrices read n/a."""
+    ds = synthetic()
+    ds["sharing"]["iomin_specific"][:] = np.nan
+    write(ds, tmp_path)
+    paths = build(["sharing_matrices"], tmp_path, tmp_path, tmp_path / "out", cfg)
+    assert sorted(p.name for p in paths) == sorted(
+        f"{s}.{e}" for s in ("sharing_matrices", "sharing_matrices_specific")
+        for e in ("png", "pdf"))
