@@ -65,7 +65,7 @@ def paired(fns: dict, model: nn.Module, repeat: int) -> dict[str, dict]:
 def run(quick: bool = False) -> list[dict]:
     torch.set_num_threads(load("params.yaml", "default").train.threads)
     batch = 8 if quick else 32
-    repeat = 2 if quick else 5
+    repeat = 2 if quick else 3
     rows = []
     for size in (80, 160):
         model = _model(size)
