@@ -150,7 +150,7 @@ def run_cli(args, env=None, **kw):
 def test_sigkill_and_restart_gives_identical_checkpoints(tmp_path):
     data = write_data(tmp_path / "raven", n=(96, 16, 16))
     params = write_params(tmp_path / "params.yaml",
-                          raw_cfg(epochs=12, milestones=[1, 99], checkpoint_every=5,
+                          raw_cfg(epochs=5, milestones=[1, 99], checkpoint_every=5,
                                   batch_size=8))
     args = ["--params", str(params), "--data", str(data)]
     ref = run_cli([*args, "--out", str(tmp_path / "ref")])
