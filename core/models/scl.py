@@ -35,7 +35,7 @@ def mlp(dims: list[int], relu_last: bool = False) -> nn.Sequential:
 
 
 class FeedForwardResidual(nn.Module):
-    """x + Linear(LayerNorm-ReLU(Linear(x))), expansion ``expansion``."""
+    """x + Linear(ReLU(LayerNorm(Linear(x)))), hidden width ``dim * expansion``."""
 
     def __init__(self, dim: int, expansion: int) -> None:
         super().__init__()
