@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install test lint repro tex bench clean-venv
@@ -39,7 +41,8 @@ tex:
 
 repro: install tex
 	$(PY) -m core.config activate --profile $(PROFILE)
-	$(VENV)/bin/dvc repro
+	@# stage wall times go to build/repro-$(PROFILE).log (read by benchmarks/pipeline.py)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro 2>&1 | $(PY) -m benchmarks.timelog build/repro-$(PROFILE).log
 
 bench: install
 	$(PY) -m benchmarks $(if $(QUICK),--quick,)
