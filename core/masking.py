@@ -15,9 +15,10 @@ sample (more samples per step at the same cost). Speed: all logits live in one f
 (one noise draw and a handful of element-wise ops per step, whatever the number of
 parameters); four-dimensional (convolution) weights and their mask views are channels-last,
 which makes oneDNN convolutions ~1.6x faster on CPU, so a masked step costs about what a plain
-step of the model costs. Several masks in one ``torch.func.vmap`` forward were measured ~2x
-slower than one after the other on CPU (``benchmarks/masking.py``), so every run is
-independent (one DVC stage per mask).
+step of the model costs. Several masks in one ``torch.func.vmap`` forward showed no
+consistent gain over one after the other on a shared 2-core CPU (0.6x to 3.7x the sequential
+time across runs; ``benchmarks/masking.py``), so every run is independent (one DVC stage per
+mask).
 
 File format (``data/masks/<key>.pt``): see ``docs/architecture.md``; :func:`load_mask`
 validates one, and against a model when given.
