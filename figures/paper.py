@@ -293,6 +293,7 @@ def latex(out: Path, gen: Path, paper: Path = PAPER_DIR) -> Path:
     exe = shutil.which("latexmk")
     if exe is None or shutil.which("pdflatex") is None:
         raise PaperError(f"latexmk/pdflatex not found: {TEX_HINT}")
+    out = out.resolve()  # latexmk runs in another folder: relative paths would point elsewhere
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0", "FORCE_SOURCE_DATE": "1"}
     with tempfile.TemporaryDirectory(prefix=".tmp-latex-", dir=out) as tmp:

@@ -128,11 +128,13 @@ def _dummy_figures(folder: Path) -> Path:
 
 @pytest.mark.skipif(shutil.which("latexmk") is None or shutil.which("pdflatex") is None,
                     reason="TeX (latexmk, pdflatex) not installed: `make tex` installs it")
-def test_pdf_builds_and_is_reproducible(metrics, cfg, tmp_path):
+def test_pdf_builds_and_is_reproducible(metrics, cfg, tmp_path, monkeypatch):
     figs = _dummy_figures(tmp_path / "figs")
+    monkeypatch.chdir(tmp_path)  # the second build gets a relative --out, as in dvc.yaml
     pdfs = []
     for k in range(2):
-        paths = paper.build(metrics, figs, tmp_path / f"out{k}", cfg, gen=tmp_path / f"g{k}")
+        out = tmp_path / "out0" if k == 0 else Path("out1")
+        paths = paper.build(metrics, figs, out, cfg, gen=tmp_path / f"g{k}")
         pdf = paths[-1]
         assert pdf.name == "report.pdf" and pdf.read_bytes().startswith(b"%PDF")
         assert not [p for p in pdf.parent.iterdir() if p.name.startswith(".tmp-")]
