@@ -355,7 +355,11 @@ def load(path: str | Path = "params.yaml", profile: str | None = None) -> Config
     params = path.with_name("params.yaml")
     if params.exists():
         expected = resolve(_read_yaml(params), name, str(params))
-        if expected != raw:
+        if expected != raw and path.stat().st_mtime_ns > params.stat().st_mtime_ns:
+            # edited after params.yaml: an experiment override (`dvc exp run -S active.yaml:..`)
+            print(f"note: {path} overrides {params} (experiment values); validated as given",
+                  file=sys.stderr)
+        elif expected != raw:
             raise ConfigError(
                 f"{path}: stale: {params} changed since it was written; run "
                 f"`make repro PROFILE={name}` or "

@@ -1,6 +1,7 @@
 """core.config: every bad input stops with one clear error naming the key."""
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -158,7 +159,17 @@ def test_active_roundtrip_and_stale(tmp_path):
     raw = copy.deepcopy(RAW)
     raw["profiles"]["ci"]["masks"]["steps"] = 7
     write(tmp_path, raw)
+    os.utime(out, ns=(0, 0))  # params.yaml edited after active.yaml was written: stale
     with pytest.raises(C.ConfigError, match="stale"):
+        C.load(out)
+    # active.yaml edited after params.yaml (a `dvc exp run -S active.yaml:...` override): used
+    text = out.read_text().replace("steps: 20\n", "steps: 9\n")
+    assert text != out.read_text()
+    out.write_text(text)
+    assert C.load(out).masks.steps == 9
+    bad_text = text.replace("steps: 9\n", "steps: -9\n")
+    out.write_text(bad_text)
+    with pytest.raises(C.ConfigError, match="masks.steps: expected an integer > 0"):
         C.load(out)
     with pytest.raises(C.ConfigError, match="holds profile 'ci', not 'default'"):
         C.write_active(params, "ci", out) and C.load(out, "default")
