@@ -34,9 +34,7 @@ import hashlib
 import io
 import json
 import math
-import pickle
 import sys
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +47,7 @@ from torch import nn
 from torch.func import functional_call
 
 from core.config import SHAPES, ConfigError, MaskConfig
-from core.io import atomic_write_bytes
+from core.io import atomic_write_bytes, torch_load
 
 FORMAT = "modules-avr-mask/1"
 ACCURACY_KEYS = ("task", "not_task", "task_inverted", "not_task_inverted", "task_full",
@@ -378,14 +376,7 @@ def load_mask(path: str | Path, model: nn.Module | MaskedModel | None = None) ->
     file, is inconsistent, or was made for a model with other parameters.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MaskError(f"{path}: mask file not found (run the masks stage first)")
-    try:
-        rec = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            OSError) as err:
-        raise MaskError(f"{path}: not a readable mask file (truncated or corrupt?): "
-                        f"{type(err).__name__}: {err}") from None
+    rec = torch_load(path, "mask file", MaskError)
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         got = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
         raise MaskError(f"{path}: not a mask file (format {got!r}, expected {FORMAT!r})")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from core.config import SUBNETS, ConfigError, ModelConfig, _build
+from core.io import torch_load
 from core.models.cnn_mlp import CNNMLP
 from core.models.scl import SCL
 
@@ -64,14 +65,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Modul
     checkpoint, of another architecture than ``arch`` (if given) or its weights do not fit.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found (run the train stage first)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            OSError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{type(err).__name__}: {err}") from None
+    ckpt = torch_load(path, "checkpoint", CheckpointError)
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):
         missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         raise CheckpointError(f"{path}: not a model checkpoint (missing keys: "
