@@ -9,12 +9,9 @@ docs/architecture.md) and validates it; ``subnet_of(name)`` maps a parameter nam
 from __future__ import annotations
 
 import dataclasses
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from core.config import SUBNETS, ConfigError, ModelConfig, _build
