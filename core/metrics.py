@@ -459,6 +459,17 @@ def _ckpt_coords(cfg: Config, training: Mapping[str, np.ndarray]) -> dict[str, A
             "ckpt_val_acc": ("checkpoint", vals), "ckpt_step": ("checkpoint", steps)}
 
 
+
+def _fill_module(v: dict[str, np.ndarray], idx: tuple, parts: list[np.ndarray], suffix: str,
+                 shapes: Any, ref: tuple[int, int]) -> np.ndarray:
+    """Write one module's scalars (``suffix`` "" or "_specific") at ``idx``; return kept/tensor."""
+    k = _kept(parts)
+    v[f"n_kept{suffix}"][idx] = k.sum()
+    v[f"sparsity{suffix}"][idx] = sparsity(parts)
+    v[f"dispersity{suffix}"][idx] = dispersity(parts)
+    v[f"dispersity{suffix}_random"][idx] = dispersity_random(shapes, k, *ref)
+    return k
+
 def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndarray],
             progress: bool = False) -> dict[str, xr.Dataset]:
     """The four datasets (not yet finalised with attrs) from loaded runs and the training log."""
@@ -483,13 +494,7 @@ def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndar
     ref = (cfg.metrics.dispersity_samples, cfg.seed)  # random-mask dispersity reference
 
     for idx, r in tqdm(at.items(), desc="metrics", disable=not progress, leave=False):
-        parts = r.split()
-        k = _kept(parts)
-        kept[idx] = k
-        v["n_kept"][idx] = k.sum()
-        v["sparsity"][idx] = sparsity(parts)
-        v["dispersity"][idx] = dispersity(parts)
-        v["dispersity_random"][idx] = dispersity_random(shapes, k, *ref)
+        kept[idx] = _fill_module(v, idx, r.split(), "", shapes, ref)
         for key in ACC_KEYS:
             v[f"acc_{key}"][idx] = r.accuracy[key]
     # shared-weight removal within (checkpoint, alpha, seed) when every task has a mask there
@@ -506,13 +511,8 @@ def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndar
                 for t, m in spec.items():
                     idx = (c, t, a, s)
                     specific[idx] = m
-                    parts = at[idx].split(m)
-                    k = _kept(parts)
-                    kept_s[idx] = k
-                    v["n_kept_specific"][idx] = k.sum()
-                    v["sparsity_specific"][idx] = sparsity(parts)
-                    v["dispersity_specific"][idx] = dispersity(parts)
-                    v["dispersity_specific_random"][idx] = dispersity_random(shapes, k, *ref)
+                    kept_s[idx] = _fill_module(v, idx, at[idx].split(m), "_specific", shapes,
+                                               ref)
     # seed agreement
     for (c, t, a, s), r in at.items():
         for s2 in range(len(S)):
