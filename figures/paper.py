@@ -289,7 +289,8 @@ def check_figures(figures: Path) -> None:
 def latex(out: Path, gen: Path, paper: Path = PAPER_DIR) -> Path:
     """Build ``paper/report.tex`` with latexmk in a temporary folder holding a copy of the
     report and of ``gen`` (as ``generated/``); move the PDF to ``<out>/report.pdf`` atomically
-    (the LaTeX log is kept as ``<out>/report.log``)."""
+    (on failure the LaTeX log is kept as ``<out>/report.log``; a successful build leaves only
+    the PDF, which is byte-stable, whereas the log holds the build's date and time)."""
     exe = shutil.which("latexmk")
     if exe is None or shutil.which("pdflatex") is None:
         raise PaperError(f"latexmk/pdflatex not found: {TEX_HINT}")
@@ -306,14 +307,22 @@ def latex(out: Path, gen: Path, paper: Path = PAPER_DIR) -> Path:
                f"-outdir={build_dir}", "report.tex"]
         res = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True)
         log = build_dir / "report.log"
-        if log.exists():
-            atomic_write_bytes(out / "report.log", log.read_bytes())
         pdf = build_dir / "report.pdf"
-        if res.returncode != 0 or not pdf.exists():
+        text = log.read_text(errors="replace") if log.exists() else ""
+        undefined = [ln.strip() for ln in text.splitlines()
+                     if "undefined" in ln and ("Reference" in ln or "Citation" in ln
+                                               or "There were undefined" in ln)]
+        if res.returncode != 0 or not pdf.exists() or undefined:
+            if log.exists():
+                atomic_write_bytes(out / "report.log", log.read_bytes())
+            if undefined:
+                raise PaperError(f"{paper / 'report.tex'}: undefined references (log: "
+                                 f"{out / 'report.log'}): " + " | ".join(undefined[:5]))
             errors = [ln for ln in (res.stdout + res.stderr).splitlines()
                       if ln.startswith(("!", "./report.tex:", "report.tex:"))]
             raise PaperError(f"latexmk failed on {paper / 'report.tex'} (log: "
                              f"{out / 'report.log'}): " + " | ".join(errors[:5]))
+        (out / "report.log").unlink(missing_ok=True)  # the log of an earlier failure
         return atomic_write_bytes(out / "report.pdf", pdf.read_bytes())
 
 

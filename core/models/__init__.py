@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from core.config import SUBNETS, ConfigError, ModelConfig, _build
@@ -29,12 +30,17 @@ class CheckpointError(ValueError):
 
 
 def build_model(cfg: ModelConfig, image_size: int) -> nn.Module:
-    """The model ``cfg.arch`` for ``image_size`` px panels (seed torch first for determinism)."""
+    """The model ``cfg.arch`` for ``image_size`` px panels (seed torch first for determinism).
+
+    Conv weights are stored channels-last: the oneDNN CPU convolutions then run ~1.7x faster
+    (fwd+bwd of SCL at 80 px, batch 32, 2 threads: 0.33 -> 0.20 s). Checkpoints are written
+    contiguous, so the memory format never reaches a file.
+    """
     kw = dataclasses.asdict(cfg)
     arch = kw.pop("arch")
     if arch not in ARCHS:
         raise ConfigError(f"model.arch: expected one of {', '.join(ARCHS)}, got {arch!r}")
-    return ARCHS[arch](image_size=image_size, **kw)
+    return ARCHS[arch](image_size=image_size, **kw).to(memory_format=torch.channels_last)
 
 
 def subnet_of(name: str) -> str:
@@ -50,7 +56,7 @@ def checkpoint_dict(model: nn.Module, cfg: ModelConfig, image_size: int, milesto
                     step: int, epoch: int, val_acc: float) -> dict[str, Any]:
     """The ``torch.save`` payload of a milestone checkpoint (plain types and tensors only)."""
     return {"arch": cfg.arch, "model": dataclasses.asdict(cfg), "image_size": int(image_size),
-            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
             "milestone": float(milestone), "step": int(step), "epoch": int(epoch),
             "val_acc": float(val_acc)}
 
