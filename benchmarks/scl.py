@@ -86,7 +86,17 @@ def run(quick: bool = False) -> list[dict]:
                             goal=">= 4x" if kind == "train" else "",
                             notes="16 panels encoded once vs 72-image original; same weights",
                             raw={k: v for k, v in res.items() if k.startswith(kind)}))
-        if size == 80:
+        if size == 80:  # the memory format build_model picks vs PyTorch's default
+            contiguous = _model(size).to(memory_format=torch.contiguous_format)
+            opt_c = torch.optim.AdamW(contiguous.parameters(), lr=1e-4)
+            fmt = paired({"train_channels_last": _train_step(model, x, y, opt),
+                          "train_contiguous": _train_step(contiguous, x, y, opt_c)},
+                         model, repeat)
+            rows.append(row(f"SCL training step, {size} px, channels-last vs contiguous",
+                            batch / fmt["train_channels_last"]["median"],
+                            batch / fmt["train_contiguous"]["median"], "problems/s",
+                            notes="conv weights channels-last (core.models.build_model)",
+                            raw=fmt))
             n = 2000 if not quick else 256
             pool = torch.randint(0, 256, (n, 16, size, size), dtype=torch.uint8, generator=g)
 
