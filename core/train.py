@@ -359,7 +359,7 @@ def train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
     def done() -> bool:
         return len(st["reached"]) == len(milestones)
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # tqdm.auto warns in papermill kernels (no ipywidgets)
 
     bar = tqdm(total=total, initial=st["step"], disable=not progress or rank != 0,
                desc=f"train {cfg.model.arch}", mininterval=2.0, file=sys.stderr)

@@ -99,6 +99,23 @@ def trend_verdict(first: tuple[float, float, float], last: tuple[float, float, f
     return "direction only (CIs overlap)"
 
 
+def specificity_verdict(full: float, inv: float, not_full: float, not_inv: float,
+                        chance: float = 12.5) -> str:
+    """Is the module specific to its task? Removing it (inverted mask) must cost the task set
+    more than half of its above-chance accuracy and the not-task set less than half."""
+    if not all(math.isfinite(v) for v in (full, inv, not_full, not_inv)):
+        return "cannot be decided (missing values)"
+    lost = (full - inv) / max(full - chance, 1e-9)
+    not_lost = (not_full - not_inv) / max(not_full - chance, 1e-9)
+    if lost > 0.5 and not_lost < 0.5:
+        return "yes"
+    if lost > 0.5:
+        return ("no: removing it costs the not-task set as much "
+                f"({100 * not_lost:.0f}\\% of its above-chance accuracy, task set "
+                f"{100 * lost:.0f}\\%)")
+    return f"no: removing it costs the task set only {100 * lost:.0f}\\% of its accuracy"
+
+
 def _offdiag(a: np.ndarray) -> np.ndarray:
     return a[~np.eye(a.shape[0], dtype=bool)]
 
@@ -128,6 +145,8 @@ def numbers(inp: Inputs) -> dict[str, str]:
     n["ImageSize"] = str(cfg.data.image_size)
     n["NPerConfig"] = f"{cfg.data.n_per_config:,}".replace(",", "{,}")
     n["NConfigs"] = str(len(cfg.data.configs))
+    n["Configs"] = (f"{len(cfg.data.configs)} configurations" if len(cfg.data.configs) > 1
+                    else "one configuration, " + tex_escape(cfg.data.configs[0]))
     n["TaskN"] = f"{cfg.data.task_n:,}".replace(",", "{,}")
     n["Epochs"] = str(cfg.train.epochs)
     n["Optimizer"] = {"adam": "Adam", "adamw": "AdamW"}[cfg.train.optimizer]
@@ -229,11 +248,9 @@ def numbers(inp: Inputs) -> dict[str, str]:
         n["IoMinVsOriginal"] = "lies outside the original's range"
     else:
         n["IoMinVsOriginal"] = "overlaps the original's range"
-    inv = _stat(acc["AccInv"].sel(checkpoint=cks[-1]), level)
-    notinv = _stat(acc["AccNotInv"].sel(checkpoint=cks[-1]), level)
-    n["VerdictSpecific"] = (
-        "yes" if math.isfinite(inv[0]) and math.isfinite(notinv[0]) and inv[0] < notinv[0]
-        else "no")
+    n["VerdictSpecific"] = specificity_verdict(
+        *(_stat(acc[k].sel(checkpoint=cks[-1]), level)[0]
+          for k in ("AccFull", "AccInv", "AccNotFull", "AccNotInv")))
     return n
 
 

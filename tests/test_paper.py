@@ -142,3 +142,13 @@ def test_pdf_builds_and_is_reproducible(metrics, cfg, tmp_path, monkeypatch):
     # a clean build raises on undefined references and keeps no (time-stamped) log
     assert not (tmp_path / "out0" / "report.log").exists()
     assert pdfs[0] == pdfs[1]
+
+
+def test_specificity_verdict_needs_a_selective_ablation():
+    # removing the module kills both sets (what the default profile shows): not specific
+    assert paper.specificity_verdict(97.0, 12.0, 86.0, 14.0).startswith("no: removing it costs")
+    # task collapses, not-task keeps most of its accuracy: specific
+    assert paper.specificity_verdict(97.0, 12.0, 86.0, 80.0) == "yes"
+    # the module is not even necessary for its task
+    assert "only" in paper.specificity_verdict(97.0, 90.0, 86.0, 80.0)
+    assert "missing" in paper.specificity_verdict(float("nan"), 12.0, 86.0, 80.0)
