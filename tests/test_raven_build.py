@@ -12,7 +12,8 @@ import pytest
 from core.config import SHAPES, load
 from core.data import RavenDataset
 from core.raven.__main__ import generate, main
-from core.raven.build import build, spread
+from core.raven.attributes import Subset
+from core.raven.build import build, spread, subset_exists
 from core.raven.store import RavenFileError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,11 @@ def test_build_layout_and_tasks(tmp_path):
         assert len(RavenDataset(out / "tasks" / s, "train", task=s)) == len(task)
         other = RavenDataset(out / "tasks" / f"not_{s}", "test")
         assert not other.shapes[:, SHAPES.index(s)].any()
+    # colour subsets: light problems carry less ink than dark ones
+    light, dark = (RavenDataset(out / "tasks" / c, "train") for c in ("light", "dark"))
+    # in_center_single_out_center_single: the outer frame is never dark
+    assert len(light) == 6 and len(dark) == 6 and set(dark.configs) == {"center_single"}
+    assert light.images.float().mean() > dark.images.float().mean()
     # main problems differ from task problems (own seeds per subset)
     a = RavenDataset(out / "main", "train").images[0]
     assert not (a == RavenDataset(out / "tasks" / "circle", "train").images[0]).all()
@@ -55,7 +61,9 @@ def test_build_cli_force_and_determinism(tmp_path, capsys):
     b = build(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, workers=2)),
               tmp_path / "b", progress=False)
     files = sorted(p.relative_to(b) for p in b.rglob("*.npz"))
-    assert len(files) == 3 * len(cfg.data.configs) * (1 + 2 * len(SHAPES))
+    colour = sum(subset_exists(c, Subset(color=k)) for c in cfg.data.configs
+                 for k in ("light", "dark"))
+    assert len(files) == 3 * (len(cfg.data.configs) * (1 + 2 * len(SHAPES)) + colour)
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (b / f).read_bytes()
 

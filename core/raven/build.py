@@ -4,10 +4,13 @@
     <out>/main/{train,val,test}/<configuration>.npz           all problems of the profile
     <out>/tasks/<shape>/{train,val,test}/<configuration>.npz       every entity of that shape
     <out>/tasks/not_<shape>/{train,val,test}/<configuration>.npz   no entity of that shape
+    <out>/tasks/{light,dark}/{train,val,test}/<configuration>.npz  light / dark colours only
 
 Generated (``data.public_dir: null``): ``data.n_per_config`` problems per configuration for
 ``main``; ``data.task_n`` problems per task set and per complement, spread evenly over the
-configurations; each split 6/2/2 by problem index. Task sets are generated directly with the
+configurations; each split 6/2/2 by problem index. The light and dark colour subsets (the
+original study's other task sets; here drawn by the ``problem_instances`` figure) get
+``data.task_n`` problems each too. Task sets are generated directly with the
 subset's constrained domains (never by rejection from the full distribution), so even
 configurations where a subset is rare get their share.
 
@@ -24,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from core.config import SHAPES, Config
-from core.raven.attributes import Subset
-from core.raven.generate import Job, run_jobs, validate
+from core.raven.attributes import Subset, SubsetError
+from core.raven.generate import Job, components, run_jobs, validate
 from core.raven.store import (
     SPLITS,
     RavenFileError,
@@ -46,6 +49,11 @@ def task_sets() -> list[tuple[str, Subset]]:
     for s in SHAPES:
         out += [(s, Subset(shape=s)), (f"not_{s}", Subset(exclude_shape=s))]
     return out
+
+
+def colour_sets() -> list[tuple[str, Subset]]:
+    """``(folder name, subset)`` of the light and dark colour subsets (generated data only)."""
+    return [(c, Subset(color=c)) for c in ("light", "dark")]
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -69,7 +77,21 @@ def plan(cfg: Config) -> list[tuple[str, Job]]:
     for name, subset in task_sets():
         for c, n in zip(d.configs, spread(d.task_n, len(d.configs))):
             add(f"tasks/{name}", subset, c, n)
+    for name, subset in colour_sets():  # only where the subset exists (fixed-colour frames)
+        configs = [c for c in d.configs if subset_exists(c, subset)]
+        for c, n in zip(configs, spread(d.task_n, len(configs))):
+            add(f"tasks/{name}", subset, c, n)
     return out
+
+
+def subset_exists(configuration: str, subset: Subset) -> bool:
+    """Whether every component of ``configuration`` allows ``subset`` (e.g. a dark subset
+    does not exist where an outer frame is always white)."""
+    try:
+        components(configuration, subset)
+    except SubsetError:
+        return False
+    return True
 
 
 def build(cfg: Config, out: str | Path, force: bool = False, progress: bool = True) -> Path:
