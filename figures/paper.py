@@ -100,7 +100,7 @@ def trend_verdict(first: tuple[float, float, float], last: tuple[float, float, f
 
 
 def specificity_verdict(full: float, inv: float, not_full: float, not_inv: float,
-                        chance: float = 12.5) -> str:
+                        chance: float = CHANCE_ACC) -> str:
     """Is the module specific to its task? Removing it (inverted mask) must cost the task set
     more than half of its above-chance accuracy and the not-task set less than half."""
     if not all(math.isfinite(v) for v in (full, inv, not_full, not_inv)):
@@ -144,7 +144,6 @@ def numbers(inp: Inputs) -> dict[str, str]:
     n["ChanceAcc"] = fmt(CHANCE_ACC, 1)
     n["ImageSize"] = str(cfg.data.image_size)
     n["NPerConfig"] = f"{cfg.data.n_per_config:,}".replace(",", "{,}")
-    n["NConfigs"] = str(len(cfg.data.configs))
     n["Configs"] = (f"{len(cfg.data.configs)} configurations" if len(cfg.data.configs) > 1
                     else "one configuration, " + tex_escape(cfg.data.configs[0]))
     n["TaskN"] = f"{cfg.data.task_n:,}".replace(",", "{,}")

@@ -152,3 +152,17 @@ def test_specificity_verdict_needs_a_selective_ablation():
     # the module is not even necessary for its task
     assert "only" in paper.specificity_verdict(97.0, 90.0, 86.0, 80.0)
     assert "missing" in paper.specificity_verdict(float("nan"), 12.0, 86.0, 80.0)
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None or shutil.which("pdflatex") is None,
+                    reason="TeX (latexmk, pdflatex) not installed: `make tex` installs it")
+def test_undefined_reference_fails_and_keeps_the_log(tmp_path):
+    src, gen = tmp_path / "src", tmp_path / "gen"
+    src.mkdir()
+    gen.mkdir()
+    (src / "report.tex").write_text("\\documentclass{article}\\begin{document}"
+                                    "See Fig.~\\ref{fig:missing}.\\end{document}\n")
+    with pytest.raises(paper.PaperError, match="undefined references"):
+        paper.latex(tmp_path / "out", gen, paper=src)
+    assert (tmp_path / "out" / "report.log").exists()
+    assert not (tmp_path / "out" / "report.pdf").exists()
