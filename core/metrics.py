@@ -459,7 +459,6 @@ def _ckpt_coords(cfg: Config, training: Mapping[str, np.ndarray]) -> dict[str, A
             "ckpt_val_acc": ("checkpoint", vals), "ckpt_step": ("checkpoint", steps)}
 
 
-
 def _fill_module(v: dict[str, np.ndarray], idx: tuple, parts: list[np.ndarray], suffix: str,
                  shapes: Any, ref: tuple[int, int]) -> np.ndarray:
     """Write one module's scalars (``suffix`` "" or "_specific") at ``idx``; return kept/tensor."""
@@ -469,6 +468,7 @@ def _fill_module(v: dict[str, np.ndarray], idx: tuple, parts: list[np.ndarray], 
     v[f"dispersity{suffix}"][idx] = dispersity(parts)
     v[f"dispersity{suffix}_random"][idx] = dispersity_random(shapes, k, *ref)
     return k
+
 
 def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndarray],
             progress: bool = False) -> dict[str, xr.Dataset]:

@@ -56,7 +56,8 @@ def checkpoint_dict(model: nn.Module, cfg: ModelConfig, image_size: int, milesto
                     step: int, epoch: int, val_acc: float) -> dict[str, Any]:
     """The ``torch.save`` payload of a milestone checkpoint (plain types and tensors only)."""
     return {"arch": cfg.arch, "model": dataclasses.asdict(cfg), "image_size": int(image_size),
-            "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().contiguous().clone()
+                           for k, v in model.state_dict().items()},
             "milestone": float(milestone), "step": int(step), "epoch": int(epoch),
             "val_acc": float(val_acc)}
 

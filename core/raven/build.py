@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from core.config import SHAPES, Config
-from core.raven.attributes import Subset, SubsetError
+from core.raven.attributes import COLOR_SUBSETS, Subset, SubsetError
 from core.raven.generate import Job, components, run_jobs, validate
 from core.raven.store import (
     SPLITS,
@@ -53,7 +53,7 @@ def task_sets() -> list[tuple[str, Subset]]:
 
 def colour_sets() -> list[tuple[str, Subset]]:
     """``(folder name, subset)`` of the light and dark colour subsets (generated data only)."""
-    return [(c, Subset(color=c)) for c in ("light", "dark")]
+    return [(c, Subset(color=c)) for c in COLOR_SUBSETS]
 
 
 def spread(n: int, k: int) -> list[int]:
