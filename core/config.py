@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from core.device import PRECISIONS, DeviceError, check_device_name
 from core.io import atomic_write_text
 
 PROFILES = ("ci", "default", "paper")
@@ -101,6 +102,7 @@ class TrainConfig:
     checkpoint_every: int = f(gt=0)  # steps between last.pt saves
     threads: int = f(ge=1)  # torch intra-op threads
     nproc: int = f(ge=1)  # processes; > 1 launches torchrun
+    networks: list[int] = f(ge=0, nonempty=True, unique=True)  # one SCL per seed: data/train/net<s>
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,20 @@ class FiguresConfig:
 class Config:
     profile: str
     seed: int = f(ge=0)
+    device: str = f()  # auto (CUDA if available, else CPU), cpu, cuda, cuda:N
+    precision: str = f(choices=PRECISIONS)  # fp32, bf16 (autocast), auto (bf16 where native)
     data: DataConfig = f()
     model: ModelConfig = f()
     train: TrainConfig = f()
     masks: MaskConfig = f()
     metrics: MetricsConfig = f()
     figures: FiguresConfig = f()
+
+    def __post_init__(self) -> None:
+        try:
+            check_device_name(self.device)
+        except DeviceError as err:
+            raise ConfigError(str(err)) from None
 
     @property
     def checkpoints(self) -> list[str]:

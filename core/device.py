@@ -1,0 +1,121 @@
+"""Device and numeric precision, shared by training, masking, evaluation and benchmarks.
+
+Parameters name a device (``auto``, ``cpu``, ``cuda``, ``cuda:N``) and a precision (``fp32``,
+``bf16``, ``auto``); code never assumes the CPU. ``resolve_device`` and ``resolve_precision`` turn
+the settings into concrete values once per process, ``autocast`` gives the matching context for
+forward passes, and ``to_cpu`` makes anything that is saved loadable on a CPU-only machine.
+
+``precision: auto`` picks bf16 autocast where the hardware computes bf16 natively (CUDA devices
+with bf16 support; CPUs whose oneDNN build reports native bf16, i.e. AVX512-BF16 or AMX) and fp32
+elsewhere. On a CPU without native bf16, autocast emulates it and is slower than fp32: the
+benchmarks (``make bench``) show the measured ratio on the machine at hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+
+DEVICES = ("auto", "cpu", "cuda")  # plus cuda:N
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+class DeviceError(ValueError):
+    """A device or precision setting that this machine cannot honour."""
+
+
+def check_device_name(name: str, where: str = "device") -> str:
+    """Validate the *spelling* of a device setting (no hardware check): one clear error."""
+    if name in DEVICES:
+        return name
+    if name.startswith("cuda:") and name[5:].isdigit():
+        return name
+    raise DeviceError(f"{where}: expected auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def resolve_device(name: str = "auto", where: str = "device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an explicit CUDA device must exist."""
+    check_device_name(name, where)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"{where}: {name!r} asked for, but this torch build sees no CUDA "
+                              "device (use cpu or auto)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"{where}: {name!r} asked for, but only "
+                              f"{torch.cuda.device_count()} CUDA device(s) are visible")
+    return dev
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN on this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
+    native = False
+    for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        with contextlib.suppress(Exception):  # private probes: absent in some torch builds
+            native = native or bool(getattr(torch._C._cpu, check)())
+    return native
+
+
+def resolve_precision(name: str, device: torch.device, where: str = "precision") -> str:
+    """``fp32`` or ``bf16`` for ``device``; ``auto`` picks bf16 only where it is native."""
+    if name not in PRECISIONS:
+        raise DeviceError(f"{where}: expected one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward-pass context for ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise DeviceError(f"precision: expected fp32 or bf16 after resolution, got {precision!r}")
+
+
+def set_deterministic(device: torch.device) -> None:
+    """Deterministic kernels where torch has them (CUDA: cuBLAS workspace, cuDNN flags).
+
+    On CUDA, bit-identity across *different* GPUs or driver versions is not promised by torch;
+    on one machine, the same seed gives the same results.
+    """
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
+
+
+def to_cpu(obj: Any) -> Any:
+    """A copy of ``obj`` (tensors in nested dicts/lists/tuples) with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, Mapping):
+        return type(obj)((k, to_cpu(v)) for k, v in obj.items()) if not isinstance(
+            obj, dict) else {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(to_cpu(v) for v in obj)
+    return obj
+
+
+@contextlib.contextmanager
+def inference(model: torch.nn.Module, device: torch.device, precision: str) -> Iterator[None]:
+    """Eval mode, no autograd and the precision's autocast; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast(device, precision):
+            yield
+    finally:
+        model.train(was_training)
