@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import sys
 import types
 import typing
@@ -96,8 +98,10 @@ class TrainConfig:
     epochs: int = f(gt=0)
     grad_clip: float = f(ge=0)  # 0 disables clipping
     milestones: list[float] = f(gt=0, lt=100, nonempty=True, increasing=True)
-    val_every: int = f(gt=0)  # steps between validations once a milestone is near
-    near_margin: float = f(ge=0)  # "near" = val accuracy within this many points below it
+    val_every: int = f(gt=0)  # most steps between validations (adaptive schedule, core.train)
+    val_min_every: int = f(gt=0)  # fewest steps between validations (near a milestone)
+    milestone_tolerance: float = f(gt=0)  # points a kept checkpoint may miss its milestone by
+    eval_batch_size: int = f(gt=0)  # problems per inference batch (validation and test)
     val_n: int = f(ge=0)  # validation problems per check (0: the whole val split)
     checkpoint_every: int = f(gt=0)  # steps between last.pt saves
     threads: int = f(ge=1)  # torch intra-op threads
@@ -176,6 +180,16 @@ class Config:
 def checkpoint_name(arch: str, milestone: float) -> str:
     m = f"{milestone:g}".replace(".", "p")
     return f"{arch}_{m}"
+
+
+def config_hash(cfg: Config | dict[str, Any], sections: list[str] | None = None) -> str:
+    """sha256 (hex) of the resolved configuration as canonical JSON (sorted keys, compact);
+    with ``sections``, of those top-level keys only (what one stage depends on)."""
+    values = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
+    if sections is not None:
+        values = {k: values[k] for k in sections}
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- validation
