@@ -15,6 +15,7 @@ from core.raven.__main__ import generate, main
 from core.raven.attributes import Subset
 from core.raven.build import build, spread, subset_exists
 from core.raven.store import RavenFileError
+from core.tasks import FAMILIES, SET_SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["center_single", "in_center_single_out_center_single"]
@@ -51,7 +52,9 @@ def test_build_layout_and_tasks(tmp_path):
 
 def test_build_cli_force_and_determinism(tmp_path, capsys):
     params = tmp_path / "params.yaml"
-    params.write_text((ROOT / "params.yaml").read_text())
+    # the ci profile with fewer, smaller problems (the test builds it three times)
+    params.write_text((ROOT / "params.yaml").read_text().replace(
+        "task_n: 40", "task_n: 20\n      image_size: 32\n      families: [original, control]"))
     args = ["build", "--params", str(params), "--profile", "ci", "--quiet"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "a")]) == 2
@@ -61,9 +64,11 @@ def test_build_cli_force_and_determinism(tmp_path, capsys):
     b = build(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, workers=2)),
               tmp_path / "b", progress=False)
     files = sorted(p.relative_to(b) for p in b.rglob("*.npz"))
-    colour = sum(subset_exists(c, Subset(color=k)) for c in cfg.data.configs
-                 for k in ("light", "dark"))
-    assert len(files) == 3 * (len(cfg.data.configs) * (1 + 2 * len(SHAPES)) + colour)
+    sets = [*(s for f in cfg.data.families for s in FAMILIES[f].sets), "light", "dark"]
+    assert {p.parts[1] for p in files if p.parts[0] == "tasks"} == set(sets)
+    shards = sum(subset_exists(c, Subset(**SET_SPECS.get(s, {"color": s})))
+                 for c in cfg.data.configs for s in sets)
+    assert len(files) == 3 * (len(cfg.data.configs) + shards)
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (b / f).read_bytes()
 
@@ -82,7 +87,8 @@ def test_build_from_public_folder(tmp_path):
     f.with_suffix(".xml").write_text('<Data><Panels><Panel><Struct><Component><Layout>'
                                      '<Entity Type="5"/></Layout></Component></Struct></Panel>'
                                      '</Panels></Data>')
-    out = build(small(public_dir=str(pub)), tmp_path / "raven", progress=False)
+    out = build(small(public_dir=str(pub), families=["original"]), tmp_path / "raven",
+                progress=False)
     ds = RavenDataset(out / "main", "train")
     src = RavenDataset(pub, "train")
     assert len(ds) == len(src) == 12 and ds.image_size == 32
@@ -92,19 +98,22 @@ def test_build_from_public_folder(tmp_path):
     assert len(circle) >= 1 and bool(circle.shapes[:, SHAPES.index("circle")].all())
     n_not = sum(len(RavenDataset(out / "tasks" / f"not_{s}", "train")) for s in SHAPES)
     assert n_not == int((~ds.shapes).sum())
+    assert len(RavenDataset(out / "tasks" / "all", "train")) == len(ds)
 
 
 def test_build_public_errors(tmp_path):
+    with pytest.raises(RavenFileError, match="data.families: shape_rule, control can only be"):
+        build(small(public_dir=str(tmp_path)), tmp_path / "o0", progress=False)
     with pytest.raises(RavenFileError, match="public_dir"):
-        build(small(public_dir=str(tmp_path / "none")), tmp_path / "o1", progress=False)
+        build(small(public_dir=str(tmp_path / "none"), families=["original"]), tmp_path / "o1", progress=False)
     pub = tmp_path / "public"
     generate(pub, configs=CONFIGS, n=10, size=48, layout="public", progress=False)
     with pytest.raises(RavenFileError, match="block-averaged"):
-        build(small(public_dir=str(pub)), tmp_path / "o2", progress=False)
+        build(small(public_dir=str(pub), families=["original"]), tmp_path / "o2", progress=False)
     assert not (tmp_path / "o2").exists()
     f = pub / "center_single" / "RAVEN_1_train.npz"
     z = dict(np.load(f))
     np.savez(f, image=z["image"], target=z["target"])
     with pytest.raises(RavenFileError, match="no shape metadata"):
-        build(small(public_dir=str(pub), image_size=48), tmp_path / "o3", progress=False)
+        build(small(public_dir=str(pub), image_size=48, families=["original"]), tmp_path / "o3", progress=False)
     assert not (tmp_path / "o3").exists() and not list(tmp_path.glob(".tmp-*"))

@@ -75,12 +75,15 @@ def attribute_keys(comps: tuple[Component, ...], rules: list[list[Rule]]) -> lis
     return keys
 
 
-def iraven(rng: np.random.Generator, answer: State, comps, rules) -> list[State]:
-    """The 8 candidates of the bisection tree; ``[0]`` is the answer."""
+def iraven(rng: np.random.Generator, answer: State, comps, rules,
+           first: tuple[int, int] | None = None) -> list[State]:
+    """The 8 candidates of the bisection tree; ``[0]`` is the answer. ``first``: the
+    (component, group) the first level branches on (e.g. Type, so that a candidate differing
+    from the answer only there exists)."""
     keys = attribute_keys(comps, rules)
     nodes = [answer]
     used: list[tuple] = []
-    for _ in range(3):
+    for level in range(3):
         fits = []
         for key in keys:
             c, g = key
@@ -89,6 +92,8 @@ def iraven(rng: np.random.Generator, answer: State, comps, rules) -> list[State]
                 fits.append(key)
         fresh = [k for k in fits if k not in used]
         pool = fresh or fits
+        if level == 0 and first is not None:
+            pool = [k for k in pool if k == first]
         if not pool:
             raise AnswerSetError("cannot build 8 distinct I-RAVEN candidates: too few attribute "
                                  "values to vary (subset too narrow)")
@@ -109,14 +114,16 @@ def iraven(rng: np.random.Generator, answer: State, comps, rules) -> list[State]
     return nodes
 
 
-def raven(rng: np.random.Generator, answer: State, comps, rules) -> list[State]:
-    """The answer and 7 distinct one-attribute modifications of it; ``[0]`` is the answer."""
+def raven(rng: np.random.Generator, answer: State, comps, rules,
+          first: tuple[int, int] | None = None) -> list[State]:
+    """The answer and 7 distinct one-attribute modifications of it; ``[0]`` is the answer.
+    ``first``: the (component, group) the first modification changes."""
     keys = attribute_keys(comps, rules)
-    if not keys:
+    if not keys or (first is not None and first not in keys):
         raise AnswerSetError("cannot build RAVEN candidates: no attribute can vary")
     out = [answer]
-    for _ in range(10_000):
-        c, g = keys[int(rng.integers(len(keys)))]
+    for attempt in range(10_000):
+        c, g = first if attempt == 0 and first is not None else keys[int(rng.integers(len(keys)))]
         rule = rules[c][g]
         cur = _get(answer, c, g, rule)
         free = [v for v in _domain(comps[c], rule, g) if v != cur]
@@ -128,7 +135,8 @@ def raven(rng: np.random.Generator, answer: State, comps, rules) -> list[State]:
     raise AnswerSetError("cannot build 8 distinct RAVEN candidates (subset too narrow)")
 
 
-def build(kind: str, rng: np.random.Generator, answer: State, comps, rules) -> list[State]:
+def build(kind: str, rng: np.random.Generator, answer: State, comps, rules,
+          first: tuple[int, int] | None = None) -> list[State]:
     if kind not in ANSWER_SETS:
         raise ValueError(f"--answers: expected one of {', '.join(ANSWER_SETS)}, got {kind!r}")
-    return (iraven if kind == "iraven" else raven)(rng, answer, comps, rules)
+    return (iraven if kind == "iraven" else raven)(rng, answer, comps, rules, first)

@@ -27,6 +27,11 @@ GROUPS = ("numpos", "type", "size", "color")  # one rule per group per component
 
 COLOR_SUBSETS = {"light": tuple(range(0, 5)), "dark": tuple(range(5, 10))}
 SIZE_SUBSETS = {"small": tuple(range(0, 3)), "big": tuple(range(3, 6))}
+# Rule regimes of the task families (``core.tasks``): "type": every component's Type follows a
+# non-constant rule and the candidates branch on Type first; "color" / "size": that group
+# follows a non-constant rule (where the component's domain allows one), every other group is
+# Constant; "one": "color" or "size", drawn per problem.
+REGIMES = ("type", "color", "size", "one")
 
 
 class SubsetError(ValueError):
@@ -36,14 +41,31 @@ class SubsetError(ValueError):
 @dataclass(frozen=True)
 class Subset:
     """Which problems to generate: every entity of ``shape``; or no entity of
-    ``exclude_shape``; optionally light/dark colours and small/big sizes only."""
+    ``exclude_shape``; optionally light/dark colours and small/big sizes only; optionally a
+    rule regime (``REGIMES``) and, with regime "type", the shape of every entity of the answer
+    panel (``answer_shape``) or a shape no entity of the answer panel has
+    (``answer_not_shape``)."""
 
     shape: str | None = None
     exclude_shape: str | None = None
     color: str | None = None
     size: str | None = None
+    rule: str | None = None
+    answer_shape: str | None = None
+    answer_not_shape: str | None = None
 
     def __post_init__(self) -> None:
+        if self.rule is not None and self.rule not in REGIMES:
+            raise SubsetError(f"rule: expected one of {', '.join(REGIMES)}, got {self.rule!r}")
+        for name in ("answer_shape", "answer_not_shape"):
+            v = getattr(self, name)
+            if v is not None and (v not in TYPES or self.rule != "type"):
+                raise SubsetError(f"{name}: expected a shape ({', '.join(TYPES)}) with rule "
+                                  f"'type', got {v!r} with rule {self.rule!r}")
+        if self.answer_shape is not None and self.answer_not_shape is not None:
+            raise SubsetError("answer_shape and answer_not_shape: give at most one of them")
+        if self.rule == "type" and (self.shape or self.exclude_shape):
+            raise SubsetError("rule 'type' needs every shape: no --shape / --exclude-shape")
         for name in ("shape", "exclude_shape"):
             v = getattr(self, name)
             if v is not None and v not in TYPES:
@@ -65,12 +87,25 @@ class Subset:
         e = 0 if self.exclude_shape is None else 1 + TYPES.index(self.exclude_shape)
         c = 0 if self.color is None else 1 + list(COLOR_SUBSETS).index(self.color)
         s = 0 if self.size is None else 1 + list(SIZE_SUBSETS).index(self.size)
-        return ((t * 6 + e) * 3 + c) * 3 + s
+        r = 0 if self.rule is None else 1 + REGIMES.index(self.rule)
+        a = 0 if self.answer_shape is None else 1 + TYPES.index(self.answer_shape)
+        n = 0 if self.answer_not_shape is None else 1 + TYPES.index(self.answer_not_shape)
+        # the subsets without a regime keep the codes (and so the problems) they always had
+        return ((t * 6 + e) * 3 + c) * 3 + s + 324 * ((r * 6 + a) * 6 + n)
+
+    def answer_types(self) -> tuple[int, ...]:
+        """Type indices the answer panel's entities may have (regime "type")."""
+        if self.answer_shape is not None:
+            return (TYPES.index(self.answer_shape),)
+        return tuple(t for t in range(len(TYPES)) if TYPES[t] != self.answer_not_shape)
 
     @property
     def label(self) -> str:
         parts = [self.shape or "", f"not_{self.exclude_shape}" if self.exclude_shape else "",
-                 self.color or "", self.size or ""]
+                 self.color or "", self.size or "",
+                 f"{self.rule}_rule" if self.rule else "",
+                 f"answer_{self.answer_shape}" if self.answer_shape else "",
+                 f"answer_not_{self.answer_not_shape}" if self.answer_not_shape else ""]
         return "+".join(p for p in parts if p) or "all"
 
 

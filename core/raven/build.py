@@ -2,13 +2,14 @@
 ``docs/architecture.md``::
 
     <out>/main/{train,val,test}/<configuration>.npz           all problems of the profile
-    <out>/tasks/<shape>/{train,val,test}/<configuration>.npz       every entity of that shape
-    <out>/tasks/not_<shape>/{train,val,test}/<configuration>.npz   no entity of that shape
+    <out>/tasks/<set>/{train,val,test}/<configuration>.npz    every set of ``data.families``
+                                                              (``core.tasks.SET_SPECS``)
     <out>/tasks/{light,dark}/{train,val,test}/<configuration>.npz  light / dark colours only
 
 Generated (``data.public_dir: null``): ``data.n_per_config`` problems per configuration for
-``main``; ``data.task_n`` problems per task set and per complement, spread evenly over the
-configurations; each split 6/2/2 by problem index. The light and dark colour subsets (the
+``main``; ``data.task_n`` problems per set of every family in ``data.families`` (tasks,
+complements, references), spread evenly over the configurations; each split 6/2/2 by problem
+index. The light and dark colour subsets (the
 original study's other task sets; here drawn by the ``problem_instances`` figure) get
 ``data.task_n`` problems each too. Task sets are generated directly with the
 subset's constrained domains (never by rejection from the full distribution), so even
@@ -28,7 +29,7 @@ import numpy as np
 
 from core.config import SHAPES, Config
 from core.raven.attributes import COLOR_SUBSETS, Subset, SubsetError
-from core.raven.generate import Job, components, run_jobs, validate
+from core.raven.generate import Job, check_subset, run_jobs, validate
 from core.raven.store import (
     SPLITS,
     RavenFileError,
@@ -41,14 +42,14 @@ from core.raven.store import (
     staged_dir,
     write_shard,
 )
+from core.tasks import ALL, FAMILIES, SET_SPECS
 
 
-def task_sets() -> list[tuple[str, Subset]]:
-    """``(folder name, subset)`` of every task set and its complement."""
-    out = []
-    for s in SHAPES:
-        out += [(s, Subset(shape=s)), (f"not_{s}", Subset(exclude_shape=s))]
-    return out
+def task_sets(families: list[str] | tuple[str, ...] = tuple(FAMILIES)
+              ) -> list[tuple[str, Subset]]:
+    """``(folder name, subset)`` of every set of ``families`` (``core.tasks``)."""
+    names = dict.fromkeys(s for f in families for s in FAMILIES[f].sets)
+    return [(name, Subset(**SET_SPECS[name])) for name in names]
 
 
 def colour_sets() -> list[tuple[str, Subset]]:
@@ -74,8 +75,9 @@ def plan(cfg: Config) -> list[tuple[str, Job]]:
 
     for c in d.configs:
         add("main", Subset(), c, d.n_per_config)
-    for name, subset in task_sets():
-        for c, n in zip(d.configs, spread(d.task_n, len(d.configs))):
+    for name, subset in task_sets(d.families):
+        configs = [c for c in d.configs if subset_exists(c, subset)]
+        for c, n in zip(configs, spread(d.task_n, len(configs))):
             add(f"tasks/{name}", subset, c, n)
     for name, subset in colour_sets():  # only where the subset exists (fixed-colour frames)
         configs = [c for c in d.configs if subset_exists(c, subset)]
@@ -88,7 +90,7 @@ def subset_exists(configuration: str, subset: Subset) -> bool:
     """Whether every component of ``configuration`` allows ``subset`` (e.g. a dark subset
     does not exist where an outer frame is always white)."""
     try:
-        components(configuration, subset)
+        check_subset(configuration, subset)
     except SubsetError:
         return False
     return True
@@ -124,6 +126,11 @@ def _downsample(image: np.ndarray, size: int, path: Path) -> np.ndarray:
 def build_public(cfg: Config, out: Path, force: bool, progress: bool) -> Path:
     """Pack the public per-problem files of ``cfg.data.public_dir`` and select task sets."""
     root = Path(cfg.data.public_dir)  # type: ignore[arg-type]
+    generated_only = [f for f in cfg.data.families if f != "original"]
+    if generated_only:
+        raise RavenFileError(f"data.families: {', '.join(generated_only)} can only be generated "
+                             f"(their rule regimes are not selectable from public files); "
+                             f"use families: [original] with data.public_dir")
     if not root.is_dir():
         raise RavenFileError(f"data.public_dir: {root} is not a folder")
     with staged_dir(out, force) as tmp:
@@ -152,6 +159,7 @@ def build_public(cfg: Config, out: Path, force: bool, progress: bool) -> Path:
                           "shapes": np.stack(shapes),
                           "index": np.array([int(f.stem.split("_")[1]) for f in fs], np.int64)}
                 write_shard(tmp / "main" / split / f"{c}.npz", arrays, c)
+                write_shard(tmp / "tasks" / ALL / split / f"{c}.npz", arrays, c)
                 for k, shape in enumerate(SHAPES):
                     only = np.zeros(len(SHAPES), bool)
                     only[k] = True

@@ -16,10 +16,10 @@ from tqdm import tqdm
 
 from core.config import CONFIGURATIONS
 from core.raven import answers as answer_sets
-from core.raven.attributes import ANGLES, ATTRIBUTES, RULES, Subset
+from core.raven.attributes import ANGLES, ATTRIBUTES, COLOR, RULES, SIZE, Subset, SubsetError
 from core.raven.configurations import MAX_COMPONENTS, MAX_SLOTS, components
 from core.raven.render import Renderer, check_size
-from core.raven.rules import sample_component
+from core.raven.rules import can_vary, sample_component
 from core.raven.store import shapes_from_attrs
 
 
@@ -40,17 +40,26 @@ def problem_rng(seed: int, configuration: str, subset: Subset, index: int) -> np
     return np.random.default_rng([seed, CONFIGURATIONS.index(configuration), subset.code, index])
 
 
-def sample(rng: np.random.Generator, comps, answers: str):
-    """Panel states (16), angles (16 x C x S), rules (C x 4) and target of one problem."""
+def sample(rng: np.random.Generator, comps, answers: str, subset: Subset | None = None):
+    """Panel states (16), angles (16 x C x S), rules (C x 4) and target of one problem.
+    ``subset.rule`` selects the rule regime (``attributes.REGIMES``)."""
+    regime = None if subset is None else subset.rule
+    first = None
+    if regime == "one":
+        regime = ("color", "size")[int(rng.integers(2))]
+    if regime == "type":  # the candidates branch first on the Type of one component
+        first = (int(rng.integers(len(comps))), 1)
+        allowed = subset.answer_types()  # type: ignore[union-attr]
     rules, mats = [], []
     for comp in comps:
-        r, m = sample_component(rng, comp)
+        answer_type = allowed[int(rng.integers(len(allowed)))] if regime == "type" else None
+        r, m = sample_component(rng, comp, regime, answer_type)
         rules.append(r)
         mats.append(m)
     panels = [tuple(mats[c][i // 3][i % 3] for c in range(len(comps))) for i in range(9)]
     angles = [[rng.integers(len(ANGLES), size=len(comp.slots)) for comp in comps]
               for _ in range(9)]
-    cands = answer_sets.build(answers, rng, panels[8], comps, rules)
+    cands = answer_sets.build(answers, rng, panels[8], comps, rules, first)
     if len(set(cands)) != 8:  # guaranteed by construction; never emit duplicates
         raise AssertionError("duplicate candidates")
     order = rng.permutation(8)
@@ -98,7 +107,7 @@ def run_job(job: Job) -> dict[str, np.ndarray]:
     out: dict[str, list] = {k: [] for k in ("image", "target", "attrs", "rules", "index")}
     for i in range(job.start, job.stop):
         rng = problem_rng(job.seed, job.configuration, job.subset, i)
-        states, angles, rules, target = sample(rng, comps, job.answers)
+        states, angles, rules, target = sample(rng, comps, job.answers, job.subset)
         meta = metadata(comps, states, angles, rules)
         out["image"].append(renderer.problem(comps, states, angles))
         out["target"].append(target)
@@ -119,7 +128,19 @@ def validate(configuration: str, subset: Subset, size: int, answers: str, n: int
                          f"got {answers!r}")
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"--n: expected a positive number of problems, got {n!r}")
-    components(configuration, subset)
+    check_subset(configuration, subset)
+
+
+def check_subset(configuration: str, subset: Subset) -> None:
+    """``SubsetError`` where ``configuration`` cannot hold problems of ``subset``: an empty
+    domain, or a rule regime no component can follow (a colour rule where every colour is
+    fixed)."""
+    comps = components(configuration, subset)
+    groups = {"color": (3,), "size": (2,), "one": (2, 3)}.get(subset.rule or "", ())
+    for g in groups:
+        if not any(can_vary((SIZE, COLOR)[g - 2], c.domain.values(g)) for c in comps):
+            raise SubsetError(f"{configuration}: no component can vary "
+                              f"{('size', 'color')[g - 2]} (subset {subset.label!r})")
 
 
 def chunks(jobs: list[Job], size: int = 32) -> list[Job]:

@@ -100,10 +100,13 @@ def _latin(triple: tuple, shift: int) -> list[tuple]:
     return [tuple(triple[(j + shift * r) % 3] for j in range(3)) for r in range(3)]
 
 
-def sample_scalar(rng: np.random.Generator, attribute: int,
-                  values: tuple[int, ...]) -> tuple[Rule, list[tuple]]:
-    """A rule for ``attribute`` over ``values`` and the three rows it generates."""
+def sample_scalar(rng: np.random.Generator, attribute: int, values: tuple[int, ...],
+                  kinds: tuple[int, ...] | None = None) -> tuple[Rule, list[tuple]]:
+    """A rule for ``attribute`` over ``values`` (of the rule types ``kinds``, default all
+    feasible ones) and the three rows it generates."""
     opts = _options(attribute, values)
+    if kinds is not None:
+        opts = {k: v for k, v in opts.items() if k in kinds}
     rule = _pick(rng, sorted(opts))
     param = _pick(rng, opts[rule])
     if rule == DISTRIBUTE_THREE:
@@ -151,13 +154,47 @@ def _position_rows(rng: np.random.Generator, rule: int, param: int, n: int) -> l
     return rows
 
 
-def sample_component(rng: np.random.Generator, comp: Component
+NON_CONSTANT = (PROGRESSION, ARITHMETIC, DISTRIBUTE_THREE)
+
+
+def can_vary(attribute: int, values: tuple[int, ...]) -> bool:
+    """Whether some non-constant rule exists for ``attribute`` over ``values``."""
+    return any(k != CONSTANT for k in _options(attribute, values))
+
+
+def type_rows_to(rng: np.random.Generator, values: tuple[int, ...],
+                 answer: int) -> tuple[Rule, list[tuple]]:
+    """A non-constant Type rule (Progression or Distribute_Three, drawn half and half whatever
+    ``answer``) whose rows end in ``answer`` (the answer panel's type)."""
+    vs = set(values)
+    if rng.random() < 0.5:
+        steps = [d for d in STEPS if answer - d in vs and answer - 2 * d in vs]
+        d = _pick(rng, steps)
+        rows = [_pick(rng, scalar_rows(PROGRESSION, d, TYPE, values)) for _ in range(2)]
+        return Rule(PROGRESSION, d, TYPE), rows + [(answer - 2 * d, answer - d, answer)]
+    shift = _pick(rng, (-1, 1))
+    others = [v for v in values if v != answer]
+    triple = [others[int(i)] for i in rng.choice(len(others), 2, replace=False)]
+    triple.insert((2 + 2 * shift) % 3, answer)  # the cell the Latin square puts at [2][2]
+    return Rule(DISTRIBUTE_THREE, shift, TYPE), _latin(tuple(triple), shift)
+
+
+def sample_component(rng: np.random.Generator, comp: Component, regime: str | None = None,
+                     answer_type: int | None = None
                      ) -> tuple[list[Rule], list[list[tuple[int, int, int, int]]]]:
-    """Rules of the four groups of ``comp`` and its 3x3 matrix of panel states."""
+    """Rules of the four groups of ``comp`` and its 3x3 matrix of panel states.
+
+    ``regime`` (``attributes.REGIMES``, "one" resolved by the caller): None draws every rule
+    freely; "type" draws a non-constant Type rule ending in ``answer_type``; "color" / "size"
+    a non-constant rule for that group where the domain allows one, Constant elsewhere."""
     n = len(comp.slots)
+    fixed = regime in ("color", "size")
     if not comp.grid:
         numpos = Rule(CONSTANT, 0, NUMBER)
         masks = [[1] * 3 for _ in range(3)]
+    elif fixed:
+        numpos = Rule(CONSTANT, 0, POSITION)
+        masks = [list(r) for r in _position_rows(rng, CONSTANT, 0, n)]
     elif rng.random() < 0.5:
         numpos, counts = sample_scalar(rng, NUMBER, tuple(range(1, n + 1)))
         masks = [[random_mask(rng, n, k) for k in row] for row in counts]
@@ -169,7 +206,15 @@ def sample_component(rng: np.random.Generator, comp: Component
     rules = [numpos]
     grids = []
     for group, attribute in ((1, TYPE), (2, SIZE), (3, COLOR)):
-        rule, rows = sample_scalar(rng, attribute, comp.domain.values(group))
+        values = comp.domain.values(group)
+        if regime == "type" and attribute == TYPE:
+            rule, rows = type_rows_to(rng, values, answer_type)  # type: ignore[arg-type]
+        elif fixed:
+            ruled = {"color": COLOR, "size": SIZE}[regime] == attribute  # type: ignore[index]
+            kinds = NON_CONSTANT if ruled and can_vary(attribute, values) else (CONSTANT,)
+            rule, rows = sample_scalar(rng, attribute, values, kinds)
+        else:
+            rule, rows = sample_scalar(rng, attribute, values)
         rules.append(rule)
         grids.append(rows)
     states = [[(masks[r][c], grids[0][r][c], grids[1][r][c], grids[2][r][c]) for c in range(3)]
