@@ -35,3 +35,109 @@ def test_unknown_names_are_named():
         family_of("hexgrid")
     with pytest.raises(ValueError, match="'circle' is not a task of family 'control'"):
         FAMILIES["control"].complement("circle")
+
+
+# ---- each family's defining property, on generated problems ----------------------------------
+
+import numpy as np  # noqa: E402
+from scipy.stats import chi2_contingency  # noqa: E402
+
+from core.raven.attributes import CONSTANT, TYPE, Subset  # noqa: E402
+from core.raven.check import passing  # noqa: E402
+from core.raven.generate import Job, run_job  # noqa: E402
+
+MULTI = "in_distribute_four_out_center_single"
+
+
+def problems(name, configuration="center_single", n=40, answers="iraven"):
+    return run_job(Job(configuration, Subset(**SET_SPECS[name]), 0, n, 0, 32, answers))
+
+
+def answer_types(a):
+    """Set of entity types of each problem's answer panel."""
+    out = []
+    for attrs, t in zip(a["attrs"], a["target"]):
+        types = attrs[8 + t][..., 0]
+        out.append(set(types[types >= 0].tolist()))
+    return out
+
+
+def check_unique(a, configuration):
+    for attrs, rules, t in zip(a["attrs"], a["rules"], a["target"]):
+        ok = passing(attrs, rules, configuration)
+        assert ok.sum() == 1 and ok[t]
+
+
+@pytest.mark.parametrize("configuration", ["center_single", MULTI])
+@pytest.mark.parametrize("answers", ["iraven", "raven"])
+def test_shape_rule_answer_needs_the_shape(configuration, answers):
+    s = "circle"
+    k = SHAPES.index(s)
+    task = problems(f"rule_{s}", configuration, answers=answers)
+    comp = problems(f"rule_not_{s}", configuration, answers=answers)
+    for a in (task, comp):
+        check_unique(a, configuration)
+        n_comp = 2 if configuration == MULTI else 1
+        # every component's Type follows a non-constant rule (Progression / Distribute_Three)
+        assert (a["rules"][:, :n_comp, 1, 0] != CONSTANT).all()
+        assert (a["rules"][:, :n_comp, 1, 2] == TYPE).all()
+        for attrs, t in zip(a["attrs"], a["target"]):
+            ans = attrs[8 + t]
+            # a wrong candidate equal to the answer except in the Type of its entities
+            only_type = [c for c in range(8) if c != t
+                         and (attrs[8 + c][..., 1:] == ans[..., 1:]).all()
+                         and (attrs[8 + c][..., 0] != ans[..., 0]).any()]
+            assert only_type
+    assert all(ts == {k} for ts in answer_types(task))
+    assert all(k not in ts for ts in answer_types(comp))
+    assert any(k in ts for ts in (set(x[:8, ..., 0].ravel().tolist()) for x in comp["attrs"]))
+
+
+def test_shape_rule_complement_matches_the_rule_mix():
+    """Task and complement differ only in the answer shape: the rule kinds of every group and
+    the candidate branching have the same distribution (chi-square test, fixed seeds)."""
+    n = 300
+    task, comp = problems("rule_square", n=n), problems("rule_not_square", n=n)
+    for g in range(1, 4):
+        table = [np.bincount(a["rules"][:, 0, g, 0], minlength=4) for a in (task, comp)]
+        table = np.array(table)[:, np.array(table).sum(0) > 0]
+        assert chi2_contingency(table).pvalue > 0.01, g
+    # candidates: how many differ from the answer in type / size / color
+    for col in range(3):
+        counts = []
+        for a in (task, comp):
+            diff = [int(sum((at[8 + c][0, 0, col] != at[8 + t][0, 0, col]) for c in range(8)))
+                    for at, t in zip(a["attrs"], a["target"])]
+            counts.append(np.bincount(diff, minlength=9))
+        table = np.array(counts)[:, np.array(counts).sum(0) > 0]
+        if table.shape[1] > 1:
+            assert chi2_contingency(table).pvalue > 0.01, col
+    # the original family's complement is not matched: its Type rules are never all constant
+    orig = problems("not_square", n=100)
+    assert (orig["rules"][:, 0, 1, 0] != CONSTANT).any()
+    assert (problems("square", n=50)["rules"][:, 0, 1, 0] == CONSTANT).all()
+
+
+@pytest.mark.parametrize("configuration", ["center_single", MULTI])
+def test_control_one_ruled_group(configuration):
+    n_comp = 2 if configuration == MULTI else 1
+    for name, g in (("color_rule", 3), ("size_rule", 2)):
+        a = problems(name, configuration)
+        check_unique(a, configuration)
+        rules = a["rules"][:, :n_comp, :, 0]
+        others = [h for h in range(4) if h != g]
+        assert (rules[:, :, others] == CONSTANT).all()
+        assert (rules[:, :, g] != CONSTANT).any(1).all()  # in some component, every problem
+    both = problems("one_rule", configuration, n=60)["rules"][:, :n_comp, :, 0]
+    colour = (both[:, :, 3] != CONSTANT).any(1)
+    size = (both[:, :, 2] != CONSTANT).any(1)
+    assert (colour ^ size).all() and 10 < colour.sum() < 50
+
+
+def test_config_choices_are_the_families():
+    import dataclasses
+
+    from core.config import DataConfig
+
+    meta = {f.name: f.metadata for f in dataclasses.fields(DataConfig)}
+    assert tuple(meta["families"]["choices"]) == tuple(FAMILIES)
