@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -331,18 +332,27 @@ def compose_text(profile: str | None = None, overrides: list[str] | tuple[str, .
                  conf: str | Path = CONF) -> str:
     """``params.yaml`` text for ``profile`` + Hydra ``overrides``, composed from ``conf`` exactly
     as ``dvc exp run -S profile=P -S key=value`` composes it (same function calls, same bytes)."""
-    # hydra costs ~0.2 s to import (measured); only composing needs it, loading does not.
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     conf = Path(conf).resolve()
     if not (conf / "config.yaml").is_file():
         raise ConfigError(f"{conf}/config.yaml: file not found (expected the Hydra config)")
     if profile is not None and profile not in PROFILES:
         raise ConfigError(f"profile: unknown profile {profile!r} "
                           f"(expected one of {', '.join(PROFILES)})")
+    # Hydra takes ~0.2 s per composition: cache by the conf files' names, sizes and times
+    stamp = tuple((str(q), q.stat().st_mtime_ns, q.stat().st_size)
+                  for q in sorted(conf.rglob("*.yaml")))
+    return _compose_text(profile, tuple(overrides), str(conf), stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _compose_text(profile: str | None, overrides: tuple[str, ...], conf: str,
+                  stamp: tuple[Any, ...]) -> str:
+    # hydra costs ~0.2 s to import (measured); only composing needs it, loading does not.
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     args = ([f"profile={profile}"] if profile else []) + list(overrides)
     try:
         with initialize_config_dir(str(conf), version_base=None):

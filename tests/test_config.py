@@ -1,7 +1,10 @@
-"""core.config: every bad input stops with one clear error naming the key."""
+"""core.config: params.yaml composed from conf/; every bad input stops with one clear error
+naming the file and the key."""
 
 import copy
+import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import yaml
 from core import config as C
 
 ROOT = Path(__file__).resolve().parents[1]
-RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+RAW = C.compose("default")
 
 
 def write(tmp_path, raw):
@@ -19,84 +22,96 @@ def write(tmp_path, raw):
     return p
 
 
+def bad(tmp_path, mutate):
+    raw = copy.deepcopy(RAW)
+    mutate(raw)
+    with pytest.raises(C.ConfigError) as err:
+        C.load(write(tmp_path, raw))
+    return str(err.value)
+
+
+def test_profiles_are_the_conf_group():
+    assert sorted(C.PROFILES) == sorted(p.stem for p in (ROOT / "conf/profile").glob("*.yaml"))
+
+
 @pytest.mark.parametrize("profile", C.PROFILES)
-def test_every_profile_loads(profile):
+def test_every_profile_composes_and_loads(profile):
     cfg = C.load(ROOT / "params.yaml", profile)
     assert cfg.profile == profile
-    assert cfg.data.image_size % 16 == 0
+    assert cfg == C.from_dict(C.compose(profile))
     assert len(cfg.checkpoints) == len(cfg.train.milestones)
 
 
+def test_committed_params_yaml_is_the_default_composition():
+    # edit conf/, then `python -m core.config compose` and commit both
+    assert (ROOT / "params.yaml").read_text() == C.compose_text("default"), (
+        "params.yaml is not conf/ composed: run `python -m core.config compose`")
+
+
+def test_compose_gives_the_bytes_dvc_exp_run_writes(tmp_path):
+    from dvc.utils.hydra import compose_and_dump
+
+    over = ["masks.alpha=1e-4", "masks.seeds=[3,4]"]
+    out = tmp_path / "params.yaml"
+    compose_and_dump(out, str(ROOT / "conf"), None, "config", str(tmp_path), ["profile=ci", *over])
+    assert out.read_text() == C.compose_text("ci", over)
+
+
+def test_profiles_override_default_and_overrides_win():
+    ci, default = C.load(ROOT / "params.yaml", "ci"), C.load(ROOT / "params.yaml", "default")
+    assert ci.data.n_per_config < default.data.n_per_config
+    assert ci.model == default.model  # not overridden: inherited
+    cfg = C.from_dict(C.compose("ci", ["masks.seeds=[5,6,7]", "masks.alpha=2e-4"]))
+    assert cfg.masks.seeds == [5, 6, 7] and cfg.masks.alpha == 2e-4
+    assert cfg.masks.steps == ci.masks.steps  # the profile's value under the override
+
+
 def test_config_is_frozen():
-    cfg = C.load(ROOT / "params.yaml", "ci")
+    cfg = C.load(ROOT / "params.yaml")
     with pytest.raises(AttributeError):
         cfg.train.lr = 1.0  # type: ignore[misc]
 
 
-def test_profiles_override_default():
-    ci = C.load(ROOT / "params.yaml", "ci")
-    default = C.load(ROOT / "params.yaml", "default")
-    assert ci.data.n_per_config < default.data.n_per_config
-    assert ci.model == default.model  # not overridden: inherited
-
-
-def test_committed_active_yaml_is_in_sync():
-    # the committed active.yaml is what params.yaml resolves to (load checks it)
-    cfg = C.load(ROOT / "active.yaml")
-    assert cfg == C.load(ROOT / "params.yaml", cfg.profile)
-
-
-def bad(tmp_path, mutate, profile=None):
-    raw = copy.deepcopy(RAW)
-    mutate(raw)
-    with pytest.raises(C.ConfigError) as err:
-        C.load(write(tmp_path, raw), profile)
-    return str(err.value)
-
-
 def test_unknown_profile(tmp_path):
     msg = bad(tmp_path, lambda r: r.update(profile="huge"))
-    assert "profile" in msg and "'huge'" in msg and "ci, default, paper" in msg
-
-
-def test_unknown_profile_argument(tmp_path):
-    with pytest.raises(C.ConfigError, match="unknown profile 'nope'"):
-        C.load(write(tmp_path, RAW), "nope")
+    assert "profile: expected one of ci, default, paper" in msg and "'huge'" in msg
+    with pytest.raises(C.ConfigError, match="unknown profile 'huge'"):
+        C.compose("huge")
 
 
 def test_unknown_key(tmp_path):
-    msg = bad(tmp_path, lambda r: r["profiles"]["default"]["train"].update(lrate=1))
-    assert "profiles.default.train.lrate: unknown key" in msg
+    msg = bad(tmp_path, lambda r: r["train"].update(lrate=1))
+    assert "params.yaml: train.lrate: unknown key" in msg
+    msg = bad(tmp_path, lambda r: r.update(extra=1))
+    assert "params.yaml: extra: unknown key" in msg
 
 
-def test_unknown_key_in_override(tmp_path):
-    msg = bad(tmp_path, lambda r: r["profiles"]["ci"]["data"].update(n_problems=3), "ci")
-    assert "profiles.ci.data.n_problems: unknown key" in msg
+def test_unknown_key_in_a_profile_file(tmp_path):
+    conf = shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    with open(conf / "profile/ci.yaml", "a") as fh:
+        fh.write("  n_problems: 3\n")  # under the last section of ci.yaml
+    with pytest.raises(C.ConfigError, match=r"n_problems: unknown key"):
+        C.write_params("ci", out=tmp_path / "params.yaml", conf=conf)
+    assert not (tmp_path / "params.yaml").exists()  # nothing written
+
+
+def test_unknown_key_by_override(tmp_path):
+    with pytest.raises(C.ConfigError, match=r"masks.alpah"):
+        C.write_params("ci", ["masks.alpah=1"], out=tmp_path / "params.yaml")
 
 
 def test_missing_key(tmp_path):
-    msg = bad(tmp_path, lambda r: r["profiles"]["default"]["masks"].pop("tau"))
-    assert "profiles.default.masks.tau: missing key" in msg
+    assert "masks.tau: missing key" in bad(tmp_path, lambda r: r["masks"].pop("tau"))
+    assert "metrics: missing key" in bad(tmp_path, lambda r: r.pop("metrics"))
 
 
-def test_missing_section(tmp_path):
-    msg = bad(tmp_path, lambda r: r["profiles"]["default"].pop("metrics"))
-    assert "profiles.default.metrics: missing key" in msg
-
-
-def test_wrong_type(tmp_path):
-    msg = bad(tmp_path, lambda r: r["profiles"]["default"]["train"].update(batch_size="32"))
-    assert "profiles.default.train.batch_size: expected an integer, got '32'" in msg
-
-
-def test_wrong_type_list(tmp_path):
-    msg = bad(tmp_path, lambda r: r["profiles"]["default"]["masks"].update(seeds=3))
-    assert "profiles.default.masks.seeds: expected a list of integers, got 3" in msg
-
-
-def test_bool_is_not_int(tmp_path):
-    msg = bad(tmp_path, lambda r: r["profiles"]["default"]["data"].update(workers=True))
-    assert "data.workers: expected an integer" in msg
+def test_wrong_types(tmp_path):
+    msg = bad(tmp_path, lambda r: r["train"].update(batch_size="32"))
+    assert "train.batch_size: expected an integer, got '32'" in msg
+    msg = bad(tmp_path, lambda r: r["masks"].update(seeds=3))
+    assert "masks.seeds: expected a list of integers, got 3" in msg
+    msg = bad(tmp_path, lambda r: r["data"].update(workers=True))
+    assert "data.workers: expected an integer, got True" in msg
 
 
 @pytest.mark.parametrize(
@@ -108,9 +123,7 @@ def test_bool_is_not_int(tmp_path):
         ("masks", "alpha", 0.0, "masks.alpha: expected a number > 0, got 0.0"),
         ("masks", "alpha", -1e-5, "masks.alpha: expected a number > 0, got -1e-05"),
         ("masks", "steps", 0, "masks.steps: expected an integer > 0, got 0"),
-        ("masks", "batch_size", -1, "masks.batch_size: expected an integer > 0, got -1"),
         ("train", "milestones", [50, 100], "train.milestones[1]: expected a number > 0 and < 100, got 100"),
-        ("train", "milestones", [0, 50], "train.milestones[0]: expected a number > 0 and < 100, got 0"),
         ("train", "milestones", [70, 50], "train.milestones: expected strictly increasing values"),
         ("train", "milestones", [], "train.milestones: expected a non-empty list"),
         ("data", "configs", ["center_single", "hexgrid"], "data.configs[1]: expected one of center_single"),
@@ -121,70 +134,88 @@ def test_bool_is_not_int(tmp_path):
     ],
 )
 def test_out_of_range(tmp_path, section, key, value, expected):
-    msg = bad(tmp_path, lambda r: r["profiles"]["default"][section].update({key: value}))
+    msg = bad(tmp_path, lambda r: r[section].update({key: value}))
     assert expected in msg, msg
+    assert str(tmp_path / "params.yaml") in msg  # the file is named too
 
 
-def test_error_names_the_file(tmp_path):
-    msg = bad(tmp_path, lambda r: r["profiles"]["default"]["masks"].update(alpha=-1.0))
-    assert str(tmp_path / "params.yaml") in msg
+# issue 20: `.inf` learning rates trained to NaN weights, `init: .nan` gave an empty mask
+@pytest.mark.parametrize(
+    "section,key,text",
+    [("train", "lr", ".inf"), ("train", "weight_decay", ".inf"), ("masks", "tau", ".inf"),
+     ("masks", "init", ".nan"), ("masks", "lr", "-.inf"), ("masks", "alpha", "'inf'"),
+     ("metrics", "ci", ".nan"), ("masks", "alpha_sweep", "[1.0e-5, .nan]")],
+)
+def test_non_finite_numbers_are_rejected(tmp_path, section, key, text):
+    raw = copy.deepcopy(RAW)
+    raw[section][key] = yaml.safe_load(text)
+    with pytest.raises(C.ConfigError) as err:
+        C.load(write(tmp_path, raw))
+    msg = str(err.value)
+    assert f"{section}.{key}" in msg and "expected a finite number" in msg, msg
+
+
+def test_non_finite_by_override_is_rejected_before_writing(tmp_path):
+    out = tmp_path / "params.yaml"
+    with pytest.raises(C.ConfigError, match=r"train.lr(\[\d\])?: expected a finite number"):
+        C.write_params("ci", ["train.lr=inf"], out=out)
+    assert not out.exists()
 
 
 def test_float_written_without_dot(tmp_path):
     # PyYAML reads `1e-5` as a string; accept it as the number it means.
     raw = copy.deepcopy(RAW)
-    raw["profiles"]["default"]["masks"]["alpha"] = "1e-5"
-    assert C.load(write(tmp_path, raw), "default").masks.alpha == 1e-5
+    raw["masks"]["alpha"] = "1e-5"
+    assert C.load(write(tmp_path, raw)).masks.alpha == 1e-5
+    assert math.isfinite(C.load(write(tmp_path, raw)).masks.alpha)
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(C.ConfigError, match="file not found"):
+    with pytest.raises(C.ConfigError, match="nope.yaml: file not found"):
         C.load(tmp_path / "nope.yaml")
 
 
-def test_invalid_yaml(tmp_path):
+@pytest.mark.parametrize("content", [bytes(range(256)), b"\x89PNG\r\n\x1a\n\x00\x00",
+                                     b"seed: 0\x00\x00", os.urandom(64) + b"\xff"])
+def test_binary_params_file(tmp_path, content):
+    p = tmp_path / "params.yaml"
+    p.write_bytes(content)
+    with pytest.raises(C.ConfigError) as err:
+        C.load(p)
+    assert str(err.value).startswith(f"{p}: not a text file"), err.value
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("profile: [unclosed\n")
-    with pytest.raises(C.ConfigError, match="not valid YAML"):
+    with pytest.raises(C.ConfigError, match="params.yaml: not valid YAML"):
+        C.load(p)
+    p.write_text("- a\n- b\n")
+    with pytest.raises(C.ConfigError, match="params.yaml: expected a mapping of parameters"):
         C.load(p)
 
 
-def test_active_roundtrip_and_stale(tmp_path):
-    params = write(tmp_path, RAW)
-    out = C.write_active(params, "ci", tmp_path / "active.yaml")
-    assert C.load(out) == C.load(params, "ci")
+def test_a_directory_as_params(tmp_path):
+    with pytest.raises(C.ConfigError, match="cannot read"):
+        C.load(tmp_path)
+
+
+def test_write_params_reports_changes_and_keeps_bytes(tmp_path):
+    out = tmp_path / "params.yaml"
+    assert C.write_params("ci", out=out)  # new file: every key reported
     mtime = out.stat().st_mtime_ns
-    C.write_active(params, "ci", out)  # unchanged content: file untouched
-    assert out.stat().st_mtime_ns == mtime
-    raw = copy.deepcopy(RAW)
-    raw["profiles"]["ci"]["masks"]["steps"] = 7
-    write(tmp_path, raw)
-    os.utime(out, ns=(0, 0))  # params.yaml edited after active.yaml was written: stale
-    with pytest.raises(C.ConfigError, match="stale"):
-        C.load(out)
-    # active.yaml edited after params.yaml (a `dvc exp run -S active.yaml:...` override): used
-    text = out.read_text().replace("steps: 20\n", "steps: 9\n")
-    assert text != out.read_text()
-    out.write_text(text)
-    assert C.load(out).masks.steps == 9
-    bad_text = text.replace("steps: 9\n", "steps: -9\n")
-    out.write_text(bad_text)
-    with pytest.raises(C.ConfigError, match="masks.steps: expected an integer > 0"):
-        C.load(out)
-    with pytest.raises(C.ConfigError, match="holds profile 'ci', not 'default'"):
-        C.write_active(params, "ci", out) and C.load(out, "default")
+    assert C.write_params("ci", out=out) == []
+    assert out.stat().st_mtime_ns == mtime  # unchanged content: file untouched
+    changed = C.write_params("ci", ["masks.steps=7"], out=out)
+    assert changed == ["masks.steps: 20 -> 7"]
+    assert C.load(out).masks.steps == 7
 
 
-def test_mask_runs_cover_grid():
-    cfg = C.load(ROOT / "params.yaml", "default")
-    runs = C.mask_runs(cfg)
-    keys = [r["key"] for r in runs]
-    assert len(keys) == len(set(keys))
-    main = [r for r in runs if r["alpha"] == cfg.masks.alpha]
-    assert len(main) >= len(cfg.checkpoints) * len(cfg.masks.tasks) * len(cfg.masks.seeds)
-    sweep = {r["alpha"] for r in runs if r["checkpoint"] == cfg.checkpoints[-1]}
-    assert set(cfg.masks.alpha_sweep) <= sweep
-    assert all(k.replace("-", "").replace("_", "").isalnum() for k in keys)
+def test_load_with_another_profile_composes_it(tmp_path):
+    out = tmp_path / "params.yaml"
+    C.write_params("ci", ["masks.steps=7"], out=out)
+    assert C.load(out, "ci").masks.steps == 7  # the file holds ci: used as it is
+    assert C.load(out, "default") == C.load(ROOT / "params.yaml", "default")
 
 
 def test_alpha_label():
@@ -193,9 +224,15 @@ def test_alpha_label():
     assert C.alpha_label(0.5) == "5e-1"
 
 
-def test_cli_reports_error(tmp_path, capsys):
+def test_cli(tmp_path, capsys):
+    out = tmp_path / "params.yaml"
+    assert C.main(["compose", "--profile", "ci", "--out", str(out), "masks.steps=9"]) == 0
+    assert "profile ci, config hash" in capsys.readouterr().out
+    assert C.main(["show", "--params", str(out)]) == 0
+    assert "steps: 9" in capsys.readouterr().out
     raw = copy.deepcopy(RAW)
-    raw["profiles"]["default"]["data"]["image_size"] = 100
-    rc = C.main(["show", "--params", str(write(tmp_path, raw))])
-    assert rc == 2
+    raw["data"]["image_size"] = 100
+    assert C.main(["show", "--params", str(write(tmp_path, raw))]) == 2
+    assert "data.image_size: expected a multiple of 16" in capsys.readouterr().err
+    assert C.main(["compose", "--out", str(out), "data.image_size=100"]) == 2
     assert "data.image_size: expected a multiple of 16" in capsys.readouterr().err
