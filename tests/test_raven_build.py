@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core.config import SHAPES, load
 from core.data import RavenDataset
@@ -117,3 +118,37 @@ def test_build_public_errors(tmp_path):
     with pytest.raises(RavenFileError, match="no shape metadata"):
         build(small(public_dir=str(pub), image_size=48, families=["original"]), tmp_path / "o3", progress=False)
     assert not (tmp_path / "o3").exists() and not list(tmp_path.glob(".tmp-*"))
+
+
+def test_memory_mapped_shards_same_problems(tmp_path):
+    """data.mmap: panels stored uncompressed and memory-mapped; the problems are identical."""
+    from core.data import ShardImages
+
+    cfg = small(families=["control"])
+    a = build(cfg, tmp_path / "a", progress=False)
+    b = build(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, mmap=True)),
+              tmp_path / "b", progress=False)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.npz"))
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*.npz"))
+    for f in files:
+        za, zb = np.load(a / f), np.load(b / f)
+        assert za.files == zb.files and all(np.array_equal(za[k], zb[k]) for k in za.files)
+    plain, mapped = RavenDataset(a / "main", "train"), RavenDataset(b / "main", "train")
+    assert isinstance(mapped.images, ShardImages) and isinstance(plain.images, torch.Tensor)
+    assert mapped.images.shape == plain.images.shape and len(mapped) == len(plain) == 24
+    idx = torch.tensor([23, 0, 13, 5, 13])
+    assert torch.equal(mapped.images[idx], plain.images[idx])
+    assert torch.equal(mapped.images[3], plain.images[3])
+    assert torch.equal(mapped.images[-1], plain.images[-1])
+    assert torch.equal(mapped.images[2:9], plain.images[2:9])
+    assert np.array_equal(mapped.images[np.array([1, 2])], plain.images[[1, 2]].numpy())
+    assert np.array_equal(mapped.images.numpy(), plain.images.numpy())
+    x, y = mapped[7]
+    assert torch.equal(x, plain[7][0]) and y == plain[7][1]
+    # a task filter keeps the panels on disk too
+    t_plain = RavenDataset(a / "main", "test", task="not_triangle")
+    t_mapped = RavenDataset(b / "main", "test", task="not_triangle")
+    assert isinstance(t_mapped.images, ShardImages)
+    assert torch.equal(t_mapped.images[torch.arange(len(t_mapped))], t_plain.images)
+    with pytest.raises(IndexError):
+        mapped.images[torch.tensor([24])]

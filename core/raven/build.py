@@ -107,7 +107,7 @@ def build(cfg: Config, out: str | Path, force: bool = False, progress: bool = Tr
     paths = {id(job): rel for rel, job in jobs}
     with staged_dir(out, force) as tmp:
         for job, arrays in run_jobs([j for _, j in jobs], cfg.data.workers, progress, "build"):
-            write_shard(tmp / paths[id(job)], arrays, job.configuration)
+            write_shard(tmp / paths[id(job)], arrays, job.configuration, cfg.data.mmap)
     return out
 
 
@@ -158,8 +158,8 @@ def build_public(cfg: Config, out: Path, force: bool, progress: bool) -> Path:
                 arrays = {"image": np.stack(image), "target": np.array(target, np.int64),
                           "shapes": np.stack(shapes),
                           "index": np.array([int(f.stem.split("_")[1]) for f in fs], np.int64)}
-                write_shard(tmp / "main" / split / f"{c}.npz", arrays, c)
-                write_shard(tmp / "tasks" / ALL / split / f"{c}.npz", arrays, c)
+                write_shard(tmp / "main" / split / f"{c}.npz", arrays, c, cfg.data.mmap)
+                write_shard(tmp / "tasks" / ALL / split / f"{c}.npz", arrays, c, cfg.data.mmap)
                 for k, shape in enumerate(SHAPES):
                     only = np.zeros(len(SHAPES), bool)
                     only[k] = True
@@ -167,5 +167,6 @@ def build_public(cfg: Config, out: Path, force: bool, progress: bool) -> Path:
                                        (f"not_{shape}", ~arrays["shapes"][:, k])):
                         if keep.any():
                             sub = {key: v[keep] for key, v in arrays.items()}
-                            write_shard(tmp / "tasks" / name / split / f"{c}.npz", sub, c)
+                            write_shard(tmp / "tasks" / name / split / f"{c}.npz", sub, c,
+                                        cfg.data.mmap)
     return out

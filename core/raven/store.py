@@ -51,13 +51,14 @@ class RavenFileError(ValueError):
     """A missing, empty or corrupt problem file or folder; the message names the path."""
 
 
-def load_npz(path: str | Path, required: tuple[str, ...] = ("image", "target")) -> dict[str, Any]:
-    """All arrays of one ``.npz`` file, read fully; a corrupt or incomplete file raises
-    :class:`RavenFileError` naming it."""
+def load_npz(path: str | Path, required: tuple[str, ...] = ("image", "target"),
+             keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The arrays of one ``.npz`` file (those of ``keys`` that it has; all by default), read
+    fully; a corrupt or incomplete file raises :class:`RavenFileError` naming it."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            out = {k: z[k] for k in z.files}
+            out = {k: z[k] for k in z.files if keys is None or k in keys or k in required}
     except FileNotFoundError:
         raise RavenFileError(f"{path}: file not found") from None
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib_error()) as err:
@@ -112,16 +113,83 @@ def shapes_from_xml(path: Path) -> np.ndarray:
     return out
 
 
-def write_npz(path: str | Path, arrays: dict[str, Any], level: int = 1) -> Path:
+def write_npz(path: str | Path, arrays: dict[str, Any], level: int = 1,
+              stored: tuple[str, ...] = ()) -> Path:
     """Write ``arrays`` atomically to ``path`` as a deflate-compressed ``.npz`` (the format of
     ``np.savez_compressed``, readable by ``np.load``). Level 1: mostly-white panels compress
-    almost as well as at numpy's level 6, several times faster."""
+    almost as well as at numpy's level 6, several times faster. Arrays named in ``stored`` are
+    written uncompressed, so that :func:`mmap_member` can memory-map them in place."""
     with atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
             for name, value in arrays.items():
-                with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                # what ZipFile.open(name, "w") builds (fixed 1980 date: same bytes every run)
+                info = zipfile.ZipInfo(f"{name}.npy")
+                info.compress_type = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
+                info._compresslevel = level  # type: ignore[attr-defined]  # as ZipFile does
+                with zf.open(info, "w", force_zip64=True) as fh:
                     np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
     return Path(path)
+
+
+def _member_header(path: Path, fh, start: int) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, Fortran order, dtype and data offset of the ``.npy`` array starting at ``start``."""
+    fh.seek(start)
+    try:
+        version = np.lib.format.read_magic(fh)
+        reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = reader(fh)
+    except ValueError as err:
+        raise RavenFileError(f"{path}: corrupt array header ({err})") from None
+    return shape, fortran, dtype, fh.tell()
+
+
+def mmap_member(path: str | Path, name: str) -> np.ndarray | None:
+    """Array ``name`` of the ``.npz`` at ``path`` memory-mapped read-only when it is stored
+    uncompressed (see :func:`write_npz`); ``None`` when it is compressed (read it with
+    :func:`load_npz`). Nothing but the headers is read."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(f"{name}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(path, "rb") as fh:
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                raise RavenFileError(f"{path}: corrupt zip entry {name}.npy")
+            n_name = int.from_bytes(local[26:28], "little")
+            n_extra = int.from_bytes(local[28:30], "little")
+            start = info.header_offset + 30 + n_name + n_extra
+            shape, fortran, dtype, offset = _member_header(path, fh, start)
+        if offset + int(np.prod(shape)) * dtype.itemsize > start + info.file_size:
+            raise RavenFileError(f"{path}: array {name!r} is truncated")
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                         order="F" if fortran else "C")
+    except FileNotFoundError:
+        raise RavenFileError(f"{path}: file not found") from None
+    except KeyError:
+        raise RavenFileError(f"{path}: missing array {name!r}") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise RavenFileError(f"{path}: corrupt or not an npz file ({err})") from None
+
+
+def member_shape(path: str | Path, name: str) -> tuple[int, ...]:
+    """Shape of array ``name`` in the ``.npz`` at ``path``, from its header alone."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            return tuple(reader(fh)[0])
+    except FileNotFoundError:
+        raise RavenFileError(f"{path}: file not found") from None
+    except KeyError:
+        raise RavenFileError(f"{path}: missing array {name!r}") from None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib_error()) as err:
+        raise RavenFileError(f"{path}: corrupt or not an npz file ({err})") from None
 
 
 def public_files(root: Path, split: str) -> list[Path]:
@@ -180,12 +248,14 @@ def staged_dir(out: str | Path, force: bool) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def write_shard(path: str | Path, arrays: dict[str, np.ndarray], configuration: str) -> Path:
-    """One packed shard (all problems of one split and configuration)."""
+def write_shard(path: str | Path, arrays: dict[str, np.ndarray], configuration: str,
+                mmap: bool = False) -> Path:
+    """One packed shard (all problems of one split and configuration); ``mmap``: panels
+    stored uncompressed, for loaders that memory-map them (``data.mmap``)."""
     keys = ("image", "target", "shapes", "attrs", "rules", "index")
     out = {k: arrays[k] for k in keys if k in arrays}
     out["configuration"] = np.array(configuration)
-    return write_npz(path, out)
+    return write_npz(path, out, stored=("image",) if mmap else ())
 
 
 def write_problems(folder: str | Path, arrays: dict[str, np.ndarray], configuration: str,
