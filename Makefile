@@ -1,7 +1,12 @@
-# Two commands run the study:   make repro        (default profile; PROFILE=ci|default|paper)
+# Two commands run the study:   make repro        (default profile; PROFILE=ci|default|paper|paper_smoke)
 #                                make test         (the test suite)
+# Overrides for one run (Hydra syntax, as `dvc exp run -S`): make repro PROFILE=ci SET='masks.alpha=1e-4'
+# The reviewer's path (no training): make figures   (figures + paper from results/default)
 # Every target installs what it needs into .venv first, once (re-installs when pyproject changes).
 PROFILE ?= default
+SET ?=
+RESULTS ?= results/default
+DVC := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +15,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint repro tex bench clean-venv
+.PHONY: install test lint repro figures results tex bench clean-venv
 
 install: $(STAMP)
 
@@ -39,10 +44,27 @@ tex:
 	      latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended >/dev/null; \
 	  else echo "note: latexmk not found and cannot install TeX here; the paper stage will say so"; fi; }
 
+# params.yaml = conf/ composed for PROFILE + SET (the bytes `dvc exp run -S profile=... -S ...`
+# writes); then DVC re-runs exactly the stages whose params, code or inputs changed.
 repro: install tex
-	$(PY) -m core.config activate --profile $(PROFILE)
+	$(PY) -m core.config compose --profile $(PROFILE) $(SET)
 	@# stage wall times go to build/repro-$(PROFILE).log (read by benchmarks/pipeline.py)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro 2>&1 | $(PY) -m benchmarks.timelog build/repro-$(PROFILE).log
+	$(DVC) repro 2>&1 | $(PY) -m benchmarks.timelog build/repro-$(PROFILE).log
+
+# Every figure and the paper from the committed results of a reference run (no training, no
+# data generation): build/$(RESULTS)/{figures,paper}. Checks the results against the code first.
+figures: install tex
+	$(PY) -m core.results check $(RESULTS)
+	$(PY) -m figures --params $(RESULTS)/params.yaml --metrics $(RESULTS)/metrics \
+	  --raven $(RESULTS)/raven --out build/$(RESULTS)/figures
+	$(PY) -m paper --params $(RESULTS)/params.yaml --metrics $(RESULTS)/metrics \
+	  --figures build/$(RESULTS)/figures --out build/$(RESULTS)/paper
+
+# Copy the small results of the last `make repro` (metrics, summary, params, a few example
+# problems, provenance) to results/<profile>/ for committing.
+results: install
+	$(PY) -m core.results export --params params.yaml --out results/$$($(PY) -c \
+	  "from core.config import load; print(load('params.yaml').profile)")
 
 bench: install
 	$(PY) -m benchmarks $(if $(QUICK),--quick,)

@@ -6,15 +6,22 @@
 The pipeline runs every notebook stage through this: the executed notebook is a *report*
 (its bytes change every run), so it goes to ``--report`` as HTML and is never a dependency of
 a later stage. A failing cell stops with one message naming the notebook and the error; the
-executed notebook (with the traceback) is still rendered so the failure can be read.
+executed notebook (with the traceback) is still rendered so the failure can be read. Every
+report written also refreshes ``index.html`` in the reports folder (the nearest parent named
+``reports``): one page linking every report with its time and size.
+
+The kernel runs without the debugger's frozen-modules warning (``PYDEVD_DISABLE_FILE_VALIDATION``)
+so that the pipeline log shows the notebook's own progress lines only.
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from core.io import atomic_write_text
@@ -39,10 +46,37 @@ def to_html(notebook: Path, html: Path) -> None:
     atomic_write_text(html, body)
 
 
+def reports_root(report: Path) -> Path:
+    """The folder whose ``index.html`` lists ``report``: its nearest parent named ``reports``."""
+    for parent in report.resolve().parents:
+        if parent.name == "reports":
+            return parent
+    return report.resolve().parent
+
+
+def write_index(root: Path) -> Path:
+    """``root/index.html``: a link to every other HTML report under ``root``, newest first."""
+    rows = []
+    for path in sorted(root.rglob("*.html"), key=lambda q: (-q.stat().st_mtime, str(q))):
+        if path == root / "index.html":
+            continue
+        st = path.stat()
+        rel = path.relative_to(root).as_posix()
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(st.st_mtime))
+        rows.append(f'<tr><td><a href="{html.escape(rel)}">{html.escape(rel)}</a></td>'
+                    f"<td>{when}</td><td>{st.st_size / 1e6:.1f} MB</td></tr>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>Reports</title></head>"
+            "<body><h1>Reports</h1><p>Executed notebooks of the pipeline (newest first).</p>"
+            "<table><tr><th>report</th><th>written</th><th>size</th></tr>"
+            + "".join(rows) + "</table></body></html>\n")
+    return atomic_write_text(root / "index.html", page)
+
+
 def run(notebook: str | Path, report: str | Path | None, parameters: dict[str, object],
         cwd: str | Path = ".") -> None:
     import papermill as pm
 
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # inherited by the kernel
     notebook = Path(notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"{notebook}: notebook not found")
@@ -55,10 +89,12 @@ def run(notebook: str | Path, report: str | Path | None, parameters: dict[str, o
         except pm.PapermillExecutionError as err:
             if report and executed.exists():
                 to_html(executed, Path(report))
+                write_index(reports_root(Path(report)))
             raise SystemExit(f"error: {notebook} failed in cell {err.exec_count}: "
                              f"{err.ename}: {err.evalue}") from None
         if report:
             to_html(executed, Path(report))
+            write_index(reports_root(Path(report)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="a parameter kept as a raw string")
     args = ap.parse_args(argv)
     params = {k: _value(v) for k, v in args.p} | {k: v for k, v in args.r}
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     run(args.notebook, args.report, params)
     return 0
 

@@ -1,5 +1,7 @@
 """core.notebook: papermill run + HTML report; failures name the notebook and the error."""
 
+from pathlib import Path
+
 import nbformat
 import pytest
 
@@ -42,3 +44,53 @@ def test_missing_notebook(tmp_path):
 def test_value_inference():
     assert notebook._value("3") == 3 and notebook._value("1e-5") == 1e-5
     assert notebook._value("None") is None and notebook._value("circle") == "circle"
+
+
+def test_report_index_lists_every_report(tmp_path):
+    nb = make_nb(tmp_path / "a.ipynb", "pass")
+    reports = tmp_path / "data" / "reports"
+    notebook.run(nb, reports / "masks" / "net0.html", {}, cwd=tmp_path)
+    notebook.run(nb, reports / "train.html", {}, cwd=tmp_path)
+    index = (reports / "index.html").read_text()
+    assert 'href="masks/net0.html"' in index and 'href="train.html"' in index
+    assert "index.html</a>" not in index
+
+
+ANALYSIS = sorted((Path(__file__).resolve().parents[1] / "analysis").glob("*.ipynb"))
+
+
+def parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path}: expected one cell tagged 'parameters'"
+    return cells[0].source
+
+
+@pytest.mark.parametrize("path", ANALYSIS, ids=lambda p: p.name)
+def test_parameters_are_typed_commented_and_documented(path):
+    # `papermill --help-notebook analysis/X.ipynb` must document every parameter
+    import ast
+
+    import papermill as pm
+
+    names = [n.target.id for n in ast.parse(parameters_cell(path)).body
+             if isinstance(n, ast.AnnAssign)]
+    untyped = [n.targets[0].id for n in ast.parse(parameters_cell(path)).body
+               if isinstance(n, ast.Assign)]
+    assert not untyped, f"{path.name}: parameters without a type annotation: {untyped}"
+    found = pm.inspect_notebook(str(path))
+    for name in names:
+        assert name in found, f"{path.name}: papermill cannot parse parameter {name!r}"
+        assert found[name]["help"].strip(), f"{path.name}: parameter {name!r} has no comment"
+        assert found[name]["inferred_type_name"] != "None", f"{path.name}: {name!r} untyped"
+
+
+@pytest.mark.parametrize("path", ANALYSIS, ids=lambda p: p.name)
+def test_hand_runs_never_write_into_data(path):
+    # run by hand (defaults), a notebook writes to a scratch folder, never into DVC's data/
+    import papermill as pm
+
+    for name, p in pm.inspect_notebook(str(path)).items():
+        if name.startswith("out") or name.endswith(("_out", "out_dir", "report")):
+            assert not p["default"].strip("\"'").startswith("data/"), (
+                f"{path.name}: {name} defaults to {p['default']} (use scratch/...)")
