@@ -122,12 +122,17 @@ def _plain(obj: Any, where: str) -> Any:
         raise MaskError(f"{where}: not plain JSON data ({err})") from None
 
 
-def save_mask(path: str | Path, record: dict) -> Path:
-    """Write atomically. Serialised in memory first: ``torch.save`` to a file names the archive
-    after the (random) temporary file, which would make identical runs differ in bytes."""
+def record_bytes(record: dict) -> bytes:
+    """The bytes of a mask file. Serialised in memory: ``torch.save`` to a file names the
+    archive after the (random) temporary file, which would make identical runs differ."""
     buf = io.BytesIO()
     torch.save(record, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def save_mask(path: str | Path, record: dict) -> Path:
+    """Write a mask file atomically (same record, same bytes)."""
+    return atomic_write_bytes(path, record_bytes(record))
 
 
 def _model_fingerprint(model: Any, names: Sequence[str]) -> str:

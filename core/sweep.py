@@ -1,0 +1,591 @@
+"""Train every mask of one network in one process; resume a killed sweep; one HTML report.
+
+    python -m core.sweep --params params.yaml --net 0 --train data/train/net0 \\
+        --data data/raven --out data/masks/net0 --report data/reports/masks/net0.html \\
+        [--executor inprocess|ray] [--workers N]
+
+The mask list (:func:`plan`) comes from the configuration: for every checkpoint
+(``train.milestones``), every task of ``masks.families`` (``core.tasks``; a task that names a
+shape only when the shape is in ``masks.tasks``; with ``masks.complement_masks`` also each
+task's complement and the family's reference set) and every seed of ``masks.seeds`` at
+``masks.alpha``; plus the alpha sweep (``masks.alpha_sweep``) of every task at the last
+checkpoint with ``seeds[0]``. Each run is written atomically to
+``<out>/<checkpoint>/<set>-a<alpha>-s<seed>.pt`` (``core.maskfile``).
+
+Every checkpoint and every data split is loaded once per process (no per-mask start-up).
+Executors: ``inprocess`` (default: one run after another) or ``ray`` (each mask run a Ray
+task asking for ``masks.threads`` CPUs and, on CUDA, ``masks.gpu_share`` of a GPU; a local Ray
+on this machine with ``--workers`` runs at a time, or the cluster at ``RAY_ADDRESS``). A run
+is a pure function of its inputs, so both executors write byte-identical files.
+
+Resume: a sweep killed midway and started again keeps every finished mask file whose recorded
+``settings`` (mask settings, alpha, seed, sets, checkpoint and data fingerprints, device type,
+precision) equal the ones it would use now and trains only the rest; files of other settings,
+files no longer in the plan and ``.tmp-*`` litter of interrupted writes are removed. (The DVC
+stage declares ``data/masks/net<k>`` with ``persist: true`` so this works under ``dvc repro``.)
+
+After the last mask of a checkpoint, ``core.masking.evaluate_group`` evaluates the
+checkpoint's masks (mask, inverted and selective ablations on every evaluation set of their
+families, select = ``val`` and report = ``test`` splits) into ``<out>/<checkpoint>/evals.nc``,
+kept on resume when its inputs (mask files, evaluation settings, data) are unchanged.
+
+Timing: each run records its compute seconds (training + its final evaluation); the sweep
+writes them with the stage wall time to ``<report>.json`` (beside the HTML report; outputs in
+``<out>`` stay byte-identical), and the report shows the overhead share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from core import masking
+from core.config import SHAPES, Config, ConfigError, MaskConfig, load
+from core.data import RavenDataset, RavenFileError, to_float
+from core.device import DeviceError, resolve_device, resolve_precision, set_deterministic
+from core.io import atomic_path, atomic_write_bytes, atomic_write_text
+from core.maskfile import (
+    ACCURACY_KEYS,
+    FORMAT,
+    MaskError,
+    load_mask,
+    mask_name,
+    mask_record,
+    record_bytes,
+)
+from core.models import CheckpointError, load_checkpoint
+from core.tasks import FAMILIES
+
+EXECUTORS = ("inprocess", "ray")
+EVALS = "evals.nc"
+# mask settings a run's result depends on (recorded in each file; resume compares them);
+# threads, gpu_share and the run-list keys (tasks, seeds, ...) are not among them
+RUN_SETTINGS = ("steps", "lr", "init", "tau", "batch_size", "n_samples", "log_every", "eval_n",
+                "include", "curve_n", "snapshots", "snapshot_param", "mask_norm",
+                "converge_window", "converge_density", "converge_acc")
+EVAL_SETTINGS = ("eval_n", "batch_size", "degenerate_tol", "degenerate_max")
+
+
+class SweepError(ValueError):
+    """A bad sweep input; the message names the file, folder or parameter."""
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Run:
+    """One mask run: trained on ``task`` (of ``family``) at ``checkpoint``; its final
+    accuracies compare ``task`` with ``complement`` (None for a family's reference set)."""
+
+    checkpoint: str
+    family: str
+    task: str
+    complement: str | None
+    alpha: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return mask_name(self.task, self.alpha, self.seed)
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.checkpoint}/{self.name}.pt"
+
+
+def _shape_selected(task: str, shapes: Sequence[str]) -> bool:
+    """A task naming a shape (``circle``, ``rule_not_circle``) is trained only when the shape
+    is in ``masks.tasks``; tasks naming no shape (``color_rule``) always."""
+    named = set(task.split("_")) & set(SHAPES)
+    return named <= set(shapes)
+
+
+def mask_sets(mc: MaskConfig) -> list[tuple[str, str, str | None, bool]]:
+    """(family, set, complement, is_task) of every set masks are trained on, in order."""
+    out: dict[str, tuple[str, str, str | None, bool]] = {}
+    for fam_name in mc.families:
+        if fam_name not in FAMILIES:
+            raise ConfigError(f"masks.families: unknown family {fam_name!r} (expected one of "
+                              f"{', '.join(FAMILIES)})")
+        fam = FAMILIES[fam_name]
+        tasks = [t for t in fam.tasks if _shape_selected(t, mc.tasks)]
+        for t in tasks:
+            out.setdefault(t, (fam_name, t, fam.complement(t), True))
+        if mc.complement_masks:
+            for t in tasks:
+                c = fam.complement(t)
+                out.setdefault(c, (fam_name, c, t, False))
+            if fam.reference is not None:
+                out.setdefault(fam.reference, (fam_name, fam.reference, None, False))
+    if not out:
+        raise ConfigError(f"masks.tasks {list(mc.tasks)} selects no task of masks.families "
+                          f"{list(mc.families)}")
+    return list(out.values())
+
+
+def plan(cfg: Config) -> list[Run]:
+    """Every mask run of one network, grouped by checkpoint (see the module docstring)."""
+    mc = cfg.masks
+    sets = mask_sets(mc)
+    runs: dict[str, Run] = {}
+    for ckpt in cfg.checkpoints:
+        for fam, task, comp, _ in sets:
+            for seed in mc.seeds:
+                r = Run(ckpt, fam, task, comp, float(mc.alpha), int(seed))
+                runs.setdefault(r.relpath, r)
+        if ckpt == cfg.checkpoints[-1]:
+            for fam, task, comp, is_task in sets:
+                for alpha in mc.alpha_sweep if is_task else ():
+                    r = Run(ckpt, fam, task, comp, float(alpha), int(mc.seeds[0]))
+                    runs.setdefault(r.relpath, r)
+    return list(runs.values())
+
+
+def eval_sets(runs: Sequence[Run], shapes: Sequence[str]) -> list[str]:
+    """Evaluation sets of a checkpoint's masks: their families' ``eval_sets`` (those naming a
+    shape only when it is in ``shapes`` = ``masks.tasks``), plus every set a mask was trained
+    on (a reference set, for instance)."""
+    names = [s for fam in dict.fromkeys(r.family for r in runs) for s in FAMILIES[fam].eval_sets
+             if _shape_selected(s, shapes)]
+    return list(dict.fromkeys([*names, *(r.task for r in runs)]))
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def data_fingerprint(folder: Path) -> str:
+    """sha256 over the relative names and sha256 of every data file of a set folder."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
+    if not files:
+        raise SweepError(f"{folder}: no data files (build the data first: python -m core.raven)")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(folder).as_posix()}\0{sha256_file(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _json_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything one mask run needs besides the model and the data (picklable)."""
+
+    run: Run
+    network: int
+    masks: MaskConfig
+    settings: dict
+    arch: str
+    image_size: int
+    device: str
+    precision: str
+
+
+Arrays = tuple[np.ndarray, np.ndarray]  # uint8 panels [N, 16, H, W], int64 targets [N]
+
+
+def _split(arrays: Arrays, name: str, n: int = 0) -> masking.Split:
+    images, targets = arrays
+    with warnings.catch_warnings():  # Ray hands out read-only arrays; nothing writes to them
+        warnings.simplefilter("ignore", UserWarning)
+        x, y = torch.from_numpy(images), torch.from_numpy(targets)
+    return masking.Split(x, y, to_float, name).head(n)
+
+
+def train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
+              complement_val: Arrays | None) -> tuple[bytes, float]:
+    """Train and evaluate one mask; return the mask file's bytes and the compute seconds.
+
+    The same function runs in this process or in a Ray worker: it sets the thread count and
+    deterministic kernels itself, so the bytes do not depend on where it ran.
+    """
+    t0 = time.perf_counter()
+    mc, r = job.masks, job.run
+    torch.set_num_threads(mc.threads)
+    dev = torch.device(job.device)
+    set_deterministic(dev)
+    task_val = _split(val, f"{r.task}/val", mc.eval_n)
+    result = masking.train_mask(model, mc, _split(train, f"{r.task}/train"),
+                                task_val.head(mc.curve_n), alpha=r.alpha, seed=r.seed,
+                                steps=mc.steps, device=dev, precision=job.precision)
+    masked = masking.MaskedModel(model, names=result.names, device=dev, precision=job.precision)
+    other = task_val if complement_val is None else _split(
+        complement_val, f"{r.complement}/val", mc.eval_n)
+    acc = masking.evaluate(masked, result.mask, task_val, other, mc.batch_size)
+    if complement_val is None:  # a reference set has no complement
+        acc.update({k: float("nan") for k in ACCURACY_KEYS if k.startswith("not_task")})
+    rec = mask_record(result, acc, checkpoint=r.checkpoint, task=r.task, alpha=r.alpha,
+                      seed=r.seed, steps=mc.steps, arch=job.arch, image_size=job.image_size,
+                      network=job.network, family=r.family, settings=job.settings)
+    return record_bytes(rec), time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- executors
+
+
+Task = tuple[Job, nn.Module, Arrays, Arrays, "Arrays | None"]
+
+
+def run_inprocess(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, bytes, float]]:
+    """One run after another in this process (``workers`` is ignored)."""
+    for job, model, train, val, comp in tasks:
+        blob, seconds = train_one(job, model, train, val, comp)
+        yield job, blob, seconds
+
+
+def _ray_train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
+                   comp: Arrays | None) -> tuple[bytes, float]:
+    return train_one(job, model, train, val, comp)
+
+
+def run_ray(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, bytes, float]]:
+    """Each run a Ray task (``masks.threads`` CPUs, ``masks.gpu_share`` GPU on CUDA); models
+    and data splits go to the object store once. Local Ray with ``workers`` runs at a time,
+    or the cluster at ``RAY_ADDRESS``. Results come back in completion order."""
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--executor ray: ray is not installed (pip install -e '.[ray]')"
+                         ) from None
+    if not tasks:
+        return
+    started = False
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        threads = tasks[0][0].masks.threads
+        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address:
+            ray.init(address=address, **kw)
+        else:
+            ray.init(num_cpus=max(1, workers) * threads, **kw)
+        started = True
+    try:
+        refs: dict[int, Any] = {}
+
+        def put(obj: Any) -> Any:
+            if obj is None:
+                return None
+            if id(obj) not in refs:
+                refs[id(obj)] = ray.put(obj)
+            return refs[id(obj)]
+
+        remote = ray.remote(_ray_train_one)
+        pending = {}
+        for job, model, train, val, comp in tasks:
+            gpu = job.masks.gpu_share if torch.device(job.device).type == "cuda" else 0
+            fut = remote.options(num_cpus=job.masks.threads, num_gpus=gpu, max_retries=0).remote(
+                job, put(model), put(train), put(val), put(comp))
+            pending[fut] = job
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(done[0])
+            blob, seconds = ray.get(done[0])
+            yield job, blob, seconds
+    finally:
+        if started:
+            ray.shutdown()
+
+
+EXECUTOR_FUNCS: dict[str, Callable[[Sequence[Task], int], Iterator[tuple[Job, bytes, float]]]] = {
+    "inprocess": run_inprocess, "ray": run_ray}
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+class Sweep:
+    """One network's mask sweep: inputs, fingerprints, resume state, group evaluations."""
+
+    def __init__(self, cfg: Config, network: int, train_dir: Path, data_dir: Path,
+                 out: Path, log: Callable[[str], None] = print):
+        self.cfg, self.network, self.log = cfg, int(network), log
+        self.train_dir, self.data_dir, self.out = Path(train_dir), Path(data_dir), Path(out)
+        self.tasks_dir = self.data_dir / "tasks"
+        self.runs = plan(cfg)
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self._sha: dict[str, str] = {}
+        self._data: dict[tuple[str, str], Arrays] = {}
+        self._models: dict[str, tuple[nn.Module, dict]] = {}
+
+    # ----------------------------------------------------------------- inputs
+    def checkpoint_path(self, ckpt: str) -> Path:
+        return self.train_dir / f"{ckpt}.pt"
+
+    def checkpoint_sha(self, ckpt: str) -> str:
+        key = f"ckpt:{ckpt}"
+        if key not in self._sha:
+            path = self.checkpoint_path(ckpt)
+            if not path.is_file():
+                raise SweepError(f"{path}: checkpoint not found (train network {self.network} "
+                                 "first: python -m core.train)")
+            self._sha[key] = sha256_file(path)
+        return self._sha[key]
+
+    def data_sha(self, name: str) -> str:
+        key = f"data:{name}"
+        if key not in self._sha:
+            folder = self.tasks_dir / name
+            if not folder.is_dir():
+                raise SweepError(f"{folder}: task set not found (data.families must build the "
+                                 f"sets of masks.families; run python -m core.raven build)")
+            self._sha[key] = data_fingerprint(folder)
+        return self._sha[key]
+
+    def model(self, ckpt: str) -> tuple[nn.Module, dict]:
+        if ckpt not in self._models:
+            self._models[ckpt] = load_checkpoint(self.checkpoint_path(ckpt),
+                                                 arch=self.cfg.model.arch)
+        return self._models[ckpt]
+
+    def arrays(self, name: str, split: str, image_size: int) -> Arrays:
+        key = (name, split)
+        if key not in self._data:
+            ds = RavenDataset(self.tasks_dir / name, split=split)
+            if ds.image_size != image_size:
+                raise SweepError(f"{self.tasks_dir / name}: {ds.image_size} px panels, but the "
+                                 f"checkpoints were trained on {image_size} px")
+            self._data[key] = (ds.images.numpy(), ds.targets.numpy())
+        return self._data[key]
+
+    # ----------------------------------------------------------------- settings
+    def settings(self, r: Run) -> dict:
+        """What the file of ``r`` is made from; equal settings = a reusable file."""
+        mc = dataclasses.asdict(self.cfg.masks)
+        sets = [r.task] + ([r.complement] if r.complement else [])
+        return json.loads(json.dumps({
+            "format": FORMAT, "network": self.network, "checkpoint": r.checkpoint,
+            "checkpoint_sha256": self.checkpoint_sha(r.checkpoint), "family": r.family,
+            "task": r.task, "complement": r.complement, "alpha": r.alpha, "seed": r.seed,
+            "masks": {k: mc[k] for k in RUN_SETTINGS},
+            "data": {s: self.data_sha(s) for s in sets},
+            "device": self.device.type, "precision": self.precision}))
+
+    def eval_inputs(self, ckpt: str, runs: Sequence[Run]) -> str:
+        """Hash of everything ``evals.nc`` of ``ckpt`` is computed from."""
+        mc = dataclasses.asdict(self.cfg.masks)
+        names = eval_sets(runs, self.cfg.masks.tasks)
+        return _json_hash({
+            "masks": {r.name: sha256_file(self.out / r.relpath) for r in runs},
+            "settings": {k: mc[k] for k in EVAL_SETTINGS},
+            "checkpoint_sha256": self.checkpoint_sha(ckpt),
+            "data": {s: self.data_sha(s) for s in names},
+            "device": self.device.type, "precision": self.precision})
+
+    # ----------------------------------------------------------------- resume
+    def clean(self) -> None:
+        """Remove ``.tmp-*`` litter, mask files and evaluations not in the plan, and empty
+        checkpoint folders; other files are left alone (and named)."""
+        if not self.out.exists():
+            return
+        if not self.out.is_dir():
+            raise SweepError(f"{self.out}: not a folder (expected the network's mask folder)")
+        wanted = {r.relpath for r in self.runs} | {f"{c}/{EVALS}" for c in self.cfg.checkpoints}
+        for p in sorted(self.out.rglob(".tmp-*")):
+            if p.is_file():
+                p.unlink()
+                self.log(f"removed litter {p}")
+        for d in sorted(p for p in self.out.iterdir() if p.is_dir()):
+            for p in sorted(d.iterdir()):
+                rel = f"{d.name}/{p.name}"
+                if p.is_file() and (p.suffix == ".pt" or p.name == EVALS) and rel not in wanted:
+                    p.unlink()
+                    self.log(f"removed stale {p} (not in the plan of this configuration)")
+            if not any(d.iterdir()):
+                d.rmdir()
+        others = [p for p in self.out.rglob("*") if p.is_file() and
+                  p.relative_to(self.out).as_posix() not in wanted]
+        if others:
+            self.log(f"note: {self.out} holds files the sweep does not know (left alone): "
+                     + ", ".join(str(p) for p in others[:5]))
+
+    def is_done(self, r: Run) -> bool:
+        """A finished file with the settings this run would use now (else it is removed)."""
+        path = self.out / r.relpath
+        if not path.exists():
+            return False
+        try:
+            rec = load_mask(path, expect={"network": self.network, "checkpoint": r.checkpoint,
+                                          "task": r.task, "alpha": r.alpha, "seed": r.seed})
+        except MaskError as err:
+            self.log(f"retraining {path}: {err}")
+            path.unlink()
+            return False
+        if rec["settings"] != self.settings(r):
+            self.log(f"retraining {path}: made with other settings")
+            path.unlink()
+            return False
+        return True
+
+    # ----------------------------------------------------------------- group evaluation
+    def evaluate_checkpoint(self, ckpt: str) -> tuple[bool, float]:
+        """Write ``<ckpt>/evals.nc`` unless it is up to date; (written, seconds)."""
+        runs = [r for r in self.runs if r.checkpoint == ckpt]
+        path = self.out / ckpt / EVALS
+        inputs = self.eval_inputs(ckpt, runs)
+        if path.exists():
+            try:
+                with xr.open_dataset(path) as old:
+                    if old.attrs.get("inputs_sha256") == inputs:
+                        return False, 0.0
+            except (OSError, ValueError):
+                pass
+            path.unlink()
+        t0 = time.perf_counter()
+        model, meta = self.model(ckpt)
+        recs = {r.name: load_mask(self.out / r.relpath, model) for r in runs}
+        mc = self.cfg.masks
+        size = int(meta["image_size"])
+        sets = {s: (_split(self.arrays(s, "val", size), f"{s}/val", mc.eval_n),
+                    _split(self.arrays(s, "test", size), f"{s}/test", mc.eval_n))
+                for s in eval_sets(runs, mc.tasks)}
+        ds = masking.evaluate_group(
+            model, {k: rec["mask"] for k, rec in recs.items()}, sets,
+            info={k: {"task": rec["task"], "family": rec["family"], "seed": rec["seed"],
+                      "alpha": rec["alpha"]} for k, rec in recs.items()},
+            batch_size=mc.batch_size, tol=mc.degenerate_tol, degenerate_max=mc.degenerate_max,
+            device=self.device, precision=self.precision)
+        ds.attrs.update({"network": self.network, "checkpoint": ckpt, "inputs_sha256": inputs})
+        with atomic_path(path) as tmp:
+            ds.to_netcdf(tmp)
+        return True, time.perf_counter() - t0
+
+    # ----------------------------------------------------------------- the whole sweep
+    def run(self, executor: str = "inprocess", workers: int = 1) -> dict:
+        """Train what is missing, evaluate every checkpoint; the timing summary."""
+        if executor not in EXECUTORS:
+            raise SweepError(f"--executor: expected one of {', '.join(EXECUTORS)}, "
+                             f"got {executor!r}")
+        t0 = time.perf_counter()
+        torch.set_num_threads(self.cfg.masks.threads)
+        set_deterministic(self.device)
+        for ckpt in self.cfg.checkpoints:  # every input checked (and fingerprinted) first
+            self.checkpoint_sha(ckpt)
+        for name in eval_sets(self.runs, self.cfg.masks.tasks):
+            self.data_sha(name)
+        self.clean()
+        todo = [r for r in self.runs if not self.is_done(r)]
+        kept = len(self.runs) - len(todo)
+        self.log(f"network {self.network}: {len(self.runs)} masks, {kept} kept, "
+                 f"{len(todo)} to train ({executor})")
+        tasks = []
+        for r in todo:
+            model, meta = self.model(r.checkpoint)
+            size = int(meta["image_size"])
+            job = Job(r, self.network, self.cfg.masks, self.settings(r), str(meta["arch"]),
+                      size, str(self.device), self.precision)
+            comp = None if r.complement is None else self.arrays(r.complement, "val", size)
+            tasks.append((job, model, self.arrays(r.task, "train", size),
+                          self.arrays(r.task, "val", size), comp))
+        remaining = {c: sum(r.checkpoint == c for r in todo) for c in self.cfg.checkpoints}
+        timings: list[dict] = []
+        evals: dict[str, float] = {}
+
+        def finish(ckpt: str) -> None:
+            written, seconds = self.evaluate_checkpoint(ckpt)
+            evals[ckpt] = seconds
+            self.log(f"{self.out / ckpt / EVALS}: " + (f"written ({seconds:.1f} s)" if written
+                                                      else "up to date"))
+
+        for ckpt in self.cfg.checkpoints:
+            if remaining[ckpt] == 0:
+                finish(ckpt)
+        for job, blob, seconds in EXECUTOR_FUNCS[executor](tasks, workers):
+            atomic_write_bytes(self.out / job.run.relpath, blob)
+            timings.append({"mask": job.run.relpath, "compute_s": seconds})
+            self.log(f"{self.out / job.run.relpath}: {seconds:.1f} s "
+                     f"({len(timings)}/{len(todo)})")
+            remaining[job.run.checkpoint] -= 1
+            if remaining[job.run.checkpoint] == 0:
+                finish(job.run.checkpoint)
+        wall = time.perf_counter() - t0
+        compute = sum(t["compute_s"] for t in timings)
+        eval_s = sum(evals.values())
+        return {"network": self.network, "executor": executor, "workers": workers,
+                "masks": len(self.runs), "kept": kept, "trained": len(todo),
+                "wall_s": wall, "compute_s": compute, "group_eval_s": eval_s,
+                "overhead_s": wall - compute - eval_s,
+                "overhead_share": (wall - compute - eval_s) / compute if compute else None,
+                "runs": timings, "device": str(self.device), "precision": self.precision}
+
+
+def report(notebook: Path, html: Path, params: Path, network: int, masks: Path,
+           timing: Path) -> None:
+    """Run the per-network report notebook once through papermill."""
+    from core.notebook import run as run_notebook
+
+    run_notebook(notebook, html, {"params": str(params), "network": int(network),
+                                  "masks_dir": str(masks), "timing": str(timing)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    t_start = time.perf_counter()
+    ap = argparse.ArgumentParser(prog="python -m core.sweep", description=__doc__.split("\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--profile", default=None, help="profile of a multi-profile params file")
+    ap.add_argument("--net", type=int, required=True, help="network seed (train.networks)")
+    ap.add_argument("--train", required=True, help="the network's checkpoints (data/train/netK)")
+    ap.add_argument("--data", default="data/raven", help="data folder holding tasks/<set>/")
+    ap.add_argument("--out", required=True, help="the network's mask folder (data/masks/netK)")
+    ap.add_argument("--report", default=None, help="HTML report (+ timing .json beside it)")
+    ap.add_argument("--executor", choices=EXECUTORS, default="inprocess")
+    ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2),
+                    help="runs at a time on a local Ray (default: CPU cores / 2)")
+    ap.add_argument("--notebook", default=str(Path(__file__).resolve().parents[1] /
+                                              "analysis" / "train_masks.ipynb"))
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(args.params, args.profile)
+        if args.net not in cfg.train.networks:
+            raise SweepError(f"--net {args.net}: not one of train.networks "
+                             f"{cfg.train.networks} in {args.params}")
+        if args.workers < 1:
+            raise SweepError(f"--workers: expected an integer >= 1, got {args.workers}")
+        sweep = Sweep(cfg, args.net, Path(args.train), Path(args.data), Path(args.out),
+                      log=lambda m: print(m, flush=True))
+        summary = sweep.run(args.executor, args.workers)
+    except (SweepError, MaskError, ConfigError, CheckpointError, RavenFileError,
+            DeviceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary["process_wall_s"] = time.perf_counter() - t_start
+    share = summary["overhead_share"]
+    print(f"{args.out}: {summary['trained']} trained, {summary['kept']} kept; wall "
+          f"{summary['wall_s']:.1f} s, mask compute {summary['compute_s']:.1f} s, group "
+          f"evaluation {summary['group_eval_s']:.1f} s" +
+          ("" if share is None else f", overhead {100 * share:.1f}% of compute"))
+    if args.report:
+        html = Path(args.report)
+        timing = html.with_suffix(".json")
+        atomic_write_text(timing, json.dumps(summary, indent=1) + "\n")
+        report(Path(args.notebook), html, Path(args.params), args.net, Path(args.out), timing)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""core.sweep: one process trains a network's masks; resume after SIGKILL; Ray = in-process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+from core import sweep
+from core.config import ConfigError, from_dict, load
+from core.maskfile import load_mask
+from core.models import build_model, checkpoint_dict
+from core.raven.store import write_shard
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 16
+
+
+def small_params(tmp: Path, seeds=(0, 1), steps=4, **masks) -> Path:
+    """A flat params file: the ci profile with two checkpoints, one network, task circle."""
+    raw = load(ROOT / "params.yaml", "ci").to_dict()
+    raw["train"].update(milestones=[1.0, 2.0], networks=[0])
+    raw["device"], raw["precision"] = "cpu", "fp32"
+    raw["masks"].update({"tasks": ["circle"], "families": ["original"], "seeds": list(seeds),
+                         "alpha": 1e-4, "alpha_sweep": [1e-3], "steps": steps, "log_every": 2,
+                         "batch_size": 8, "curve_n": 8, "eval_n": 0, "threads": 1,
+                         "complement_masks": False, **masks})
+    from_dict(raw)  # valid
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def make_inputs(tmp: Path) -> tuple[Path, Path]:
+    """Two tiny SCL checkpoints of network 0 and the sets circle / not_circle (16 px)."""
+    cfg = load(ROOT / "params.yaml", "ci")
+    train = tmp / "train" / "net0"
+    train.mkdir(parents=True)
+    for i, name in enumerate(("scl_1", "scl_2")):
+        torch.manual_seed(i)
+        model = build_model(cfg.model, SIZE)
+        torch.save(checkpoint_dict(model, cfg.model, SIZE, i + 1, 10 * i, 1, 20.0),
+                   train / f"{name}.pt")
+    rng = np.random.default_rng(0)
+    for task in ("circle", "not_circle"):
+        for split, n in (("train", 24), ("val", 12), ("test", 12)):
+            arrays = {"image": rng.integers(0, 256, (n, 16, SIZE, SIZE), dtype=np.uint8),
+                      "target": rng.integers(0, 8, n).astype(np.int64)}
+            write_shard(tmp / "raven" / "tasks" / task / split / "center_single.npz", arrays,
+                        "center_single")
+    return train, tmp / "raven"
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    train, data = make_inputs(tmp)
+    return tmp, train, data
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cli(params: Path, train: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "core.sweep", "--params", str(params), "--net", "0",
+            "--train", str(train), "--data", str(data), "--out", str(out), *extra]
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+def test_plan_covers_checkpoints_sets_seeds_and_the_alpha_sweep(tmp_path):
+    cfg = load(small_params(tmp_path))
+    runs = sweep.plan(cfg)
+    names = [r.relpath for r in runs]
+    assert names == ["scl_1/circle-a1e-4-s0.pt", "scl_1/circle-a1e-4-s1.pt",
+                     "scl_2/circle-a1e-4-s0.pt", "scl_2/circle-a1e-4-s1.pt",
+                     "scl_2/circle-a1e-3-s0.pt"]
+    assert {(r.family, r.complement) for r in runs} == {("original", "not_circle")}
+
+
+def test_plan_complement_protocol_and_families():
+    cfg = load(ROOT / "params.yaml", "ci")
+    mc = cfg.masks.__class__(**{**cfg.masks.__dict__, "tasks": ["circle", "square"],
+                                "families": ["original", "control"], "complement_masks": True})
+    sets = sweep.mask_sets(mc)
+    trained = [s[1] for s in sets]
+    assert set(trained[:2]) == {"circle", "square"}  # the tasks first, in core.tasks order
+    assert {"not_circle", "not_square", "all", "color_rule", "size_rule", "one_rule"} <= set(
+        trained)
+    assert not any("triangle" in t for t in trained)
+    ref = next(s for s in sets if s[1] == "all")
+    assert ref[2] is None and ref[3] is False  # no complement, no alpha sweep
+    bad = mc.__class__(**{**mc.__dict__, "families": ["nope"]})
+    with pytest.raises(ConfigError, match="masks.families: unknown family 'nope'"):
+        sweep.mask_sets(bad)
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+@pytest.fixture(scope="module")
+def reference(inputs):
+    """An uninterrupted in-process sweep (the byte reference)."""
+    tmp, train, data = inputs
+    params = small_params(tmp)
+    out = tmp / "ref"
+    summary = sweep.Sweep(load(params), 0, train, data, out, log=lambda m: None).run()
+    return params, out, summary
+
+
+def test_sweep_writes_every_mask_and_evals(inputs, reference):
+    tmp, train, data = inputs
+    params, out, summary = reference
+    cfg = load(params)
+    assert summary["trained"] == 5 and summary["kept"] == 0
+    assert len(summary["runs"]) == 5 and all(r["compute_s"] > 0 for r in summary["runs"])
+    for r in sweep.plan(cfg):
+        rec = load_mask(out / r.relpath)
+        assert (rec["network"], rec["checkpoint"], rec["family"], rec["task"], rec["seed"]) == \
+            (0, r.checkpoint, "original", "circle", r.seed)
+        assert rec["settings"]["checkpoint_sha256"] == sweep.sha256_file(
+            train / f"{r.checkpoint}.pt")
+        assert rec["settings"]["data"].keys() == {"circle", "not_circle"}
+        assert all(t.device.type == "cpu" for t in rec["mask"].values())
+    ds = xr.load_dataset(out / "scl_2" / "evals.nc")
+    assert list(ds["mask"].values) == ["circle-a1e-4-s0", "circle-a1e-4-s1", "circle-a1e-3-s0"]
+    assert set(ds["eval_set"].values) == {"circle", "not_circle"}
+    assert list(ds["split"].values) == ["select", "report"]
+    assert (ds["n_problems"].sel(split="report", variant="mask") == 12).all()
+
+
+def test_rerun_keeps_everything_and_rewrites_nothing(inputs, reference):
+    tmp, train, data = inputs
+    params, out, _ = reference
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    summary = sweep.Sweep(load(params), 0, train, data, out, log=lambda m: None).run()
+    assert (summary["trained"], summary["kept"]) == (0, 5)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_changed_setting_retrains_only_what_it_touches(inputs, reference, tmp_path):
+    tmp, train, data = inputs
+    params, out, _ = reference
+    work = tmp_path / "masks"
+    for rel, blob in files(out).items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_bytes(blob)
+    # another alpha sweep: the old sweep mask goes, the new one is trained, the rest is kept
+    p2 = small_params(tmp_path, alpha_sweep=[1e-2])
+    logs: list[str] = []
+    summary = sweep.Sweep(load(p2), 0, train, data, work, log=logs.append).run()
+    assert (summary["trained"], summary["kept"]) == (1, 4)
+    assert not (work / "scl_2" / "circle-a1e-3-s0.pt").exists()
+    assert any("removed stale" in m and "circle-a1e-3-s0.pt" in m for m in logs)
+    assert files(work)["scl_1/evals.nc"] == files(out)["scl_1/evals.nc"]
+    # another number of steps: every mask is retrained
+    p3 = small_params(tmp_path, steps=2)
+    summary = sweep.Sweep(load(p3), 0, train, data, work, log=logs.append).run()
+    assert (summary["trained"], summary["kept"]) == (5, 0)
+    assert load_mask(work / "scl_1" / "circle-a1e-4-s0.pt")["steps"] == 2
+
+
+def test_bad_inputs_name_the_file(inputs, tmp_path):
+    tmp, train, data = inputs
+    params = small_params(tmp_path)
+    cfg = load(params)
+    with pytest.raises(sweep.SweepError, match=r"nowhere/scl_1\.pt: checkpoint not found"):
+        sweep.Sweep(cfg, 0, tmp_path / "nowhere", data, tmp_path / "o").run()
+    other = tmp_path / "raven"
+    (other / "tasks" / "circle").mkdir(parents=True)
+    with pytest.raises(sweep.SweepError, match=r"tasks/circle: no data files"):
+        sweep.Sweep(cfg, 0, train, other, tmp_path / "o").run()
+    (other / "tasks" / "circle" / "x.npz").write_bytes(b"x")
+    with pytest.raises(sweep.SweepError, match=r"tasks/not_circle: task set not found"):
+        sweep.Sweep(cfg, 0, train, other, tmp_path / "o").run()
+    (tmp_path / "o" / "scl_1").mkdir(parents=True, exist_ok=True)
+    bad = tmp_path / "o" / "scl_1" / "circle-a1e-4-s0.pt"
+    bad.write_bytes(b"not a torch file")
+    logs: list[str] = []
+    s = sweep.Sweep(cfg, 0, train, data, tmp_path / "o", log=logs.append)
+    assert not s.is_done(s.runs[0]) and not bad.exists()
+    assert any("circle-a1e-4-s0.pt: not a readable mask file" in m for m in logs)
+    r = subprocess.run(cli(params, train, data, tmp_path / "o2") + ["--executor", "nope"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "--executor" in r.stderr
+
+
+def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_path):
+    """A real SIGKILL of the CLI midway; the restart trains only what is missing, removes the
+    litter and ends byte-identical to the uninterrupted sweep."""
+    tmp, train, data = inputs
+    params, ref_out, _ = reference
+    out = tmp_path / "masks"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cli(params, train, data, out), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.rglob("*-s*.pt"))) < 2:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    done = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*.pt")
+            if not p.name.startswith(".tmp-")}
+    assert 2 <= len(done) < 5
+    # litter of an interrupted write, and a mask of a run that is no longer planned
+    (out / "scl_1" / ".tmp-circle-a1e-4-s1-x1y2.pt").write_bytes(b"partial")
+    (out / "scl_9").mkdir()
+    (out / "scl_9" / "circle-a1e-4-s0.pt").write_bytes(next(iter(done)).read_bytes())
+    r = subprocess.run(cli(params, train, data, out), cwd=ROOT, env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{5 - len(done)} trained, {len(done)} kept" in r.stdout
+    assert "removed litter" in r.stdout and "removed stale" in r.stdout
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in done} == done
+    assert files(out) == files(ref_out)
+
+
+def test_ray_two_workers_byte_identical_to_inprocess(inputs, reference, tmp_path):
+    pytest.importorskip("ray", reason="ray not installed (pip install -e '.[ray]')")
+    tmp, train, data = inputs
+    params, ref_out, _ = reference
+    out = tmp_path / "masks"
+    summary = sweep.Sweep(load(params), 0, train, data, out, log=lambda m: None).run(
+        "ray", workers=2)
+    assert summary["trained"] == 5
+    assert files(out) == files(ref_out)
