@@ -6,11 +6,17 @@ A crash or a bad input never leaves a half-written output where a later stage wo
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
+import pickle
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -52,14 +58,28 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 
 
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save(obj)`` into memory: the same object always gives the same bytes (saving
+    to a file would record the file's name inside the zip archive)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically, bytes independent of the file name."""
+    return atomic_write_bytes(path, torch_bytes(obj))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 (hex) of a file's bytes."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def torch_load(path: str | os.PathLike[str], what: str, error: type[Exception]) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; a missing, truncated or corrupt file
     raises ``error`` with one message naming the file and ``what`` was expected there."""
-    import pickle
-    import zipfile
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: {what} not found")

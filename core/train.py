@@ -1,32 +1,43 @@
-"""Train a model on Raven problems and keep checkpoints at validation-accuracy milestones.
+"""Train one network to validation-accuracy milestones: checkpoints, training log, resume.
 
-    python -m core.train --profile default --data data/raven --out data/train
-    python -m core.train --params active.yaml --data data/raven --out data/train
-    torchrun --nproc_per_node 2 -m core.train --profile ci --data ... --out ...
+    python -m core.train --params active.yaml --net 0 --data data/raven \\
+        --out data/train/net0 --state data/state/train/net0
 
-``--data`` is the ``main`` problem folder (or the folder holding it). The model is validated
-after every epoch, and every ``train.val_every`` steps while the last validation accuracy is
-within ``train.near_margin`` points below the next milestone. The first time validation
-accuracy reaches a milestone ``m`` the model is saved as ``<arch>_<m>.pt``
-(``core.config.checkpoint_name``; format in docs/architecture.md). Training stops after the
-last milestone or after ``train.epochs``; milestones not reached are listed in one error (the
-CLI exits 1) after everything reached has been written.
+``--net K`` names one of ``train.networks``; K is the network's seed (weight initialisation and
+data order; ``seed`` is the data generation's). ``--data`` is the ``main`` problem folder (or
+the folder holding it). With ``train.nproc`` > 1 the same command re-launches itself under
+``torchrun`` (gloo on CPU, nccl on CUDA with one GPU per rank); only rank 0 writes.
 
-Outputs (rank 0 only, all atomic): the milestone checkpoints, ``training.nc`` (train loss/acc
-per step, validation accuracy per validation, step/epoch/val/test accuracy of each milestone;
-no timestamps, so identical runs give identical bytes) and, while running, ``last.pt`` every
-``train.checkpoint_every`` steps (model, optimiser, scheduler, RNG, data-order position, log).
-A killed run restarted with the same command resumes from ``last.pt`` and produces the same
-bytes as an uninterrupted run; ``last.pt`` is deleted when the run ends.
+Milestones. Validation is adaptive (:func:`validation_interval`): after each check the next
+one comes when the recent slope of validation accuracy predicts half the way to the next
+milestone plus ``train.milestone_tolerance``, bounded by ``train.val_min_every`` and
+``train.val_every`` steps. A milestone ``m`` is reached at the first validation with accuracy
+``>= m``; the checkpoint kept is that model, or the model of the validation before it when the
+crossing overshoots by more than the tolerance and that earlier one is within it. The achieved
+validation accuracy is recorded in the checkpoint (``val_acc``) and in ``training.nc``
+(``milestone_val_acc``, ``milestone_error``); a checkpoint still off by more than the
+tolerance is recorded as such and warned about (:class:`MilestoneWarning`). Training stops
+after the last milestone or after ``train.epochs``; milestones not reached are listed in one
+error (the CLI exits 1) after everything reached has been written.
 
-Optimiser choice (params.yaml ``train``, reasons in the comments there): the SCL authors'
-AdamW 5e-3 setup, because the original study's Adam 1e-4 / batch 16 / 10 epochs on 42k problems
-is ~26k steps, an order of magnitude beyond a 25-minute 2-core CPU budget.
+Files. ``--out`` gets the milestone checkpoints ``<arch>_<m>.pt`` and ``training.nc`` (per-step
+loss/accuracy/lr, per-validation accuracy, per-milestone step/epoch/achieved val and test
+accuracy and the checkpoint's sha256; provenance attributes: network seed, config hashes, data
+fingerprint, device, precision). They are written when the run ends; nothing in them depends
+on time, so identical runs give identical bytes (:func:`check_training_dir` verifies a folder).
+``--state`` (outside the DVC output, which DVC deletes before re-running a stage) holds
+``last.pt`` (model, optimiser, scheduler, RNG, data position, logs; every
+``train.checkpoint_every`` steps) and the milestone checkpoints reached so far. A killed run
+started again with the same command resumes there and ends with the same bytes as an
+uninterrupted run; resume state of other parameters or other data is refused with one error.
 
-DDP: under torchrun (``WORLD_SIZE`` > 1; gloo on CPU, nccl on GPU) ``train.batch_size`` is the
-*global* batch, split evenly over the processes; the data order, step count, schedule and
-milestone logic are the same as with one process. The one difference is batch composition for
-BatchNorm: each process normalises with the statistics of its own share of the batch.
+Devices. ``device`` / ``precision`` (``core.device``): model and batches on the device, forward
+passes under bf16 autocast when chosen, everything saved as CPU tensors. A loss or parameter
+that becomes non-finite stops the run (:class:`NonFiniteError`, naming step and quantity).
+
+DDP: ``train.batch_size`` is the *global* batch, split evenly over the processes; the data
+order, step count, schedule and milestone logic are the same as with one process. BatchNorm
+normalises each process's share of the batch with its own statistics.
 """
 
 from __future__ import annotations
@@ -34,27 +45,45 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import io
+import hashlib
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 import xarray as xr
 from torch import nn
+from tqdm import tqdm  # tqdm.auto warns in papermill kernels (no ipywidgets)
 
-from core.config import Config, ConfigError, checkpoint_name, from_dict, load
-from core.io import atomic_path, atomic_write_bytes
+from core.config import Config, ConfigError, checkpoint_name, config_hash, load
+from core.data import RavenDataset, to_float
+from core.device import (
+    DeviceError,
+    autocast,
+    inference,
+    resolve_device,
+    resolve_precision,
+    set_deterministic,
+    to_cpu,
+)
+from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes, torch_load
 from core.models import build_model, checkpoint_dict
+from core.raven.store import RavenFileError
 
 LAST = "last.pt"
 LOG = "training.nc"
+SPLITS = ("train", "val", "test")
+# What a training run depends on (config_hash of these sections is the run's train hash).
+TRAIN_SECTIONS = ["seed", "precision", "data", "model", "train"]
 
 
 class MilestonesNotReached(RuntimeError):
@@ -65,32 +94,78 @@ class DataError(ValueError):
     """A missing or unusable data folder or split; the message names the path."""
 
 
+class ResumeError(ValueError):
+    """Resume state that cannot be used (unreadable, other parameters, other data)."""
+
+
+class NonFiniteError(RuntimeError):
+    """The training loss or a parameter became NaN or infinite; names step and quantity."""
+
+
+class TrainingLogError(ValueError):
+    """A ``training.nc`` that does not match its checkpoints or configuration."""
+
+
+class MilestoneWarning(UserWarning):
+    """A kept checkpoint's validation accuracy is off its milestone by more than the tolerance."""
+
+
 # --------------------------------------------------------------------------- data
 
 
-def open_split(data_dir: str | Path, split: str) -> Any:
-    """The ``split`` of the problem folder ``data_dir`` (or of ``data_dir/main``)."""
-    from core.data import RavenDataset
+@dataclass
+class Splits:
+    """The train/val/test problems (objects with ``images`` uint8 [N, 16, H, W] and
+    ``targets``), read once per process, and the fingerprint of the files they came from."""
 
+    train: Any
+    val: Any
+    test: Any
+    fingerprint: str
+    source: str = "<memory>"
+
+
+def main_folder(data_dir: str | Path) -> Path:
+    """The problem folder: ``data_dir/main`` if it exists, else ``data_dir``."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: data folder not found (run `python -m core.raven build`)")
-    if (data_dir / "main").is_dir():
-        data_dir = data_dir / "main"
-    try:
-        ds = RavenDataset(data_dir, split=split)
-    except (FileNotFoundError, ValueError) as err:
-        raise DataError(f"{data_dir}: cannot read split {split!r}: {err}") from None
-    if len(ds.targets) == 0:
-        raise DataError(f"{data_dir}: split {split!r} holds no problems")
-    return ds
+    return data_dir / "main" if (data_dir / "main").is_dir() else data_dir
 
 
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 panels (255 = white) -> float in [0, 1] with 1 = ink (core.data's convention)."""
-    from core.data import to_float as convert
+def data_fingerprint(folder: str | Path) -> str:
+    """sha256 over the relative paths and sha256 contents of every file under ``folder``
+    (temporary ``.tmp-*`` files excluded): same problems, same fingerprint."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
+    for f in files:
+        h.update(f"{f.relative_to(folder).as_posix()}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()
 
-    return convert(images)
+
+def open_splits(data_dir: str | Path) -> Splits:
+    """Read train, val and test of ``data_dir`` (one :class:`DataError` naming the folder)."""
+    folder = main_folder(data_dir)
+    parts = []
+    for split in SPLITS:
+        try:
+            ds = RavenDataset(folder, split=split)
+        except (RavenFileError, FileNotFoundError, ValueError) as err:
+            raise DataError(f"{folder}: cannot read split {split!r}: {err}") from None
+        if len(ds.targets) == 0:
+            raise DataError(f"{folder}: split {split!r} holds no problems")
+        parts.append(ds)
+    return Splits(*parts, fingerprint=data_fingerprint(folder), source=str(folder))
+
+
+def take(images: Any, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Model input of problems ``idx`` on ``device`` (uint8 moved first: 4x less to copy)."""
+    if isinstance(images, torch.Tensor):
+        batch = images[idx]
+    else:  # numpy (e.g. memory-mapped) arrays
+        batch = torch.from_numpy(np.ascontiguousarray(images[idx.numpy()]))
+    return to_float(batch.to(device, non_blocking=True))
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -99,14 +174,56 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-# --------------------------------------------------------------------------- pieces
+def val_indices(cfg: Config, n: int) -> torch.Tensor:
+    """The validation problems checked: all, or a fixed subset of ``train.val_n`` drawn from
+    the data seed (the same problems for every network)."""
+    if cfg.train.val_n == 0 or cfg.train.val_n >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(cfg.seed + 7)
+    return torch.randperm(n, generator=g)[:cfg.train.val_n].sort().values
+
+
+# --------------------------------------------------------------------------- process and run
+
+
+@dataclass
+class Process:
+    """Where this process computes: device, precision, DDP rank and world size."""
+
+    device: torch.device
+    precision: str
+    rank: int = 0
+    world: int = 1
+
+
+def setup_process(cfg: Config) -> Process:
+    """Device, precision, deterministic kernels, threads; the DDP group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(cfg.device)
+    rank = 0
+    if world > 1:
+        if device.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if local >= torch.cuda.device_count():
+                raise DeviceError(f"train.nproc: {world} processes but only "
+                                  f"{torch.cuda.device_count()} CUDA device(s) (one per rank)")
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if cfg.train.batch_size % world:
+            raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by "
+                              f"the number of processes ({world})")
+    set_deterministic(device)
+    torch.set_num_threads(cfg.train.threads)
+    return Process(device, resolve_precision(cfg.precision, device), rank, world)
 
 
 def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
-    if t.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    kind = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return kind(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
 def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
@@ -119,123 +236,381 @@ def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def milestones_crossed(acc: float, milestones: list[float], reached: dict) -> list[float]:
-    """Milestones not yet in ``reached`` that validation accuracy ``acc`` meets or exceeds."""
-    return [m for m in milestones if m not in reached and acc >= m]
+@dataclass
+class Run:
+    """Everything fixed for one training run: settings, model, optimiser, what it depends on."""
+
+    cfg: Config
+    network: int
+    proc: Process
+    image_size: int
+    n_train: int
+    per_epoch: int
+    model: nn.Module
+    net: nn.Module  # the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    identity: dict[str, Any]  # what resume state must match
+
+    @property
+    def total(self) -> int:
+        return self.per_epoch * self.cfg.train.epochs
+
+    @property
+    def milestones(self) -> list[float]:
+        return [float(m) for m in self.cfg.train.milestones]
+
+    def file_name(self, m: float) -> str:
+        return f"{checkpoint_name(self.cfg.model.arch, m)}.pt"
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Plain facts recorded in every checkpoint and in ``training.nc``."""
+        return {"network": self.network, "train_hash": self.identity["train_hash"],
+                "data_fingerprint": self.identity["data"]}
 
 
-def is_near(last_acc: float | None, milestones: list[float], reached: dict,
-            margin: float) -> bool:
-    """Whether the next unreached milestone is within ``margin`` points above ``last_acc``
-    (before the first validation ``last_acc`` counts as 0%)."""
-    todo = [m for m in milestones if m not in reached]
-    return bool(todo) and (last_acc or 0.0) >= todo[0] - margin
+def setup_run(cfg: Config, network: int, splits: Splits, proc: Process) -> Run:
+    """Model (seeded with ``network``), optimiser and schedule on ``proc.device``."""
+    if network not in cfg.train.networks:
+        raise ConfigError(f"--net {network}: not one of train.networks "
+                          f"{list(cfg.train.networks)}")
+    size = int(splits.train.images.shape[-1])
+    if size != cfg.data.image_size:
+        raise DataError(f"{splits.source}: panels are {size} px but data.image_size is "
+                        f"{cfg.data.image_size}")
+    n = len(splits.train.targets)
+    per_epoch = n // cfg.train.batch_size
+    if per_epoch == 0:
+        raise DataError(f"{splits.source}: {n} training problems, fewer than one batch "
+                        f"(train.batch_size = {cfg.train.batch_size})")
+    torch.manual_seed(network)
+    model = build_model(cfg.model, size).to(proc.device)
+    net: nn.Module = model
+    if proc.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
+    opt = make_optimizer(cfg, model)
+    total = per_epoch * cfg.train.epochs
+    t = cfg.train
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, t.warmup_steps, total, t.scheduler))
+    values = cfg.to_dict()
+    values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
+    identity = {"network": network, "data": splits.fingerprint,
+                "config": {k: values[k] for k in TRAIN_SECTIONS},
+                "train_hash": config_hash(values, TRAIN_SECTIONS),
+                "device": proc.device.type, "precision_resolved": proc.precision,
+                "world": proc.world}
+    return Run(cfg, network, proc, size, n, per_epoch, model, net, opt, sched, identity)
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, ds: Any, indices: torch.Tensor, batch_size: int,
-             rank: int = 0, world: int = 1) -> float:
-    """Percent correct on ``ds[indices]`` (eval mode; sharded over DDP ranks, summed)."""
-    was_training = model.training
-    model.eval()
-    mine = indices[rank::world]
-    correct = torch.zeros(2, dtype=torch.float64)
-    for i in range(0, len(mine), batch_size):
-        idx = mine[i:i + batch_size]
-        logits = model(to_float(ds.images[idx]))
-        correct[0] += (logits.argmax(1) == ds.targets[idx]).sum().item()
-        correct[1] += len(idx)
-    if world > 1:
-        dist.all_reduce(correct)
-    model.train(was_training)
-    return float(100.0 * correct[0] / correct[1])
+# --------------------------------------------------------------------------- state
 
 
-def val_indices(cfg: Config, n: int) -> torch.Tensor:
-    """The validation problems checked: all, or a fixed seeded subset of ``train.val_n``."""
-    if cfg.train.val_n == 0 or cfg.train.val_n >= n:
-        return torch.arange(n)
-    g = torch.Generator().manual_seed(cfg.seed + 7)
-    return torch.randperm(n, generator=g)[:cfg.train.val_n].sort().values
+@dataclass
+class State:
+    """What changes during a run (all of it goes into ``last.pt``)."""
+
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0  # batches of the current epoch done
+    next_val: int = 0  # step of the next validation
+    reached: dict[float, dict[str, Any]] = field(default_factory=dict)
+    loss: list[float] = field(default_factory=list)
+    acc: list[float] = field(default_factory=list)
+    log_epoch: list[int] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    val_epoch: list[int] = field(default_factory=list)
+    previous: dict[str, Any] | None = None  # the last validation's model (a fallback checkpoint)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> State:
+        st = cls(**d)
+        st.reached = {float(k): v for k, v in st.reached.items()}
+        return st
 
 
-# --------------------------------------------------------------------------- state / files
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
 
 
-def _fingerprint(cfg: Config, n_train: int, n_val: int) -> dict[str, Any]:
-    """What must match for ``last.pt`` to be resumed (everything that shapes the run)."""
-    d = cfg.to_dict()
-    return {"seed": d["seed"], "model": d["model"], "train": d["train"],
-            "image_size": d["data"]["image_size"], "n_train": n_train, "n_val": n_val}
+def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """The first entry that differs, as ``key: saved -> now`` (None if identical)."""
+    a, b = _flat(saved), _flat(now)
+    for key in sorted(set(a) | set(b)):
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            what = "data fingerprint (the data changed)" if key == "data" else key
+            return f"{what}: {a.get(key, '<absent>')!r} in the saved state, " \
+                   f"{b.get(key, '<absent>')!r} now"
+    return None
 
 
-def _save(obj: Any, path: Path) -> None:
-    """``torch.save`` atomically. Serialised in memory first: saving to the temporary file
-    would record its random name inside the zip archive and break byte-identity."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+def save_state(run: Run, st: State, state_dir: Path) -> None:
+    """``last.pt`` (rank 0): everything needed to continue bit-identically."""
+    if run.proc.rank != 0:
+        return
+    rng = {"cpu": torch.get_rng_state()}
+    if run.proc.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(run.proc.device)
+    atomic_write_bytes(state_dir / LAST, torch_bytes(to_cpu({
+        "identity": run.identity, "model": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "rng": rng,
+        "state": st.to_dict()})))
 
 
-def write_log(path: Path, st: dict[str, Any], cfg: Config, test: dict[float, float]) -> None:
-    """``training.nc``: per-step train loss/acc, per-validation accuracy, per-milestone facts."""
-    ms = list(cfg.train.milestones)
-    reached = st["reached"]
-
-    def per_m(key: str, fill: float) -> np.ndarray:
-        return np.array([reached[m][key] if m in reached else fill for m in ms], dtype=float)
-
-    ds = xr.Dataset(
-        {
-            "loss": ("step", np.array(st["loss"], dtype=np.float32),
-                     {"units": "1", "long_name": "training cross-entropy loss (batch mean)"}),
-            "acc": ("step", np.array(st["acc"], dtype=np.float32),
-                    {"units": "percent", "long_name": "training batch accuracy"}),
-            "epoch": ("step", np.array(st["log_epoch"], dtype=np.int32),
-                      {"units": "1", "long_name": "epoch of the training step (from 0)"}),
-            "lr": ("step", np.array(st["lr"], dtype=np.float32),
-                   {"units": "1", "long_name": "learning rate"}),
-            "val_acc": ("val_step", np.array(st["val_acc"], dtype=np.float32),
-                        {"units": "percent", "long_name": "validation accuracy"}),
-            "val_epoch": ("val_step", np.array(st["val_epoch"], dtype=np.int32),
-                          {"units": "1", "long_name": "epoch of the validation (from 0)"}),
-            "milestone_step": ("milestone", per_m("step", -1).astype(np.int64),
-                               {"units": "1", "long_name": "step the milestone was first "
-                                "reached (-1: not reached)"}),
-            "milestone_epoch": ("milestone", per_m("epoch", -1).astype(np.int64),
-                                {"units": "1", "long_name": "epoch the milestone was reached "
-                                 "(-1: not reached)"}),
-            "milestone_val_acc": ("milestone", per_m("val_acc", np.nan),
-                                  {"units": "percent",
-                                   "long_name": "validation accuracy of the checkpoint"}),
-            "milestone_test_acc": ("milestone", np.array([test.get(m, np.nan) for m in ms]),
-                                   {"units": "percent",
-                                    "long_name": "test accuracy of the checkpoint"}),
-        },
-        coords={
-            "step": ("step", np.arange(1, len(st["loss"]) + 1, dtype=np.int64),
-                     {"units": "1", "long_name": "optimiser step"}),
-            "val_step": ("val_step", np.array(st["val_steps"], dtype=np.int64),
-                         {"units": "1", "long_name": "optimiser step of the validation"}),
-            "milestone": ("milestone", np.array(ms, dtype=float),
-                          {"units": "percent", "long_name": "validation-accuracy milestone"}),
-            "checkpoint": ("milestone", [checkpoint_name(cfg.model.arch, m) for m in ms],
-                           {"long_name": "checkpoint name"}),
-        },
-        attrs={"Conventions": "CF-1.8", "title": "Training log of the model",
-               "source": "core.train", "arch": cfg.model.arch, "profile": cfg.profile,
-               "optimizer": cfg.train.optimizer, "lr": cfg.train.lr,
-               "batch_size": cfg.train.batch_size, "seed": cfg.seed,
-               "references": "Wu et al. 2020, The Scattering Compositional Learner"},
-    )
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4")
+def start(run: Run, out_dir: Path, state_dir: Path) -> State:
+    """The state to continue from: ``state_dir/last.pt`` if present and of this run (else a
+    :class:`ResumeError`), or a fresh state (stale outputs of an earlier run removed)."""
+    last = state_dir / LAST
+    if not last.exists():
+        if run.proc.rank == 0:
+            for m in run.milestones:
+                (out_dir / run.file_name(m)).unlink(missing_ok=True)
+                (state_dir / run.file_name(m)).unlink(missing_ok=True)
+            (out_dir / LOG).unlink(missing_ok=True)
+        return State(next_val=run.cfg.train.val_min_every)
+    saved = torch_load(last, "resume state", ResumeError)
+    if not isinstance(saved, dict) or "identity" not in saved:
+        raise ResumeError(f"{last}: not resume state of core.train; delete it to start over")
+    diff = _difference(saved["identity"], run.identity)
+    if diff:
+        raise ResumeError(f"{last}: resume state of another run ({diff}); delete {state_dir} "
+                          "to start over, or restore the parameters and data it was made with")
+    st = State.from_dict(saved["state"])
+    for m, r in st.reached.items():
+        path = state_dir / run.file_name(m)
+        if not path.exists() or file_sha256(path) != r["sha256"]:
+            raise ResumeError(f"{path}: milestone checkpoint of the resume state missing or "
+                              f"changed; delete {state_dir} to start over")
+    run.model.load_state_dict(saved["model"])
+    run.opt.load_state_dict(saved["optimizer"])
+    run.sched.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"]["cpu"])
+    if "cuda" in saved["rng"] and run.proc.device.type == "cuda":
+        torch.cuda.set_rng_state(saved["rng"]["cuda"], run.proc.device)
+    if run.proc.rank == 0:
+        print(f"resuming from {last} at step {st.step} (epoch {st.epoch})", flush=True)
+    return st
 
 
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- one step
 
 
-@dataclasses.dataclass
+def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[float, float]:
+    """One optimiser step on batch ``(x, y)``; (mean loss, percent correct) over all ranks.
+    Raises :class:`NonFiniteError` naming ``step`` if the loss or a parameter is not finite."""
+    with autocast(run.proc.device, run.proc.precision):
+        logits = run.net(x)
+        loss = F.cross_entropy(logits.float(), y)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.cfg.train.grad_clip > 0:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+    run.opt.step()
+    run.sched.step()
+    stats = torch.stack([loss.detach().double() * len(y),
+                         (logits.argmax(1) == y).sum().double(),
+                         torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])
+    if run.proc.world > 1:
+        dist.all_reduce(stats)
+    total, correct, count = stats.tolist()
+    if not math.isfinite(total):
+        raise NonFiniteError(f"step {step}: training loss is {total / count} (not finite); "
+                             f"lr {run.opt.param_groups[0]['lr']:g}, check train.lr, "
+                             "train.weight_decay and the data")
+    check_finite(run.model, step)
+    return total / count, 100.0 * correct / count
+
+
+def check_finite(model: nn.Module, step: int) -> None:
+    """Raise :class:`NonFiniteError` naming the first non-finite parameter (one fused norm
+    over all parameters is the cheap common-case check)."""
+    params = [p.detach() for p in model.parameters()]
+    if bool(torch.isfinite(nn.utils.get_total_norm(params))):
+        return
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise NonFiniteError(f"step {step}: parameter {name} is not finite after the "
+                                 "optimiser step")
+    raise NonFiniteError(f"step {step}: the parameters' norm is not finite after the "
+                         "optimiser step")
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def accuracy(model: nn.Module, split: Any, indices: torch.Tensor, batch_size: int,
+             proc: Process) -> float:
+    """Percent correct on problems ``indices`` of ``split``: batched eval-mode inference on
+    ``proc.device`` in ``proc.precision``, sharded over DDP ranks and summed."""
+    mine = indices[proc.rank::proc.world]
+    correct = 0
+    with inference(model, proc.device, proc.precision):
+        for i in range(0, len(mine), batch_size):
+            idx = mine[i:i + batch_size]
+            pred = model(take(split.images, idx, proc.device)).argmax(1)
+            correct += int((pred == split.targets[idx].to(proc.device)).sum())
+    counts = torch.tensor([correct, len(mine)], dtype=torch.float64, device=proc.device)
+    if proc.world > 1:
+        dist.all_reduce(counts)
+    return float(100.0 * counts[0] / counts[1])
+
+
+class Evaluator:
+    """``evaluate(model, step) -> percent`` on a fixed set of problems of one split."""
+
+    def __init__(self, split: Any, indices: torch.Tensor, batch_size: int, proc: Process):
+        self.split, self.indices, self.batch_size, self.proc = split, indices, batch_size, proc
+
+    def __call__(self, model: nn.Module, step: int | None = None) -> float:
+        return accuracy(model, self.split, self.indices, self.batch_size, self.proc)
+
+
+# --------------------------------------------------------------------------- milestones
+
+
+def validation_interval(history: Sequence[tuple[int, float]], milestone: float, tol: float,
+                        lo: int, hi: int, window: int = 4) -> int:
+    """Steps until the next validation, given ``(step, accuracy)`` of the validations so far.
+
+    The least-squares slope of the last ``window`` validations predicts when accuracy
+    reaches ``milestone + tol``; the next check comes after half of that, within ``[lo, hi]``
+    (``lo`` with fewer than two validations, ``hi`` while the slope is not positive)."""
+    if len(history) < 2:
+        return lo
+    pts = np.array(history[-window:], dtype=float)
+    s, a = pts[:, 0], pts[:, 1]
+    slope = float(np.polyfit(s, a, 1)[0]) if np.ptp(s) > 0 else 0.0
+    if not slope > 0:
+        return hi
+    steps = 0.5 * (milestone + tol - a[-1]) / slope
+    return int(min(hi, max(lo, math.floor(steps))))
+
+
+def keep_for(m: float, acc: float, previous: dict[str, Any] | None,
+             tol: float) -> dict[str, Any] | None:
+    """Which validation's model to keep for milestone ``m`` first crossed at accuracy
+    ``acc``: None for the current one, or ``previous`` when the crossing overshoots by more
+    than ``tol`` and the previous validation was within ``tol`` below ``m``."""
+    if acc - m > tol and previous is not None and m - previous["val_acc"] <= tol:
+        return previous
+    return None
+
+
+def validate(run: Run, st: State, evaluate: Callable[[nn.Module, int], float],
+             state_dir: Path) -> None:
+    """Validate, keep checkpoints of the milestones crossed, schedule the next check."""
+    acc = float(evaluate(run.model, st.step))
+    st.val_steps.append(st.step)
+    st.val_acc.append(acc)
+    st.val_epoch.append(st.epoch)
+    tol = run.cfg.train.milestone_tolerance
+    todo = [m for m in run.milestones if m not in st.reached]
+    for m in [m for m in todo if acc >= m]:
+        prev = keep_for(m, acc, st.previous, tol)
+        src = prev or {"step": st.step, "epoch": st.epoch, "val_acc": acc,
+                       "state_dict": run.model.state_dict()}
+        st.reached[m] = save_checkpoint(run, m, src, state_dir)
+        r = st.reached[m]
+        msg = (f"milestone {m:g}%: val acc {r['val_acc']:.2f}% at step {r['step']} "
+               f"(epoch {r['epoch']}) -> {run.file_name(m)}")
+        if run.proc.rank == 0:
+            tqdm.write(msg + (" (the validation before the crossing)" if prev else ""),
+                       file=sys.stdout)
+            if abs(r["val_acc"] - m) > tol:
+                warnings.warn(MilestoneWarning(
+                    f"{msg}: {r['val_acc'] - m:+.2f} points off the milestone, beyond "
+                    f"train.milestone_tolerance {tol:g} (recorded in {LOG}); lower "
+                    "train.val_min_every / train.val_every to validate more often"),
+                    stacklevel=2)
+    todo = [m for m in run.milestones if m not in st.reached]
+    if todo:
+        history = list(zip(st.val_steps, st.val_acc))
+        st.next_val = st.step + validation_interval(
+            history, todo[0], tol, run.cfg.train.val_min_every, run.cfg.train.val_every)
+        st.previous = {"step": st.step, "epoch": st.epoch, "val_acc": acc,
+                       "state_dict": {k: v.detach().to("cpu", copy=True)
+                                      for k, v in run.model.state_dict().items()}}
+    else:
+        st.previous = None
+
+
+def save_checkpoint(run: Run, m: float, src: dict[str, Any], state_dir: Path) -> dict[str, Any]:
+    """Write the checkpoint of milestone ``m`` (weights of ``src``) into ``state_dir`` (rank
+    0); its facts, sha256 of the bytes included."""
+    data = torch_bytes(checkpoint_dict(src["state_dict"], run.cfg.model, run.image_size, m,
+                                       src["step"], src["epoch"], src["val_acc"],
+                                       extra=run.provenance))
+    if run.proc.rank == 0:
+        atomic_write_bytes(state_dir / run.file_name(m), data)
+    return {"step": int(src["step"]), "epoch": int(src["epoch"]),
+            "val_acc": float(src["val_acc"]), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train_loop(run: Run, st: State, train_split: Any, evaluate: Callable[[nn.Module, int], float],
+               state_dir: Path, *, progress: bool = False, stop_after: int | None = None) -> bool:
+    """Train from ``st`` until every milestone is reached or the epochs are spent (True), or
+    until ``stop_after`` steps of this call (False: as if killed; ``last.pt`` is what a
+    restart continues from)."""
+    cfg, proc = run.cfg, run.proc
+    bs = cfg.train.batch_size
+    bar = tqdm(total=run.total, initial=st.step, disable=not progress or proc.rank != 0,
+               desc=f"train {cfg.model.arch} net{run.network}", mininterval=2.0,
+               file=sys.stderr)
+    done = lambda: len(st.reached) == len(run.milestones)  # noqa: E731
+    steps_run = 0
+    run.model.train()
+    try:
+        while st.epoch < cfg.train.epochs and not done():
+            order = epoch_order(run.n_train, run.network, st.epoch)
+            while st.pos < run.per_epoch and not done():
+                if stop_after is not None and steps_run >= stop_after:
+                    return False
+                idx = order[st.pos * bs:(st.pos + 1) * bs][proc.rank::proc.world]
+                x = take(train_split.images, idx, proc.device)
+                y = train_split.targets[idx].to(proc.device)
+                lr = run.opt.param_groups[0]["lr"]
+                loss, acc = train_step(run, x, y, st.step + 1)
+                st.step += 1
+                st.pos += 1
+                steps_run += 1
+                st.loss.append(loss)
+                st.acc.append(acc)
+                st.log_epoch.append(st.epoch)
+                st.lr.append(lr)
+                bar.update(1)
+                final = st.epoch == cfg.train.epochs - 1 and st.pos == run.per_epoch
+                if st.step >= st.next_val or final:
+                    validate(run, st, evaluate, state_dir)
+                    bar.set_postfix(loss=f"{loss:.3f}", val=f"{st.val_acc[-1]:.1f}")
+                if st.step % cfg.train.checkpoint_every == 0:
+                    save_state(run, st, state_dir)
+            if st.pos == run.per_epoch:
+                st.epoch += 1
+                st.pos = 0
+    finally:
+        bar.close()
+    return True
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@dataclass
 class Result:
     """What a run produced: milestone -> checkpoint facts, the missing ones, step count."""
 
@@ -243,234 +618,205 @@ class Result:
     missing: list[float]
     steps: int
     test_acc: dict[float, float]
-    seconds: float
+    seconds: float = 0.0
 
 
-def _dist_setup(cfg: Config) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if cfg.train.batch_size % world:
-        raise ConfigError(f"train.batch_size ({cfg.train.batch_size}) must be divisible by "
-                          f"the number of processes ({world})")
-    return dist.get_rank(), world
-
-
-def train(cfg: Config, data_dir: str | Path, out_dir: str | Path, *,
-          datasets: tuple[Any, Any, Any] | None = None,
-          evaluate: Callable[[nn.Module, int], float] | None = None,
-          progress: bool = True, strict: bool = True,
-          stop_after: int | None = None) -> Result:
-    """Train ``cfg.model`` with ``cfg.train`` on ``data_dir``; write outputs to ``out_dir``.
-
-    ``datasets`` (train, val, test objects with ``images``/``targets``) replaces reading
-    ``data_dir``; ``evaluate(model, step) -> percent`` replaces validation (tests use both).
-    ``stop_after`` ends the process's work after that many steps *without* finishing the run
-    (as if killed; tests use it to simulate an interruption). With ``strict`` a run that ends
-    with milestones missing raises :class:`MilestonesNotReached` after writing its outputs.
-    """
-    t_start = time.perf_counter()
-    out = Path(out_dir)
-    rank, world = _dist_setup(cfg)
-    torch.set_num_threads(cfg.train.threads)
-    torch.use_deterministic_algorithms(True)
-    if datasets is None:
-        datasets = (open_split(data_dir, "train"), open_split(data_dir, "val"),
-                    open_split(data_dir, "test"))
-    train_ds, val_ds, test_ds = datasets
-    size = int(train_ds.images.shape[-1])
-    if size != cfg.data.image_size:
-        raise DataError(f"{data_dir}: panels are {size} px but data.image_size is "
-                        f"{cfg.data.image_size}")
-    n = len(train_ds.targets)
-    bs = cfg.train.batch_size
-    per_epoch = n // bs
-    if per_epoch == 0:
-        raise DataError(f"{data_dir}: {n} training problems, fewer than one batch "
-                        f"(train.batch_size = {bs})")
-    total = per_epoch * cfg.train.epochs
-    vidx = val_indices(cfg, len(val_ds.targets))
-    eval_bs = 4 * bs
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, size)
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model)
-    opt = make_optimizer(cfg, model)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg.train.warmup_steps, total, cfg.train.scheduler))
-    fp = _fingerprint(cfg, n, len(val_ds.targets))
-    st: dict[str, Any] = {"step": 0, "epoch": 0, "pos": 0, "reached": {}, "loss": [], "acc": [],
-                          "log_epoch": [], "lr": [], "val_steps": [], "val_acc": [],
-                          "val_epoch": [], "last_val": None}
-    last = out / LAST
-    if last.exists():
-        try:
-            saved = torch.load(last, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
-            raise DataError(f"{last}: unreadable resume state ({type(err).__name__}); "
-                            "delete it to start over") from None
-        if saved.get("fingerprint") != fp:
-            raise ConfigError(f"{last}: resume state of a run with other parameters or data; "
-                              "delete it to start over")
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        sched.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["rng"])
-        st = saved["state"]
-        st["reached"] = {float(k): v for k, v in st["reached"].items()}
-        if rank == 0:
-            print(f"resuming from {last} at step {st['step']} (epoch {st['epoch']})",
-                  flush=True)
-
-    milestones = list(cfg.train.milestones)
-    if st["step"] == 0 and rank == 0:  # a fresh run: no stale outputs of an earlier run remain
-        for m in milestones:
-            (out / f"{checkpoint_name(cfg.model.arch, m)}.pt").unlink(missing_ok=True)
-        (out / LOG).unlink(missing_ok=True)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def validate() -> None:
-        acc = evaluate(model, st["step"]) if evaluate else accuracy(
-            model, val_ds, vidx, eval_bs, rank, world)
-        st["val_steps"].append(st["step"])
-        st["val_acc"].append(acc)
-        st["val_epoch"].append(st["epoch"])
-        st["last_val"] = acc
-        if rank == 0 and not progress:
-            print(f"step {st['step']} epoch {st['epoch']}: val acc {acc:.2f}%", flush=True)
-        for m in milestones_crossed(acc, milestones, st["reached"]):
-            st["reached"][m] = {"step": st["step"], "epoch": st["epoch"], "val_acc": acc}
-            if rank == 0:
-                _save(checkpoint_dict(model, cfg.model, size, m, st["step"], st["epoch"], acc),
-                      out / f"{checkpoint_name(cfg.model.arch, m)}.pt")
-                tqdm_write(f"milestone {m:g}%: val acc {acc:.2f}% at step {st['step']} "
-                           f"(epoch {st['epoch']}) -> {checkpoint_name(cfg.model.arch, m)}.pt")
-
-    def save_last() -> None:
-        if rank == 0:
-            _save({"fingerprint": fp, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                   "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-                   "state": st}, last)
-
-    def done() -> bool:
-        return len(st["reached"]) == len(milestones)
-
-    from tqdm import tqdm  # tqdm.auto warns in papermill kernels (no ipywidgets)
-
-    bar = tqdm(total=total, initial=st["step"], disable=not progress or rank != 0,
-               desc=f"train {cfg.model.arch}", mininterval=2.0, file=sys.stderr)
-
-    def tqdm_write(msg: str) -> None:
-        tqdm.write(msg, file=sys.stdout)
-
-    model.train()
-    steps_run = 0
-    while st["epoch"] < cfg.train.epochs and not done():
-        order = epoch_order(n, cfg.seed, st["epoch"])
-        while st["pos"] < per_epoch and not done():
-            if stop_after is not None and steps_run >= stop_after:
-                bar.close()
-                return Result(dict(st["reached"]), [], st["step"], {},
-                              time.perf_counter() - t_start)
-            idx = order[st["pos"] * bs:(st["pos"] + 1) * bs][rank::world]
-            x, y = to_float(train_ds.images[idx]), train_ds.targets[idx]
-            logits = net(x)
-            loss = loss_fn(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            lr_now = opt.param_groups[0]["lr"]
-            opt.step()
-            sched.step()
-            stats = torch.tensor([loss.item() * len(idx),
-                                  (logits.argmax(1) == y).sum().item(), len(idx)],
-                                 dtype=torch.float64)
-            if world > 1:
-                dist.all_reduce(stats)
-            st["step"] += 1
-            st["pos"] += 1
-            steps_run += 1
-            st["loss"].append(float(stats[0] / stats[2]))
-            st["acc"].append(float(100 * stats[1] / stats[2]))
-            st["log_epoch"].append(st["epoch"])
-            st["lr"].append(lr_now)
-            bar.update(1)
-            if st["step"] % 20 == 0:
-                bar.set_postfix(loss=f"{st['loss'][-1]:.3f}", val=st["last_val"])
-            if (st["step"] % cfg.train.val_every == 0 and st["pos"] < per_epoch
-                    and is_near(st["last_val"], milestones, st["reached"],
-                                cfg.train.near_margin)):
-                validate()
-            if st["step"] % cfg.train.checkpoint_every == 0:
-                save_last()
-        if not done():
-            validate()  # end of epoch
-        st["epoch"] += 1
-        st["pos"] = 0
-    bar.close()
-
+def finish(run: Run, st: State, test: Callable[[nn.Module], float], out_dir: Path,
+           state_dir: Path) -> Result:
+    """Test accuracy of each kept checkpoint, then (rank 0) the checkpoints and
+    ``training.nc`` into ``out_dir`` and the resume state removed."""
+    if run.proc.world > 1:
+        dist.barrier()  # rank 0 has written every checkpoint
     test_acc: dict[float, float] = {}
-    if evaluate is None:
-        tidx = torch.arange(len(test_ds.targets))
-        for m in sorted(st["reached"]):
-            path = out / f"{checkpoint_name(cfg.model.arch, m)}.pt"
-            if rank == 0 and not path.exists():
-                raise DataError(f"{path}: milestone checkpoint missing (was {out} changed "
-                                "during the run?)")
-            if world > 1:
-                dist.barrier()
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(ck["state_dict"])
-            test_acc[m] = accuracy(model, test_ds, tidx, eval_bs, rank, world)
-    missing = [m for m in milestones if m not in st["reached"]]
-    if rank == 0:
-        write_log(out / LOG, st, cfg, test_acc)
-        last.unlink(missing_ok=True)
-    if world > 1:
+    for m in sorted(st.reached):
+        path = state_dir / run.file_name(m)
+        ck = torch_load(path, "milestone checkpoint", ResumeError)
+        run.model.load_state_dict(ck["state_dict"])
+        test_acc[m] = float(test(run.model))
+    if run.proc.rank == 0:
+        for m in sorted(st.reached):
+            atomic_write_bytes(out_dir / run.file_name(m),
+                               (state_dir / run.file_name(m)).read_bytes())
+        write_log(out_dir / LOG, run, st, test_acc)
+        (state_dir / LAST).unlink(missing_ok=True)
+        for m in run.milestones:
+            (state_dir / run.file_name(m)).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            state_dir.rmdir()  # only if empty
+    if run.proc.world > 1:
         dist.barrier()
-    seconds = time.perf_counter() - t_start
-    result = Result(dict(st["reached"]), missing, st["step"], test_acc, seconds)
-    if rank == 0:
-        for m, r in sorted(st["reached"].items()):
-            print(f"{checkpoint_name(cfg.model.arch, m)}: step {r['step']} epoch {r['epoch']} "
-                  f"val {r['val_acc']:.2f}% test {test_acc.get(m, float('nan')):.2f}%")
-        print(f"{st['step']} steps in {seconds:.0f} s ({steps_run} this run, "
-              f"{world} process(es) x {cfg.train.threads} thread(s))", flush=True)
-    if missing and strict:
-        best = max(st["val_acc"], default=float("nan"))
+    missing = [m for m in run.milestones if m not in st.reached]
+    return Result(dict(st.reached), missing, st.step, test_acc)
+
+
+def write_log(path: Path, run: Run, st: State, test: dict[float, float]) -> None:
+    """``training.nc``: per-step train loss/acc, per-validation accuracy, per-milestone facts
+    and provenance (no timestamps: identical runs give identical bytes)."""
+    cfg, ms, reached = run.cfg, run.milestones, st.reached
+    tol = cfg.train.milestone_tolerance
+
+    def per_m(key: str, fill: Any, dtype: Any) -> np.ndarray:
+        return np.array([reached[m][key] if m in reached else fill for m in ms], dtype=dtype)
+
+    achieved = per_m("val_acc", np.nan, float)
+    error = achieved - np.array(ms)
+    ok = np.where(np.isnan(error), -1, np.abs(error) <= tol).astype(np.int8)
+    ds = xr.Dataset(
+        {
+            "loss": ("step", np.array(st.loss, dtype=np.float32),
+                     {"units": "1", "long_name": "training cross-entropy loss (batch mean)"}),
+            "acc": ("step", np.array(st.acc, dtype=np.float32),
+                    {"units": "percent", "long_name": "training batch accuracy"}),
+            "epoch": ("step", np.array(st.log_epoch, dtype=np.int32),
+                      {"units": "1", "long_name": "epoch of the training step (from 0)"}),
+            "lr": ("step", np.array(st.lr, dtype=np.float32),
+                   {"units": "1", "long_name": "learning rate"}),
+            "val_acc": ("val_step", np.array(st.val_acc, dtype=np.float32),
+                        {"units": "percent", "long_name": "validation accuracy"}),
+            "val_epoch": ("val_step", np.array(st.val_epoch, dtype=np.int32),
+                          {"units": "1", "long_name": "epoch of the validation (from 0)"}),
+            "milestone_step": ("milestone", per_m("step", -1, np.int64),
+                               {"units": "1", "long_name": "step of the kept checkpoint "
+                                "(-1: milestone not reached)"}),
+            "milestone_epoch": ("milestone", per_m("epoch", -1, np.int64),
+                                {"units": "1", "long_name": "epoch of the kept checkpoint "
+                                 "(-1: not reached)"}),
+            "milestone_val_acc": ("milestone", achieved,
+                                  {"units": "percent", "long_name": "validation accuracy "
+                                   "achieved by the kept checkpoint"}),
+            "milestone_error": ("milestone", error,
+                                {"units": "percent", "long_name": "achieved validation "
+                                 "accuracy minus the milestone"}),
+            "milestone_within_tolerance": ("milestone", ok,
+                                           {"units": "1", "long_name": "1: |milestone_error| "
+                                            "<= milestone_tolerance, 0: not, -1: not reached"}),
+            "milestone_test_acc": ("milestone", np.array([test.get(m, np.nan) for m in ms]),
+                                   {"units": "percent",
+                                    "long_name": "test accuracy of the checkpoint"}),
+            "checkpoint_sha256": ("milestone", per_m("sha256", "", object),
+                                  {"long_name": "sha256 of the checkpoint file ('' if not "
+                                   "reached)"}),
+        },
+        coords={
+            "step": ("step", np.arange(1, len(st.loss) + 1, dtype=np.int64),
+                     {"units": "1", "long_name": "optimiser step"}),
+            "val_step": ("val_step", np.array(st.val_steps, dtype=np.int64),
+                         {"units": "1", "long_name": "optimiser step of the validation"}),
+            "milestone": ("milestone", np.array(ms, dtype=float),
+                          {"units": "percent", "long_name": "validation-accuracy milestone"}),
+            "checkpoint": ("milestone", [checkpoint_name(cfg.model.arch, m) for m in ms],
+                           {"long_name": "checkpoint name"}),
+        },
+        attrs={"Conventions": "CF-1.8", "title": "Training log of one network",
+               "source": "core.train", "arch": cfg.model.arch, "profile": cfg.profile,
+               "network": run.network, "network_seed": run.network, "data_seed": cfg.seed,
+               "config_hash": config_hash(cfg), "train_hash": run.identity["train_hash"],
+               "data_fingerprint": run.identity["data"], "device": run.proc.device.type,
+               "precision": run.proc.precision, "processes": run.proc.world,
+               "optimizer": cfg.train.optimizer, "lr": cfg.train.lr,
+               "batch_size": cfg.train.batch_size, "milestone_tolerance": tol,
+               "references": "Wu et al. 2020, The Scattering Compositional Learner"},
+    )
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4")
+
+
+def check_training_dir(train_dir: str | Path, cfg: Config | None = None) -> xr.Dataset:
+    """``training.nc`` of ``train_dir``, checked against its checkpoints: every reached
+    milestone's file exists with the recorded sha256; with ``cfg``, the recorded train hash
+    (``config_hash(cfg, TRAIN_SECTIONS)`` without ``train.networks``) matches. Raises
+    :class:`TrainingLogError` naming the file."""
+    train_dir = Path(train_dir)
+    path = train_dir / LOG
+    if not path.is_file():
+        raise TrainingLogError(f"{path}: training log not found")
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        log = ds.load()
+    if "checkpoint_sha256" not in log:
+        raise TrainingLogError(f"{path}: no checkpoint_sha256 (written by an older core.train;"
+                               " train again)")
+    for name, sha in zip(log["checkpoint"].values, log["checkpoint_sha256"].values):
+        if not sha:
+            continue
+        ck = train_dir / f"{name}.pt"
+        if not ck.is_file():
+            raise TrainingLogError(f"{ck}: checkpoint listed in {path} not found")
+        if file_sha256(ck) != sha:
+            raise TrainingLogError(f"{path}: does not match {ck} (sha256 differs: the log and "
+                                   "the checkpoint come from different runs)")
+    if cfg is not None:
+        values = cfg.to_dict()
+        values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
+        if log.attrs.get("train_hash") != config_hash(values, TRAIN_SECTIONS):
+            raise TrainingLogError(f"{path}: trained with other parameters than profile "
+                                   f"{cfg.profile!r} (train hash differs)")
+    return log
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def train(cfg: Config, network: int, data_dir: str | Path, out_dir: str | Path,
+          state_dir: str | Path, *, progress: bool = True, strict: bool = True) -> Result:
+    """Train network ``network`` of ``cfg`` on ``data_dir``: outputs to ``out_dir``, resume
+    state in ``state_dir``. With ``strict`` a run that ends with milestones missing raises
+    :class:`MilestonesNotReached` after writing its outputs."""
+    t0 = time.perf_counter()
+    out, state_dir = Path(out_dir), Path(state_dir)
+    splits = open_splits(data_dir)
+    proc = setup_process(cfg)
+    run = setup_run(cfg, network, splits, proc)
+    st = start(run, out, state_dir)
+    bs = cfg.train.eval_batch_size
+    evaluate = Evaluator(splits.val, val_indices(cfg, len(splits.val.targets)), bs, proc)
+    test = Evaluator(splits.test, torch.arange(len(splits.test.targets)), bs, proc)
+    first = st.step
+    train_loop(run, st, splits.train, evaluate, state_dir, progress=progress)
+    result = finish(run, st, test, out, state_dir)
+    result.seconds = time.perf_counter() - t0
+    if proc.rank == 0:
+        for m, r in sorted(result.reached.items()):
+            print(f"{run.file_name(m)}: step {r['step']} epoch {r['epoch']} val "
+                  f"{r['val_acc']:.2f}% test {result.test_acc[m]:.2f}%")
+        print(f"{st.step} steps in {result.seconds:.0f} s ({st.step - first} this run, "
+              f"{proc.world} process(es) x {cfg.train.threads} thread(s), {proc.device}, "
+              f"{proc.precision})", flush=True)
+    if result.missing and strict:
+        best = max(st.val_acc, default=float("nan"))
         raise MilestonesNotReached(
-            f"training ended after {cfg.train.epochs} epochs ({st['step']} steps) without "
-            f"reaching validation-accuracy milestone(s) {', '.join(f'{m:g}%' for m in missing)}"
-            f" (best validation accuracy {best:.2f}%); checkpoints written for "
-            f"{', '.join(f'{m:g}%' for m in sorted(st['reached'])) or 'none'}")
+            f"training ended after {cfg.train.epochs} epochs ({st.step} steps) without "
+            f"reaching validation-accuracy milestone(s) "
+            f"{', '.join(f'{m:g}%' for m in result.missing)} (best validation accuracy "
+            f"{best:.2f}%); checkpoints written for "
+            f"{', '.join(f'{m:g}%' for m in sorted(result.reached)) or 'none'}")
     return result
-
-
-# --------------------------------------------------------------------------- CLI
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml", help="params.yaml or active.yaml")
     ap.add_argument("--profile", default=None, help="profile of params.yaml (ci/default/paper)")
+    ap.add_argument("--net", type=int, required=True, help="network seed, one of train.networks")
     ap.add_argument("--data", required=True, help="problem folder (data/raven or data/raven/main)")
     ap.add_argument("--out", required=True, help="output folder (checkpoints, training.nc)")
+    ap.add_argument("--state", required=True,
+                    help="resume-state folder, outside the DVC output (data/state/train/netK)")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     args = ap.parse_args(argv)
     try:
         cfg = load(args.params, args.profile)
-        if cfg.train.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if args.net not in cfg.train.networks:
+            raise ConfigError(f"--net {args.net}: not one of train.networks "
+                              f"{list(cfg.train.networks)} of {args.params}")
+        if cfg.train.nproc > 1 and "LOCAL_RANK" not in os.environ:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc_per_node={cfg.train.nproc}", "-m", "core.train",
                    *(argv if argv is not None else sys.argv[1:])]
+            sys.stdout.flush()
             os.execv(sys.executable, cmd)
-        train(cfg, args.data, args.out, progress=not args.no_progress)
-    except (ConfigError, DataError, MilestonesNotReached) as err:
+        train(cfg, args.net, args.data, args.out, args.state, progress=not args.no_progress)
+    except (ConfigError, DataError, DeviceError, ResumeError, NonFiniteError,
+            MilestonesNotReached) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     finally:
@@ -478,11 +824,6 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 dist.destroy_process_group()
     return 0
-
-
-def config_from_dict(values: dict[str, Any]) -> Config:
-    """A :class:`Config` from a resolved dict (tests build variants of a profile this way)."""
-    return from_dict(values, "<dict>")
 
 
 if __name__ == "__main__":

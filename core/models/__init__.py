@@ -52,14 +52,17 @@ def subnet_of(name: str) -> str:
     return head
 
 
-def checkpoint_dict(model: nn.Module, cfg: ModelConfig, image_size: int, milestone: float,
-                    step: int, epoch: int, val_acc: float) -> dict[str, Any]:
-    """The ``torch.save`` payload of a milestone checkpoint (plain types and tensors only)."""
+def checkpoint_dict(model: nn.Module | dict[str, torch.Tensor], cfg: ModelConfig,
+                    image_size: int, milestone: float, step: int, epoch: int, val_acc: float,
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``torch.save`` payload of a milestone checkpoint (plain types and tensors only):
+    the weights of ``model`` (or a state dict) as contiguous CPU tensors, ``val_acc`` the
+    validation accuracy achieved, and ``extra`` plain entries (e.g. ``network``)."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
     return {"arch": cfg.arch, "model": dataclasses.asdict(cfg), "image_size": int(image_size),
-            "state_dict": {k: v.detach().cpu().contiguous().clone()
-                           for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().contiguous().clone() for k, v in state.items()},
             "milestone": float(milestone), "step": int(step), "epoch": int(epoch),
-            "val_acc": float(val_acc)}
+            "val_acc": float(val_acc), **(extra or {})}
 
 
 def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Module, dict]:
