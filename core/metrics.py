@@ -1,48 +1,64 @@
-"""Module metrics: turn a folder of binary weight masks into the four netCDF datasets.
+"""Module metrics: mask files and their evaluations -> labelled netCDF datasets + summary.json.
 
-    python -m core.metrics --masks data/masks --training data/train/training.nc \\
-        --params active.yaml --out data/metrics
+    python -m core.metrics --params P --masks data/masks --train data/train --out data/metrics
 
-Reads the mask files of every run of ``core.config.mask_runs`` (``<masks>/<key>.pt``, format in
-docs/architecture.md) and the SCL training log, and writes ``modules.nc``, ``layers.nc``,
-``sharing.nc`` and ``curves.nc`` (schema: :mod:`core.schema`). Definitions follow the original
-study (``../shared/reference/modules.md``) and add what it lacked: chance levels for sharing, a
-random-normalised dispersity, seed agreement and a tested alpha-selection rule.
+Inputs (layout in /work/coord/COORD.md and docs/architecture.md): for every network ``k`` of
+``train.networks`` and checkpoint of ``train.milestones``, the mask files
+``<masks>/net<k>/<ckpt>/<set>-a<alpha>-s<seed>.pt`` (read with :mod:`core.maskfile`), that
+folder's ``evals.nc`` (masked / inverted / selective ablations on every evaluated set, select
+and report splits) and the network's training log ``<train>/net<k>/training.nc`` (checked
+against the checkpoint files beside it).
 
-The metric functions at the top work on lists of numpy bool arrays (one per masked tensor) and
-are what the tests check by hand; :func:`compute` assembles them into labelled datasets.
+Every mask run becomes a record keyed by (network, checkpoint, task, alpha, seed); records
+become ``xarray`` datasets (a run that does not exist is NaN), written as ``modules``,
+``layers``, ``sharing``, ``ablation`` and ``curves``.nc (schema: :mod:`core.schema`) and
+summarised in ``summary.json`` (:func:`summarize`: per checkpoint and task family, intervals
+across networks with mask seeds nested inside, converged runs only, and the verdicts).
+
+Definitions follow the original study (``shared/reference/modules.md``) and add what it
+lacked: the same-task cross-seed overlap and random-mask chance beside every sharing number,
+a random-normalised dispersity, convergence and degeneracy filters, alpha chosen on the select
+split and every accuracy reported on the report split.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
+from tqdm import tqdm
 
-from core import __version__
-from core.config import SUBNETS, Config, ConfigError, load, mask_runs
-from core.io import atomic_path
+from core import __version__, stats
+from core.config import SUBNETS, Config, ConfigError, alpha_label, config_hash, load
+from core.io import atomic_path, atomic_write_text, file_sha256
+from core.maskfile import MaskError, load_mask
 from core.schema import FILES, SchemaError, finalize
+from core.tasks import FAMILIES, family_of
 
-MASK_FORMAT = "modules-avr-mask/1"
-ACC_KEYS = ("task", "not_task", "task_inverted", "not_task_inverted", "task_full",
-            "not_task_full")
-CURVE_KEYS = {"loss": "loss", "task_acc": "acc_task", "task_inverted_acc": "acc_task_inverted",
-              "density": "density"}
-MASK_KEYS = ("format", "checkpoint", "task", "alpha", "seed", "arch", "image_size",
-             "model_fingerprint", "names", "shapes", "mask", "accuracy", "curve", "snapshots")
+RUN = ("network", "checkpoint", "task", "alpha", "seed")
+VARIANTS = ("mask", "inverted", "selective")
+SPLITS = ("select", "report")
 
 
 class MetricsError(ValueError):
     """Bad input to the metrics: the message names the file and what was expected."""
+
+
+def metrics_hash(cfg: Config) -> str:
+    """The provenance hash of metric files: :func:`core.config.config_hash` over every section
+    except ``figures`` (figure settings cannot change a metric, and the figures stage reads
+    them), so ``dvc exp run -S figures.dpi=...`` keeps the metrics valid."""
+    return config_hash(cfg, [k for k in cfg.to_dict() if k != "figures"])
 
 
 # =========================================================================== metric functions
@@ -137,13 +153,6 @@ def dispersity_random(shapes: Sequence[Sequence[int]], kept: Sequence[int], samp
                           for s, k in zip(shapes, kept)]))
 
 
-def dispersity_norm(masks: Sequence[np.ndarray], samples: int = 0, seed: int = 0) -> float:
-    """:func:`dispersity` over its random-mask expectation (1 = as spread as random; NaN when
-    the random expectation is 0, i.e. no tensor has two or more kept entries)."""
-    ref = dispersity_random([np.shape(m) for m in masks], _kept(masks), samples, seed)
-    return dispersity(masks) / ref if ref > 0 else float("nan")
-
-
 def overlap(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(IoMin, IoU) in percent of two flat bool masks; NaN when a mask is empty."""
     a, b = np.asarray(a, bool).ravel(), np.asarray(b, bool).ravel()
@@ -168,20 +177,6 @@ def chance_overlap(kept_a: Sequence[int], kept_b: Sequence[int], sizes: Sequence
             100.0 * inter / (total - inter) if total - inter > 0 else float("nan"))
 
 
-def chance_upper(kept_a: Sequence[int], kept_b: Sequence[int], sizes: Sequence[int],
-                 samples: int, level: float, rng: np.random.Generator) -> tuple[float, float]:
-    """``level`` quantiles of (IoMin, IoU) over ``samples`` pairs of random masks with the same
-    per-tensor counts (the intersection per tensor is hypergeometric); NaN if ``samples`` is 0
-    or a mask is empty."""
-    ka, kb, n = (np.asarray(x, np.int64) for x in (kept_a, kept_b, sizes))
-    small, total = min(ka.sum(), kb.sum()), ka.sum() + kb.sum()
-    if samples == 0 or small == 0:
-        return float("nan"), float("nan")
-    inter = rng.hypergeometric(ka, n - ka, kb, size=(samples, n.size)).sum(axis=1)
-    return (float(np.quantile(100.0 * inter / small, level)),
-            float(np.quantile(100.0 * inter / (total - inter), level)))
-
-
 def remove_shared(masks: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Shared-weight removal: (``{task: mask AND NOT shared}``, ``shared``) where ``shared`` is
     the AND of all the masks (the weights every module keeps)."""
@@ -192,71 +187,50 @@ def remove_shared(masks: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray
     return {t: np.asarray(m, bool) & ~shared for t, m in masks.items()}, shared
 
 
-def select_alpha(acc_task: xr.DataArray, acc_full: xr.DataArray, tolerance: float,
-                 min_seeds: int) -> tuple[xr.DataArray, xr.DataArray]:
-    """The alpha-selection rule: (``alpha_ok`` (checkpoint, task, alpha), ``selected_alpha``
-    (checkpoint)).
+def select_alpha(acc: xr.DataArray, full: xr.DataArray, tolerance: float, min_seeds: int
+                 ) -> tuple[xr.DataArray, xr.DataArray]:
+    """The alpha-selection rule on the select split: (``alpha_ok`` (checkpoint, task, alpha),
+    ``selected_alpha`` (checkpoint)); inputs have dims :data:`RUN`, NaN where no run exists.
 
-    An alpha is ok for a task when at least ``min_seeds`` seeds exist and the seed-mean masked
-    task accuracy is at most ``tolerance`` points below the seed-mean unmasked one. Candidates
-    of a checkpoint are the alphas with ``min_seeds`` seeds for every task; the selected alpha
-    is the largest candidate that is ok for every task (the sparsest faithful modules), or,
-    when none is, the candidate with the best worst-task margin. NaN without candidates.
-    Inputs have dims (checkpoint, task, alpha, seed), NaN where a run does not exist.
+    An alpha is ok for a task when every network has at least ``min_seeds`` seeds and the mean
+    (over networks and seeds) masked accuracy is at most ``tolerance`` points below the
+    unmasked one. Candidates of a checkpoint are the alphas with enough seeds for every task;
+    the selected alpha is the largest candidate that is ok for every task (the sparsest
+    faithful modules), else the candidate with the best worst-task margin; NaN without one.
     """
-    n = acc_task.notnull().sum("seed")
-    margin = acc_task.mean("seed", skipna=True) - acc_full.mean("seed", skipna=True) + tolerance
+    n = acc.notnull().sum("seed").min("network")
+    margin = (acc.mean(["network", "seed"], skipna=True)
+              - full.mean(["network", "seed"], skipna=True) + tolerance)
     enough = n >= min_seeds
-    ok = xr.where(n > 0, (enough & (margin >= 0)).astype(np.float64), np.nan)
+    exists = acc.notnull().any(["network", "seed"])
+    ok = xr.where(exists, (enough & (margin >= 0)).astype(np.float64), np.nan)
     candidate = enough.all("task")
     worst = margin.min("task", skipna=False)
     selected = []
-    for c in acc_task["checkpoint"].values:
-        cand = candidate.sel(checkpoint=c)
-        alphas = acc_task["alpha"].values[cand.values]
-        good = alphas[(ok.sel(checkpoint=c).sel(alpha=alphas) == 1).all("task").values]
+    for c in acc["checkpoint"].values:
+        alphas = acc["alpha"].values[candidate.sel(checkpoint=c).values]
+        good = alphas[(ok.sel(checkpoint=c, alpha=alphas) == 1).all("task").values]
+        w = worst.sel(checkpoint=c, alpha=alphas).values
         if good.size:
             selected.append(float(good.max()))
-        elif alphas.size:
-            w = worst.sel(checkpoint=c).sel(alpha=alphas).values
-            selected.append(float(alphas[int(np.nanargmax(w))]) if np.isfinite(w).any()
-                            else float("nan"))
+        elif np.isfinite(w).any():
+            selected.append(float(alphas[int(np.nanargmax(w))]))
         else:
             selected.append(float("nan"))
     sel = xr.DataArray(selected, dims=["checkpoint"],
-                       coords={"checkpoint": acc_task["checkpoint"].values})
+                       coords={"checkpoint": acc["checkpoint"].values})
     return ok.transpose("checkpoint", "task", "alpha"), sel
-
-
-def mean_ci(da: xr.DataArray, dim: str = "seed", level: float = 0.95) -> xr.Dataset:
-    """Mean, Student-t confidence interval (``lower``, ``upper``) and count ``n`` of ``da``
-    over ``dim`` (NaN ignored); the interval is NaN where fewer than two values exist.
-    Use at read time: the files keep every seed."""
-    from scipy import stats
-
-    n = da.notnull().sum(dim)
-    mean = da.mean(dim, skipna=True)
-    sem = da.std(dim, ddof=1, skipna=True) / np.sqrt(n.where(n > 1))
-    t = xr.apply_ufunc(lambda k: stats.t.ppf((1 + level) / 2, np.maximum(k - 1, 1)), n)
-    half = (t * sem).where(n > 1)
-    return xr.Dataset({"mean": mean, "lower": mean - half, "upper": mean + half, "n": n},
-                      attrs={"level": level, "dim": dim})
-
-
-def seed_agreement(seed_iou: xr.DataArray) -> xr.DataArray:
-    """Mean IoU over distinct seed pairs of ``modules.seed_iou`` (NaN with fewer than 2)."""
-    off = seed_iou.where(seed_iou["seed"] != seed_iou["other_seed"])
-    return off.mean(["seed", "other_seed"], skipna=True)
 
 
 # =========================================================================== inputs
 
 
 @dataclass
-class MaskRun:
+class Run:
     """One mask file, validated; ``flat`` is the read-out mask of all tensors concatenated."""
 
     path: Path
+    network: int
     checkpoint: str
     task: str
     alpha: float
@@ -264,383 +238,590 @@ class MaskRun:
     names: list[str]
     shapes: list[tuple[int, ...]]
     flat: np.ndarray
-    accuracy: dict[str, float]
+    converged: bool
+    convergence: dict[str, float]
     curve: dict[str, np.ndarray]
     snapshots: dict[str, Any]
-    ident: tuple
+
+    @property
+    def label(self) -> dict[str, Any]:
+        return {"network": self.network, "checkpoint": self.checkpoint, "task": self.task,
+                "alpha": self.alpha, "seed": self.seed}
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.array([int(np.prod(s)) for s in self.shapes], dtype=np.int64)
 
     def split(self, flat: np.ndarray | None = None) -> list[np.ndarray]:
         """The per-tensor masks (of ``flat``, default the run's own) in model order."""
         flat = self.flat if flat is None else flat
-        sizes = [int(np.prod(s)) for s in self.shapes]
-        parts = np.split(flat, np.cumsum(sizes)[:-1])
+        parts = np.split(flat, np.cumsum(self.sizes)[:-1])
         return [p.reshape(s) for p, s in zip(parts, self.shapes)]
+
+    def counts(self, flat: np.ndarray | None = None) -> np.ndarray:
+        """Kept entries per tensor."""
+        flat = self.flat if flat is None else flat
+        return np.add.reduceat(flat.astype(np.int64), np.r_[0, np.cumsum(self.sizes)[:-1]])
 
 
 def _fail(path: Path, msg: str) -> MetricsError:
     return MetricsError(f"{path}: {msg}")
 
 
-def load_mask(path: Path, run: Mapping[str, Any]) -> MaskRun:
-    """Load and check one mask file against the run it should hold (``mask_runs`` entry)."""
-    import torch
-
+def read_run(path: Path, network: int, checkpoint: str) -> Run:
+    """Load one mask file (:func:`core.maskfile.load_mask`) and check it against its place:
+    folder ``net<network>/<checkpoint>``, name ``<task>-a<alpha>-s<seed>.pt``."""
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, not a torch file, unsafe pickle ...
-        raise _fail(path, f"cannot load mask file ({type(err).__name__}: {err})") from None
-    if not isinstance(d, dict):
-        raise _fail(path, f"expected a dict of format {MASK_FORMAT!r}, got {type(d).__name__}")
-    missing = [k for k in MASK_KEYS if k not in d]
-    if missing:
-        raise _fail(path, f"key {missing[0]!r} missing (expected a {MASK_FORMAT} mask file)")
-    if d["format"] != MASK_FORMAT:
-        raise _fail(path, f"format {d['format']!r}, expected {MASK_FORMAT!r}")
-    for key in ("checkpoint", "task", "seed"):
-        if d[key] != run[key]:
-            raise _fail(path, f"{key} is {d[key]!r}, expected {run[key]!r} for run {run['key']}")
-    if not np.isclose(float(d["alpha"]), run["alpha"], rtol=1e-9, atol=0):
-        raise _fail(path, f"alpha is {d['alpha']!r}, expected {run['alpha']!r}")
-    names, shapes = list(d["names"]), [tuple(int(x) for x in s) for s in d["shapes"]]
-    if len(names) != len(shapes) or not names:
-        raise _fail(path, "'names' and 'shapes' must be non-empty lists of equal length")
-    if set(d["mask"]) != set(names):
-        raise _fail(path, "mask names differ from 'names'")
-    parts = []
-    for name, shape in zip(names, shapes):
-        if name.split(".", 1)[0] not in SUBNETS:
-            raise _fail(path, f"parameter {name!r} does not start with a sub-network "
-                              f"({', '.join(SUBNETS)})")
-        m = d["mask"][name]
-        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
-            raise _fail(path, f"mask of {name!r} is not a bool tensor")
-        if tuple(m.shape) != shape:
-            raise _fail(path, f"mask of {name!r} has shape {tuple(m.shape)}, expected {shape}")
-        parts.append(m.numpy().ravel())
-    acc = d["accuracy"]
-    if not isinstance(acc, dict) or any(k not in acc for k in ACC_KEYS):
-        raise _fail(path, f"'accuracy' must hold {', '.join(ACC_KEYS)} (percent)")
-    curve = d["curve"]
-    if not isinstance(curve, dict) or any(k not in curve for k in ("step", *CURVE_KEYS)):
-        raise _fail(path, f"'curve' must hold step, {', '.join(CURVE_KEYS)}")
-    lens = {len(curve[k]) for k in ("step", *CURVE_KEYS)}
-    if len(lens) != 1:
-        raise _fail(path, "'curve' lists have different lengths")
-    snaps = d["snapshots"]
-    if not isinstance(snaps, dict) or any(k not in snaps for k in ("param", "steps", "logits")):
-        raise _fail(path, "'snapshots' must hold param, steps, logits")
-    if snaps["param"] not in names:
-        raise _fail(path, f"snapshot parameter {snaps['param']!r} is not a masked parameter")
-    logits = np.asarray(snaps["logits"].numpy() if isinstance(snaps["logits"], torch.Tensor)
-                        else snaps["logits"], dtype=np.float64)
-    if logits.shape != (len(snaps["steps"]), *shapes[names.index(snaps["param"])]):
-        raise _fail(path, f"snapshot logits have shape {logits.shape}, expected "
-                          f"[{len(snaps['steps'])}, *{shapes[names.index(snaps['param'])]}]")
-    ident = (d["arch"], int(d["image_size"]), str(d["model_fingerprint"]), tuple(names),
-             tuple(shapes))
-    return MaskRun(path=path, checkpoint=run["checkpoint"], task=run["task"],
-                   alpha=float(run["alpha"]), seed=int(run["seed"]), names=names,
-                   shapes=shapes, flat=np.concatenate(parts),
-                   accuracy={k: float(acc[k]) for k in ACC_KEYS},
-                   curve={k: np.asarray(curve[k], dtype=np.float64)
-                          for k in ("step", *CURVE_KEYS)},
-                   snapshots={"param": snaps["param"],
-                              "steps": np.asarray(snaps["steps"], dtype=np.int64),
-                              "logits": logits},
-                   ident=ident)
+        rec = load_mask(path)
+    except MaskError as err:
+        raise MetricsError(str(err)) from None
+    task, seed = str(rec["task"]), int(rec["seed"])
+    stem = f"{task}-a{alpha_label(float(rec['alpha']))}-s{seed}"
+    if path.stem != stem:
+        raise _fail(path, f"holds run {stem!r} (task, alpha, seed), not what its name says")
+    alpha = _parse_stem(stem, path)[1]  # the label's value: the alpha coordinate everywhere
+    if rec["checkpoint"] != checkpoint or int(rec.get("network", network)) != network:
+        raise _fail(path, f"made for net{rec.get('network', '?')}/{rec['checkpoint']}, found "
+                          f"under net{network}/{checkpoint}")
+    try:
+        fam = family_of(task).name
+    except ValueError as err:
+        raise _fail(path, str(err)) from None
+    if rec.get("family", fam) != fam:
+        raise _fail(path, f"family {rec['family']!r}, but task {task!r} belongs to {fam!r}")
+    for key in ("converged", "convergence"):
+        if key not in rec:
+            raise _fail(path, f"key {key!r} missing (mask files record their convergence)")
+    names, shapes = list(rec["names"]), [tuple(int(x) for x in s) for s in rec["shapes"]]
+    bad = [n for n in names if n.split(".", 1)[0] not in SUBNETS]
+    if bad:
+        raise _fail(path, f"parameter {bad[0]!r} does not start with a sub-network "
+                          f"({', '.join(SUBNETS)})")
+    snaps = rec["snapshots"]
+    return Run(path=path, network=network, checkpoint=checkpoint, task=task, alpha=alpha,
+               seed=seed, names=names, shapes=shapes,
+               flat=np.concatenate([rec["mask"][n].numpy().ravel() for n in names]),
+               converged=bool(rec["converged"]),
+               convergence={k: float(rec["convergence"].get(k, np.nan))
+                            for k in ("density_change", "acc_change")},
+               curve={k: np.asarray(rec["curve"][k], dtype=np.float64)
+                      for k in ("step", "loss", "task_acc", "density")},
+               snapshots={"param": snaps.get("param", ""),
+                          "steps": np.asarray(snaps.get("steps", []), dtype=np.int64),
+                          "logits": np.asarray(snaps["logits"], np.float64)
+                          if "logits" in snaps else np.zeros(0)})
 
 
-def load_masks(directory: str | Path, cfg: Config, progress: bool = True) -> list[MaskRun]:
-    """Every mask run of ``cfg`` from ``directory`` (``<key>.pt``), checked to come from one
-    model (same architecture, image size, fingerprint, parameter names and shapes)."""
-    from tqdm import tqdm
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise MetricsError(f"{directory}: mask folder not found")
-    if not any(directory.glob("*.pt")):
-        raise MetricsError(f"{directory}: no mask files (*.pt); run the masks stage first")
-    runs = mask_runs(cfg)
-    for run in runs:
-        if not (directory / f"{run['key']}.pt").exists():
-            raise MetricsError(f"{directory / (run['key'] + '.pt')}: mask file missing "
-                               f"(run {run['key']} of profile {cfg.profile})")
-    out: list[MaskRun] = []
-    for run in tqdm(runs, desc="masks", disable=not progress, leave=False):
-        m = load_mask(directory / f"{run['key']}.pt", run)
-        if out and m.ident != out[0].ident:
-            first = out[0]
-            what = next(w for w, a, b in zip(
-                ("architecture", "image size", "model fingerprint", "parameter names",
-                 "parameter shapes"), m.ident, first.ident) if a != b)
-            raise _fail(m.path, f"{what} differs from {first.path} (masks of different models "
-                                "mixed)")
-        out.append(m)
+def folders(masks: str | Path, cfg: Config) -> dict[tuple[int, str], Path]:
+    """``{(network, checkpoint): folder}`` for every network and checkpoint of ``cfg``; each
+    must exist and hold an ``evals.nc`` and at least one mask file."""
+    masks = Path(masks)
+    if not masks.is_dir():
+        raise MetricsError(f"{masks}: mask folder not found")
+    out = {}
+    for net in sorted(cfg.train.networks):
+        for ck in cfg.checkpoints:
+            d = masks / f"net{net}" / ck
+            if not d.is_dir() or not any(d.glob("*.pt")):
+                raise MetricsError(f"{d}: no mask files (network {net}, checkpoint {ck} of "
+                                   f"profile {cfg.profile}); run the masks stage first")
+            if not (d / "evals.nc").exists():
+                raise MetricsError(f"{d / 'evals.nc'}: file not found (evaluations of the "
+                                   "masks of this checkpoint)")
+            out[net, ck] = d
     return out
 
 
-def _percent(da: xr.DataArray) -> np.ndarray:
-    """Values in percent: a variable whose ``units`` attr says ``1`` is a fraction."""
-    v = np.asarray(da.values, dtype=np.float64)
-    return v * 100.0 if str(da.attrs.get("units", "percent")).strip() == "1" else v
-
-
-def read_training(path: str | Path) -> dict[str, np.ndarray]:
-    """The SCL training log (``training.nc`` of ``core.train``) as plain arrays, accuracies in
-    percent: ``train_step``/``train_loss``/``train_acc``/``epoch`` (dim ``step``; the loss and
-    accuracy may be named ``loss``/``acc``), ``val_step``/``val_acc``/``val_epoch`` (dim
-    ``val_step``; ``val_epoch`` NaN when absent), and, when the log records them
-    (``milestone_step``/``milestone_val_acc`` on dim ``milestone``), ``milestone``,
-    ``milestone_step`` and ``milestone_val_acc`` (NaN: not reached)."""
-    path = Path(path)
+def _open_nc(path: Path, what: str) -> xr.Dataset:
     if not path.exists():
-        raise MetricsError(f"{path}: training log not found (expected training.nc of the "
-                           "train stage)")
+        raise MetricsError(f"{path}: {what} not found")
     try:
         with xr.open_dataset(path, engine="netcdf4") as ds:
-            ds = ds.load()
+            return ds.load()
     except Exception as err:
         raise MetricsError(f"{path}: cannot read as netCDF ({type(err).__name__}: {err})"
                            ) from None
 
-    def var(names: tuple[str, ...], dim: str) -> xr.DataArray:
-        for name in names:
-            if name in ds.variables:
-                if ds[name].dims != (dim,):
-                    raise MetricsError(f"{path}: variable {name!r} has dims {ds[name].dims}, "
-                                       f"expected ({dim!r},)")
-                return ds[name]
-        alt = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
-        raise MetricsError(f"{path}: variable {names[0]!r}{alt} missing "
-                           f"(expected on dim {dim!r})")
 
-    def coord(dim: str) -> np.ndarray:
-        return (np.asarray(ds[dim].values, dtype=np.int64) if dim in ds.variables
-                else np.arange(ds.sizes[dim], dtype=np.int64))
+def read_evals(path: Path, stems: Sequence[str]) -> xr.Dataset:
+    """One checkpoint's ``evals.nc`` as dims (task, alpha, seed, variant, eval_set, split) plus
+    ``full_accuracy`` (eval_set, split); every mask file must have its evaluations (the mask
+    coordinate holds the file stems) and no evaluation may lack its file."""
+    ev = _open_nc(path, "mask evaluations")
+    for dim in ("mask", "variant", "eval_set", "split"):
+        if dim not in ev.dims:
+            raise _fail(path, f"dimension {dim!r} missing (expected mask, variant, eval_set, "
+                              "split)")
+    for var in ("accuracy", "degenerate"):
+        if var not in ev.variables:
+            raise _fail(path, f"variable {var!r} missing")
+    for coord, want in (("variant", VARIANTS), ("split", SPLITS)):
+        have = [str(v) for v in ev[coord].values]
+        if any(w not in have for w in want):
+            raise _fail(path, f"{coord} {have}, expected {list(want)}")
+    keys = [str(k) for k in ev["mask"].values]
+    missing, extra = sorted(set(stems) - set(keys)), sorted(set(keys) - set(stems))
+    if missing:
+        raise _fail(path, f"no evaluation of mask {missing[0]!r} (stale evals.nc?)")
+    if extra:
+        raise _fail(path, f"evaluates mask {extra[0]!r}, which has no mask file")
+    if "full_accuracy" in ev.variables:
+        full = ev["full_accuracy"]
+    elif "full" in [str(v) for v in ev["variant"].values]:
+        full = ev["accuracy"].sel(variant="full").isel(mask=0, drop=True)
+    else:
+        raise _fail(path, "unmasked accuracy missing (variable 'full_accuracy' on (eval_set, "
+                          "split) or variant 'full')")
+    parsed = [_parse_stem(k, path) for k in keys]
+    ev = ev[["accuracy", "degenerate"]].sel(variant=list(VARIANTS), split=list(SPLITS))
+    index = pd.MultiIndex.from_tuples(parsed, names=["task", "alpha", "seed"])
+    ev = ev.drop_vars("mask").assign_coords(xr.Coordinates.from_pandas_multiindex(index, "mask")
+                                            ).unstack("mask")
+    full = full.sel(split=list(SPLITS)).transpose("eval_set", "split")
+    return ev.assign(full_accuracy=full.drop_vars([c for c in full.coords
+                                                   if c not in ("eval_set", "split")]))
 
-    out = {"train_loss": np.asarray(var(("train_loss", "loss"), "step").values, np.float64),
-           "train_acc": _percent(var(("train_acc", "acc"), "step")),
-           "epoch": np.asarray(var(("epoch",), "step").values, np.float64),
-           "val_acc": _percent(var(("val_acc",), "val_step"))}
-    out["train_step"], out["val_step"] = coord("step"), coord("val_step")
-    out["val_epoch"] = (np.asarray(var(("val_epoch",), "val_step").values, np.float64)
-                        if "val_epoch" in ds.variables else np.full(out["val_acc"].size, np.nan))
-    if "milestone_step" in ds.variables and "milestone_val_acc" in ds.variables:
-        step = np.asarray(var(("milestone_step",), "milestone").values, np.float64)
-        out["milestone"] = np.asarray(ds["milestone"].values, np.float64)
-        out["milestone_step"] = np.where(step < 0, np.nan, step)
-        out["milestone_val_acc"] = _percent(var(("milestone_val_acc",), "milestone"))
+
+def _parse_stem(stem: str, where: Path) -> tuple[str, float, int]:
+    try:
+        task, rest = stem.rsplit("-a", 1)
+        alpha, seed = rest.rsplit("-s", 1)
+        return task, float(alpha.replace("p", ".")), int(seed)
+    except ValueError:
+        raise _fail(where, f"mask key {stem!r} is not <set>-a<alpha>-s<seed>") from None
+
+
+def read_training(path: Path, cfg: Config) -> xr.Dataset:
+    """A network's ``training.nc``, checked: every checkpoint of ``cfg`` is a milestone of the
+    log, and when the log records the checkpoints' sha256 (``checkpoint_sha256``), the files
+    ``<ckpt>.pt`` beside it match (a log from another run is refused)."""
+    ds = _open_nc(path, "training log (training.nc of the train stage)")
+    for var in ("loss", "acc", "val_acc", "milestone_step", "milestone_val_acc"):
+        if var not in ds.variables:
+            raise _fail(path, f"variable {var!r} missing")
+    names = ([str(c) for c in ds["checkpoint"].values] if "checkpoint" in ds.coords
+             else [f"{cfg.model.arch}_{m:g}" for m in ds["milestone"].values])
+    missing = [c for c in cfg.checkpoints if c not in names]
+    if missing:
+        raise _fail(path, f"checkpoint {missing[0]} (train.milestones) not in the log's "
+                          f"milestones {names} (stale training.nc?)")
+    if "checkpoint_sha256" in ds.variables:
+        for name, want in zip(names, ds["checkpoint_sha256"].values):
+            ckpt = path.parent / f"{name}.pt"
+            if name in cfg.checkpoints and str(want) and (
+                    not ckpt.exists() or file_sha256(ckpt) != str(want)):
+                raise _fail(path, f"records checkpoint {name} with sha256 {str(want)[:12]}, "
+                                  f"but {ckpt} is {'missing' if not ckpt.exists() else 'another file'}"
+                                  " (training.nc from another run?)")
+    return ds.assign_coords(checkpoint_name=("milestone", names))
+
+
+# =========================================================================== records -> data
+
+
+def to_dataset(rows: Iterable[Mapping[str, Any]], index: Sequence[str],
+               coords: Mapping[str, Sequence]) -> xr.Dataset:
+    """Records (dicts) keyed by ``index`` -> a Dataset on exactly ``coords`` (missing -> NaN).
+    Two records with the same key are an error."""
+    df = pd.DataFrame(list(rows))
+    if df.empty:
+        return xr.Dataset(coords={k: list(coords[k]) for k in index})
+    dup = df.duplicated(list(index))
+    if dup.any():
+        raise MetricsError(f"two records for {dict(df.loc[dup, list(index)].iloc[0])}")
+    ds = df.set_index(list(index)).to_xarray()
+    return ds.reindex({k: list(coords[k]) for k in index})
+
+
+def _module_scalars(run: Run, flat: np.ndarray, suffix: str, ref: tuple[int, int]
+                    ) -> dict[str, float]:
+    parts = run.split(flat)
+    k = _kept(parts)
+    disp, rnd = dispersity(parts), dispersity_random(run.shapes, k, *ref)
+    row = {f"n_kept{suffix}": float(k.sum()), f"sparsity{suffix}": sparsity(parts),
+           f"dispersity{suffix}_norm": disp / rnd if rnd > 0 else np.nan}
+    if not suffix:
+        row.update(dispersity=disp, dispersity_random=rnd)
+    return row
+
+
+def _specific(runs: Sequence[Run]) -> dict[tuple, np.ndarray]:
+    """Task-specific masks: within (family, alpha, seed) groups holding every task of the
+    family, each mask AND NOT the AND of the group (shared-weight removal)."""
+    groups: dict[tuple, dict[str, Run]] = {}
+    for r in runs:
+        fam = family_of(r.task)
+        if r.task in fam.tasks:
+            groups.setdefault((fam.name, r.alpha, r.seed), {})[r.task] = r
+    out = {}
+    for (fam, alpha, seed), group in groups.items():
+        if len(group) == len(FAMILIES[fam].tasks):
+            spec, _ = remove_shared({t: r.flat for t, r in group.items()})
+            out.update({(t, alpha, seed): m for t, m in spec.items()})
     return out
 
 
-# =========================================================================== datasets
+def _pairs(runs: Sequence[Run], alpha: float, specific: Mapping[tuple, np.ndarray]
+           ) -> list[dict]:
+    """Sharing rows: every pair of masks of one family's tasks at ``alpha`` (a mask with itself
+    left out), with random-mask chance per pair."""
+    at = [r for r in runs if r.alpha == alpha and r.task in family_of(r.task).tasks]
+    rows = []
+    for a in at:
+        fam, ka = family_of(a.task).name, a.counts()
+        for b in at:
+            if family_of(b.task).name != fam or (a.task, a.seed) == (b.task, b.seed):
+                continue
+            io, iu = overlap(a.flat, b.flat)
+            cio, ciu = chance_overlap(ka, b.counts(), a.sizes)
+            sa, sb = specific.get((a.task, alpha, a.seed)), specific.get((b.task, alpha, b.seed))
+            spec = overlap(sa, sb)[0] if sa is not None and sb is not None else np.nan
+            rows.append({"network": a.network, "checkpoint": a.checkpoint, "task": a.task,
+                         "other_task": b.task, "seed": a.seed, "other_seed": b.seed,
+                         "iomin": io, "iou": iu, "iomin_chance": cio, "iou_chance": ciu,
+                         "iomin_specific": spec})
+    return rows
 
 
-def _ckpt_coords(cfg: Config, training: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Checkpoint coords: milestone, and the step and validation accuracy of the checkpoint,
-    from the log's milestone records when it has them, else the first logged validation
-    whose accuracy reached the milestone (NaN when never reached)."""
-    steps, vals = [], []
-    for m in cfg.train.milestones:
-        if "milestone" in training:
-            hit = np.nonzero(np.isclose(training["milestone"], m))[0]
-            if not hit.size:
-                raise MetricsError(f"training log: milestone {m:g} of train.milestones not in "
-                                   f"its milestones {training['milestone'].tolist()} (stale "
-                                   "training.nc?)")
-            steps.append(float(training["milestone_step"][hit[0]]))
-            vals.append(float(training["milestone_val_acc"][hit[0]]))
+def _run_rows(runs: Sequence[Run], specific: Mapping[tuple, np.ndarray], ref: tuple[int, int]
+              ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(module rows, layer rows, curve rows) of one checkpoint's runs."""
+    mods, layers, curves = [], [], []
+    for r in runs:
+        row = {**r.label, **_module_scalars(r, r.flat, "", ref),
+               "converged": float(r.converged), **r.convergence}
+        spec = specific.get((r.task, r.alpha, r.seed))
+        counts = r.counts()
+        share_s = np.full(len(r.names), np.nan)
+        if spec is not None:
+            row.update(_module_scalars(r, spec, "_specific", ref))
+            cs = r.counts(spec)
+            share_s = 100 * cs / cs.sum() if cs.sum() else share_s
+        mods.append(row)
+        share = 100 * counts / counts.sum() if counts.sum() else np.full(len(r.names), np.nan)
+        layers += [{**r.label, "param": n, "kept": float(c), "share": s, "share_specific": ss}
+                   for n, c, s, ss in zip(r.names, counts, share, share_s)]
+        curves += [{**r.label, "mask_step": int(s), "loss": lo, "acc_task": a, "density": d}
+                   for s, lo, a, d in zip(r.curve["step"], r.curve["loss"], r.curve["task_acc"],
+                                          r.curve["density"])]
+    return mods, layers, curves
+
+
+def _snapshot(runs: Sequence[Run]) -> dict[str, dict]:
+    """Keep-probability snapshots per task (lowest seed) as (steps, rows x cols arrays)."""
+    out: dict[str, dict] = {}
+    for r in sorted(runs, key=lambda r: r.seed):
+        lg = r.snapshots["logits"]
+        if r.task in out or lg.size == 0:
             continue
-        hit = np.nonzero(training["val_acc"] >= m)[0]
-        steps.append(float(training["val_step"][hit[0]]) if hit.size else np.nan)
-        vals.append(float(training["val_acc"][hit[0]]) if hit.size else np.nan)
-    return {"checkpoint": cfg.checkpoints,
-            "milestone": ("checkpoint", [float(m) for m in cfg.train.milestones]),
-            "ckpt_val_acc": ("checkpoint", vals), "ckpt_step": ("checkpoint", steps)}
+        rows = lg.shape[1] if lg.ndim > 1 else 1
+        out[r.task] = {"param": r.snapshots["param"], "steps": r.snapshots["steps"],
+                       "keep": 1 / (1 + np.exp(-lg.reshape(lg.shape[0], rows, -1)))}
+    return out
 
 
-def _fill_module(v: dict[str, np.ndarray], idx: tuple, parts: list[np.ndarray], suffix: str,
-                 shapes: Any, ref: tuple[int, int]) -> np.ndarray:
-    """Write one module's scalars (``suffix`` "" or "_specific") at ``idx``; return kept/tensor."""
-    k = _kept(parts)
-    v[f"n_kept{suffix}"][idx] = k.sum()
-    v[f"sparsity{suffix}"][idx] = sparsity(parts)
-    v[f"dispersity{suffix}"][idx] = dispersity(parts)
-    v[f"dispersity{suffix}_random"][idx] = dispersity_random(shapes, k, *ref)
-    return k
+# =========================================================================== compute
 
 
-def compute(runs: Sequence[MaskRun], cfg: Config, training: Mapping[str, np.ndarray],
-            progress: bool = False) -> dict[str, xr.Dataset]:
-    """The four datasets (not yet finalised with attrs) from loaded runs and the training log."""
-    from tqdm import tqdm
+def _diag(da: xr.DataArray) -> xr.DataArray:
+    """``da`` on the own task set: eval_set == task (NaN where the task is not evaluated)."""
+    sets = [str(s) for s in da["eval_set"].values]
+    parts = [da.sel(task=t, eval_set=t, drop=True) if t in sets
+             else xr.full_like(da.sel(task=t).isel(eval_set=0, drop=True), np.nan)
+             for t in da["task"].values]
+    return xr.concat(parts, dim=pd.Index(da["task"].values, name="task"))
 
-    C, T = cfg.checkpoints, list(cfg.masks.tasks)
-    A = sorted({float(cfg.masks.alpha), *map(float, cfg.masks.alpha_sweep)})
-    S = sorted(int(s) for s in cfg.masks.seeds)
-    first = runs[0]
-    names, shapes = first.names, first.shapes
-    sizes = np.array([int(np.prod(s)) for s in shapes], dtype=np.int64)
-    P = len(names)
-    at = {(C.index(r.checkpoint), T.index(r.task), A.index(r.alpha), S.index(r.seed)): r
-          for r in runs}
-    dims4 = (len(C), len(T), len(A), len(S))
-    nan4 = lambda *extra: np.full(dims4 + extra, np.nan)  # noqa: E731
-    v = {k: nan4() for k in ("sparsity", "n_kept", "dispersity", "dispersity_random",
-                             "n_kept_specific", "sparsity_specific", "dispersity_specific",
-                             "dispersity_specific_random", *(f"acc_{k}" for k in ACC_KEYS))}
-    kept, kept_s = nan4(P), nan4(P)
-    seed_iou = nan4(len(S))
-    ref = (cfg.metrics.dispersity_samples, cfg.seed)  # random-mask dispersity reference
 
-    for idx, r in tqdm(at.items(), desc="metrics", disable=not progress, leave=False):
-        kept[idx] = _fill_module(v, idx, r.split(), "", shapes, ref)
-        for key in ACC_KEYS:
-            v[f"acc_{key}"][idx] = r.accuracy[key]
-    # shared-weight removal within (checkpoint, alpha, seed) when every task has a mask there
-    specific: dict[tuple, np.ndarray] = {}
-    shared_n = np.full((len(C), len(A), len(S)), np.nan)
-    for c in range(len(C)):
-        for a in range(len(A)):
-            for s in range(len(S)):
-                group = {t: at[c, t, a, s].flat for t in range(len(T)) if (c, t, a, s) in at}
-                if len(group) != len(T):
-                    continue
-                spec, shared = remove_shared(group)
-                shared_n[c, a, s] = shared.sum()
-                for t, m in spec.items():
-                    idx = (c, t, a, s)
-                    specific[idx] = m
-                    kept_s[idx] = _fill_module(v, idx, at[idx].split(m), "_specific", shapes,
-                                               ref)
-    # seed agreement
-    for (c, t, a, s), r in at.items():
-        for s2 in range(len(S)):
-            if (c, t, a, s2) in at:
-                seed_iou[c, t, a, s, s2] = overlap(r.flat, at[c, t, a, s2].flat)[1]
+def complement_drops(ab: xr.DataArray, tasks: Sequence[str]) -> xr.Dataset:
+    """The complement protocol (Csordas et al.) from masked report-split accuracies ``ab``
+    (dims network, checkpoint, task, alpha, seed, eval_set): for each family task ``t`` with
+    its complement mask ``c`` and the family's reference mask ``R`` present, the relative drop
+    1 - acc(c on s) / acc(R on s) on ``t`` itself (``complement_drop_own``) and its mean over
+    the family's other tasks (``complement_drop_other``)."""
+    own, other = [], []
+    have_sets = {str(t) for t in ab["task"].values}
+    for t in tasks:
+        fam = family_of(t)
+        c, ref = fam.complements.get(t), fam.reference
+        if t not in fam.tasks or c not in have_sets or ref not in have_sets:
+            own.append(xr.full_like(ab.isel(task=0, eval_set=0, drop=True), np.nan))
+            other.append(own[-1])
+            continue
+        drop = 1 - ab.sel(task=c, drop=True) / ab.sel(task=ref, drop=True)
+        others = [u for u in fam.tasks if u != t and u in ab["eval_set"].values]
+        own.append(drop.sel(eval_set=t, drop=True) if t in ab["eval_set"].values
+                   else xr.full_like(drop.isel(eval_set=0, drop=True), np.nan))
+        other.append(drop.sel(eval_set=others).mean("eval_set") if others
+                     else xr.full_like(own[-1], np.nan))
+    idx = pd.Index(list(tasks), name="task")
+    return xr.Dataset({"complement_drop_own": xr.concat(own, idx),
+                       "complement_drop_other": xr.concat(other, idx)})
 
-    ckc = _ckpt_coords(cfg, training)
-    base = {**ckc, "task": T, "alpha": A, "seed": S}
-    m4 = ("checkpoint", "task", "alpha", "seed")
-    mods = xr.Dataset({k: (m4, x) for k, x in v.items()}, coords=base)
-    ok, selected = select_alpha(mods["acc_task"], mods["acc_task_full"],
+
+def compute(masks: str | Path, train: str | Path, cfg: Config, progress: bool = False
+            ) -> dict[str, Any]:
+    """Every dataset (not yet finalised) and the snapshot parameter, from the inputs."""
+    places = folders(masks, cfg)
+    nets, cks = sorted(cfg.train.networks), list(cfg.checkpoints)
+    evals, stems = {}, {}
+    for (net, ck), d in places.items():
+        stems[net, ck] = sorted(p.stem for p in d.glob("*.pt"))
+        evals[net, ck] = read_evals(d / "evals.nc", stems[net, ck])
+    present = {s.rsplit("-a", 1)[0] for v in stems.values() for s in v}
+    tasks = [s for f in FAMILIES.values() for s in f.sets if s in present]
+    unknown = sorted(present - set(tasks))
+    if unknown:
+        raise MetricsError(f"{masks}: mask set {unknown[0]!r} belongs to no family of "
+                           "core.tasks")
+    alphas = sorted({float(a) for e in evals.values() for a in e["alpha"].values})
+    seeds = sorted({int(s) for e in evals.values() for s in e["seed"].values})
+    eval_sets = list(dict.fromkeys(str(s) for e in evals.values() for s in e["eval_set"].values))
+    ablation = _combine(evals, nets, cks, {"task": tasks, "alpha": alphas, "seed": seeds,
+                                           "variant": list(VARIANTS), "eval_set": eval_sets,
+                                           "split": list(SPLITS)})
+    masked = ablation["accuracy"].sel(variant="mask")
+    full = ablation["full_accuracy"].broadcast_like(masked)
+    acc = {f"acc{p}_{s}": _diag(x.sel(split=s, drop=True))
+           for p, x in (("", masked), ("_full", full)) for s in SPLITS}
+    ok, selected = select_alpha(acc["acc_select"], acc["acc_full_select"],
                                 cfg.metrics.alpha_tolerance, cfg.metrics.alpha_min_seeds)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = v["dispersity"] / np.where(v["dispersity_random"] > 0, v["dispersity_random"],
-                                          np.nan)
-        norm_s = v["dispersity_specific"] / np.where(v["dispersity_specific_random"] > 0,
-                                                     v["dispersity_specific_random"], np.nan)
-        share = 100 * kept / kept.sum(-1, keepdims=True)
-        share_s = 100 * kept_s / kept_s.sum(-1, keepdims=True)
-    modules = mods.drop_vars("dispersity_specific_random").assign(
-        n_masked=((), float(sizes.sum())), density=(m4, 100 - v["sparsity"]),
-        dispersity_norm=(m4, norm), dispersity_specific_norm=(m4, norm_s),
-        seed_iou=(m4 + ("other_seed",), seed_iou), alpha_ok=ok, selected_alpha=selected,
-    ).assign_coords(other_seed=S)
+    ablation = ablation.assign(complement_drops(masked.sel(split="report", drop=True), tasks))
 
-    m5 = m4 + ("param",)
-    layers = xr.Dataset(
-        {"kept": (m5, kept), "density": (m5, 100 * kept / sizes), "share": (m5, share),
-         "kept_specific": (m5, kept_s), "share_specific": (m5, share_s)},
-        coords={**base, "param": names, "subnet": ("param", [n.split(".", 1)[0] for n in names]),
-                "param_size": ("param", sizes),
-                "param_shape": ("param", ["x".join(map(str, s)) or "scalar" for s in shapes])})
-
-    sharing = _sharing(at, specific, selected.values, C, T, A, S, sizes, shared_n, cfg)
-    sharing = sharing.assign_coords({**ckc, "task": T, "other_task": T, "seed": S,
-                                     "alpha": ("checkpoint", selected.values)})
-    curves, snap_param = _curves(at, selected.values, C, T, A, S, training, base)
-    return {"modules": modules, "layers": layers, "sharing": sharing, "curves": curves,
-            "_snapshot_param": snap_param}
-
-
-def _sharing(at, specific, selected, C, T, A, S, sizes, shared_n, cfg) -> xr.Dataset:
-    """Pairwise IoMin/IoU, chance levels and the task-specific overlaps at the selected alpha."""
-    names = ("iomin", "iou", "iomin_chance", "iou_chance", "iomin_chance_global",
-             "iomin_chance_upper", "iou_chance_upper", "iomin_specific", "iou_specific")
-    out = {k: np.full((len(C), len(T), len(T), len(S)), np.nan) for k in names}
-    n_shared = np.full((len(C), len(S)), np.nan)
-    offsets = np.cumsum(sizes)[:-1]
-    for c in range(len(C)):
-        if not np.isfinite(selected[c]):
-            continue
-        a = A.index(float(selected[c]))
-        for s in range(len(S)):
-            n_shared[c, s] = shared_n[c, a, s]
-            have = [t for t in range(len(T)) if (c, t, a, s) in at]
-            counts = {t: np.array([x.sum() for x in np.split(at[c, t, a, s].flat, offsets)])
-                      for t in have}
-            for i in have:
-                for j in have:
-                    mi, mj = at[c, i, a, s].flat, at[c, j, a, s].flat
-                    idx = (c, i, j, s)
-                    out["iomin"][idx], out["iou"][idx] = overlap(mi, mj)
-                    ki, kj = counts[i], counts[j]
-                    out["iomin_chance"][idx], out["iou_chance"][idx] = chance_overlap(
-                        ki, kj, sizes)
-                    out["iomin_chance_global"][idx] = chance_overlap(
-                        [ki.sum()], [kj.sum()], [sizes.sum()])[0]
-                    lo, hi = min(i, j), max(i, j)
-                    rng = np.random.default_rng([cfg.seed, c, s, lo, hi])
-                    out["iomin_chance_upper"][idx], out["iou_chance_upper"][idx] = chance_upper(
-                        ki, kj, sizes, cfg.metrics.chance_samples, cfg.metrics.ci, rng)
-                    if (c, i, a, s) in specific and (c, j, a, s) in specific:
-                        out["iomin_specific"][idx], out["iou_specific"][idx] = overlap(
-                            specific[c, i, a, s], specific[c, j, a, s])
-    dims = ("checkpoint", "task", "other_task", "seed")
-    return xr.Dataset({**{k: (dims, x) for k, x in out.items()},
-                       "n_shared": (("checkpoint", "seed"), n_shared)})
+    ref = (cfg.metrics.dispersity_samples, cfg.seed)
+    mods, layers, curves, pairs, snaps = [], [], [], [], {}
+    shape_info: tuple | None = None
+    for (net, ck), d in tqdm(places.items(), desc="metrics", disable=not progress, leave=False):
+        runs = [read_run(d / f"{s}.pt", net, ck) for s in stems[net, ck]]
+        info = (tuple(runs[0].names), tuple(runs[0].shapes))
+        if shape_info is None:
+            shape_info = info
+        bad = next((r for r in runs if (tuple(r.names), tuple(r.shapes)) != shape_info), None)
+        if bad is not None:
+            raise _fail(bad.path, "masked parameters differ from the other mask files' "
+                                  "(masks of different models mixed)")
+        specific = _specific(runs)
+        m, ly, cv = _run_rows(runs, specific, ref)
+        mods, layers, curves = mods + m, layers + ly, curves + cv
+        a = float(selected.sel(checkpoint=ck))
+        if np.isfinite(a):
+            pairs += _pairs(runs, a, specific)
+            if net == nets[0]:
+                snaps[ck] = _snapshot([r for r in runs if r.alpha == a])
+    names, shapes = shape_info
+    base = {"network": nets, "checkpoint": cks, "task": tasks, "alpha": alphas, "seed": seeds}
+    ckc = _ckpt_coords(train, cfg, nets, cks)
+    fam = ("task", [family_of(t).name for t in tasks])
+    sizes = [int(np.prod(s)) for s in shapes]
+    modules = to_dataset(mods, RUN, base).assign(
+        n_masked=float(sum(sizes)), **acc, alpha_ok=ok, selected_alpha=selected)
+    modules = modules.assign(density=100 - modules["sparsity"])
+    layers_ds = to_dataset(layers, RUN + ("param",), {**base, "param": list(names)}
+                           ).assign_coords(
+        subnet=("param", [n.split(".", 1)[0] for n in names]), param_size=("param", sizes),
+        param_shape=("param", ["x".join(map(str, s)) or "scalar" for s in shapes]))
+    sharing = to_dataset(pairs, ("network", "checkpoint", "task", "other_task", "seed",
+                                 "other_seed"),
+                         {**base, "other_task": tasks, "other_seed": seeds}
+                         ).assign_coords(alpha=("checkpoint", selected.values))
+    curves_ds, snap_param = _curves(curves, snaps, train, base, cks, tasks, selected)
+    out = {"modules": modules, "layers": layers_ds, "sharing": sharing, "ablation": ablation,
+           "curves": curves_ds}
+    for k, ds in out.items():
+        ds = ds.assign_coords({**ckc, "family": fam, "milestone": (
+            "checkpoint", [float(m) for m in cfg.train.milestones])})
+        out[k] = ds
+    out["_snapshot_param"] = snap_param
+    return out
 
 
-def _curves(at, selected, C, T, A, S, training, base) -> tuple[xr.Dataset, str]:
-    """Mask-training curves (union of logged steps), SCL curves and keep-probability snapshots
-    (first seed, selected alpha) of one parameter viewed as rows x (other dims flattened)."""
-    steps = np.unique(np.concatenate([r.curve["step"] for r in at.values()])).astype(np.int64)
-    cur = {k: np.full((len(C), len(T), len(A), len(S), steps.size), np.nan)
-           for k in CURVE_KEYS.values()}
-    for idx, r in at.items():
-        pos = np.searchsorted(steps, r.curve["step"].astype(np.int64))
-        for src, dst in CURVE_KEYS.items():
-            cur[dst][idx + (pos,)] = r.curve[src]
-    snap_runs = {}
-    for c in range(len(C)):
-        if np.isfinite(selected[c]):
-            a = A.index(float(selected[c]))
-            for t in range(len(T)):
-                if (c, t, a, 0) in at:
-                    snap_runs[c, t] = at[c, t, a, 0]
-    params = {r.snapshots["param"] for r in snap_runs.values()}
+def _combine(evals: Mapping[tuple[int, str], xr.Dataset], nets: list[int], cks: list[str],
+             coords: Mapping[str, list]) -> xr.Dataset:
+    """Stack the per-checkpoint evaluations on (network, checkpoint), reindexed to ``coords``."""
+    per_net = []
+    for net in nets:
+        per_ck = [evals[net, ck].reindex({k: coords[k] for k in evals[net, ck].dims})
+                  .reindex(coords) for ck in cks]
+        per_net.append(xr.concat(per_ck, pd.Index(cks, name="checkpoint")))
+    ds = xr.concat(per_net, pd.Index(nets, name="network"))
+    full = ds["full_accuracy"]
+    return ds.assign(full_accuracy=full.transpose("network", "checkpoint", "eval_set", "split"))
+
+
+def _ckpt_coords(train: str | Path, cfg: Config, nets: list[int], cks: list[str]
+                 ) -> dict[str, Any]:
+    """Per (network, checkpoint): achieved validation / test accuracy and step of the kept
+    checkpoint, from each network's training log."""
+    vals = {"ckpt_val_acc": [], "ckpt_test_acc": [], "ckpt_step": []}
+    for net in nets:
+        log = read_training(Path(train) / f"net{net}" / "training.nc", cfg)
+        log = log.swap_dims(milestone="checkpoint_name")
+        for key, var in (("ckpt_val_acc", "milestone_val_acc"),
+                         ("ckpt_test_acc", "milestone_test_acc"), ("ckpt_step", "milestone_step")):
+            if var in log.variables:
+                v = log[var].sel(checkpoint_name=cks).values.astype(np.float64)
+            else:
+                v = np.full(len(cks), np.nan)
+            vals[key].append(np.where(v < 0, np.nan, v) if key == "ckpt_step" else v)
+    return {k: (("network", "checkpoint"), np.array(v)) for k, v in vals.items()}
+
+
+def _curves(rows: list[dict], snaps: Mapping[str, Mapping[str, dict]], train: str | Path,
+            base: Mapping[str, list], cks: list[str], tasks: list[str],
+            selected: xr.DataArray) -> tuple[xr.Dataset, str]:
+    """Mask-training curves (union of logged steps), SCL curves per network and the
+    keep-probability snapshots of the first network at the selected alpha."""
+    steps = sorted({int(r["mask_step"]) for r in rows})
+    mask = to_dataset(rows, RUN + ("mask_step",), {**base, "mask_step": steps})
+    scl, val = [], []
+    for net in base["network"]:
+        log = xr.open_dataset(Path(train) / f"net{net}" / "training.nc", engine="netcdf4")
+        with log:
+            step = log["step"].values if "step" in log.coords else np.arange(log.sizes["step"])
+            scl += [{"network": net, "train_step": int(s), "train_loss": float(lo),
+                     "train_acc": float(a)}
+                    for s, lo, a in zip(step, log["loss"].values, log["acc"].values)]
+            val += [{"network": net, "val_step": int(s), "val_acc": float(a)}
+                    for s, a in zip(log["val_step"].values, log["val_acc"].values)]
+    nets = base["network"]
+    scl_ds = to_dataset(scl, ("network", "train_step"),
+                        {"network": nets, "train_step": sorted({r["train_step"] for r in scl})})
+    val_ds = to_dataset(val, ("network", "val_step"),
+                        {"network": nets, "val_step": sorted({r["val_step"] for r in val})})
+    params = {v["param"] for s in snaps.values() for v in s.values()}
     if len(params) > 1:
         raise MetricsError(f"mask snapshots of different parameters {sorted(params)}: the "
                            "mask-evolution figure needs one parameter for every run")
-    param = params.pop() if params else ""
-    views = {}
-    for key, r in snap_runs.items():
-        lg = r.snapshots["logits"]
-        rows = lg.shape[1] if lg.ndim > 1 else 1
-        views[key] = (r.snapshots["steps"], lg.reshape(lg.shape[0], rows, -1))
-    snap_steps = (np.unique(np.concatenate([s for s, _ in views.values()])).astype(np.int64)
-                  if views else np.zeros(0, np.int64))
-    R = max((x.shape[1] for _, x in views.values()), default=0)
-    K = max((x.shape[2] for _, x in views.values()), default=0)
-    keep = np.full((len(C), len(T), snap_steps.size, R, K), np.nan)
-    for (c, t), (st, x) in views.items():
-        pos = np.searchsorted(snap_steps, st)
-        keep[c, t, pos, : x.shape[1], : x.shape[2]] = 1 / (1 + np.exp(-x))
-    m5 = ("checkpoint", "task", "alpha", "seed", "mask_step")
-    ds = xr.Dataset(
-        {**{k: (m5, x) for k, x in cur.items()},
-         "train_loss": (("train_step",), training["train_loss"]),
-         "train_acc": (("train_step",), training["train_acc"]),
-         "epoch": (("train_step",), training["epoch"]),
-         "val_acc": (("val_step",), training["val_acc"]),
-         "val_epoch": (("val_step",), training["val_epoch"]),
-         "keep_prob": (("checkpoint", "task", "snap_step", "snap_row", "snap_col"), keep)},
-        coords={**base, "mask_step": steps, "train_step": training["train_step"],
-                "val_step": training["val_step"], "snap_step": snap_steps,
-                "snap_row": np.arange(R), "snap_col": np.arange(K),
-                "snap_alpha": ("checkpoint", np.asarray(selected, np.float64))})
-    return ds, param
+    views = [v for s in snaps.values() for v in s.values()]
+    snap_steps = sorted({int(x) for v in views for x in v["steps"]})
+    R = max((v["keep"].shape[1] for v in views), default=0)
+    K = max((v["keep"].shape[2] for v in views), default=0)
+    keep = np.full((len(cks), len(tasks), len(snap_steps), R, K), np.nan)
+    for c, ck in enumerate(cks):
+        for t, task in enumerate(tasks):
+            v = snaps.get(ck, {}).get(task)
+            if v is not None:
+                pos = np.searchsorted(snap_steps, v["steps"])
+                keep[c, t, pos, : v["keep"].shape[1], : v["keep"].shape[2]] = v["keep"]
+    ds = xr.merge([mask, scl_ds, val_ds]).assign(
+        keep_prob=(("checkpoint", "task", "snap_step", "snap_row", "snap_col"), keep)
+    ).assign_coords(snap_step=snap_steps, snap_row=np.arange(R), snap_col=np.arange(K),
+                    snap_alpha=("checkpoint", selected.values))
+    return ds, params.pop() if params else ""
+
+
+# =========================================================================== summary
+
+
+def _pair_mask(conv: xr.DataArray) -> xr.DataArray:
+    """Both masks of a pair converged: ``conv`` (task, seed) against itself renamed."""
+    other = conv.rename(task="other_task", seed="other_seed")
+    return (conv == 1) & (other == 1)
+
+
+def _ablation_drops(ab: xr.Dataset, tasks: list[str], variant: str, dmax: float,
+                    conv: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray, int]:
+    """(own-set drop, mean other-set drop, degenerate count) in points for one variant: the
+    unmasked accuracy minus the ablated one, degenerate evaluations and unconverged runs
+    excluded. Dims of the drops: network, task, seed."""
+    acc = ab["accuracy"].sel(variant=variant, task=tasks)
+    deg = ab["degenerate"].sel(variant=variant, task=tasks) > dmax
+    n_deg = int((deg & acc.notnull()).sel(eval_set=[t for t in tasks
+                                                    if t in ab["eval_set"].values]).sum())
+    drop = (ab["full_accuracy"] - acc).where(~deg & (conv.sel(task=tasks) == 1))
+    sets = [t for t in tasks if t in ab["eval_set"].values]
+    own = _diag(drop.reindex(eval_set=sets))
+    other = xr.concat([drop.sel(task=t).sel(eval_set=[u for u in sets if u != t])
+                       .mean("eval_set") for t in tasks], pd.Index(tasks, name="task"))
+    return own, other, n_deg
+
+
+def _family_summary(ds: Mapping[str, xr.Dataset], fam: str, ck: str, alpha: float,
+                    cfg: Config) -> dict[str, Any]:
+    md, sh, ab = ds["modules"], ds["sharing"], ds["ablation"]
+    level, dmax = cfg.metrics.ci, cfg.masks.degenerate_max
+    tasks = [t for t in FAMILIES[fam].tasks if t in md["task"].values]
+    m = md.sel(checkpoint=ck, alpha=alpha, task=tasks)
+    conv = m["converged"]
+    ok = conv == 1
+
+    def iv(da: xr.DataArray, inner: Sequence[str] = ("seed",)) -> dict:
+        return stats.interval(da, level, inner).as_dict()
+
+    out: dict[str, Any] = {
+        "tasks": tasks, "runs": int(conv.notnull().sum()), "converged": int(ok.sum()),
+        "excluded_unconverged": int((conv == 0).sum()),
+        **{v: iv(m[v].where(ok)) for v in ("sparsity", "dispersity", "dispersity_norm",
+                                             "acc_report", "acc_full_report")}}
+    s = sh.sel(checkpoint=ck, task=tasks, other_task=tasks)
+    both = _pair_mask(conv)
+    diff = s["task"] != s["other_task"]
+    same = ~diff & (s["seed"] != s["other_seed"])
+    pair = ("seed", "other_seed")
+    for var in ("iomin", "iou"):
+        cross = stats.interval(s[var].where(diff & both), level, pair)
+        null = stats.interval(s[var].where(same & both), level, pair)
+        out[var] = {"cross_task": cross.as_dict(), "same_task": null.as_dict(),
+                    "chance": iv(s[f"{var}_chance"].where(diff & both), pair),
+                    "verdict": stats.distinct_verdict(cross, null)}
+    a = ab.sel(checkpoint=ck, alpha=alpha, split="report")
+    for variant in ("inverted", "selective"):
+        own, other, n_deg = _ablation_drops(a, tasks, variant, dmax, conv)
+        io, ioth = stats.interval(own, level), stats.interval(other, level)
+        out[f"{variant}_drop"] = {"own": io.as_dict(), "other": ioth.as_dict(),
+                                  "degenerate_excluded": n_deg,
+                                  "verdict": stats.drop_verdict(io, ioth)}
+    c_own = a["complement_drop_own"].sel(task=tasks).where(ok)
+    c_oth = a["complement_drop_other"].sel(task=tasks).where(ok)
+    co, cot = stats.interval(c_own, level), stats.interval(c_oth, level)
+    out["complement_drop"] = {"own": co.as_dict(), "other": cot.as_dict(),
+                              "verdict": stats.drop_verdict(co, cot)}
+    return out
+
+
+def _trend(md: xr.Dataset, var: str, tasks: list[str], level: float, sign: int) -> dict:
+    """First vs last checkpoint of ``var`` (converged runs, each checkpoint's selected
+    alpha): the interval of the per-network change and the between-network spread."""
+    ends = []
+    for ck in (md["checkpoint"].values[0], md["checkpoint"].values[-1]):
+        a = float(md["selected_alpha"].sel(checkpoint=ck))
+        if not np.isfinite(a):
+            return {"verdict": "not testable (no alpha selected)"}
+        m = md.sel(checkpoint=ck, alpha=a, task=tasks)
+        ends.append(m[var].where(m["converged"] == 1).mean(["task", "seed"], skipna=True))
+    change = stats.interval(ends[1] - ends[0], level, ())
+    spread = max(stats.between_spread(e) for e in ends)
+    return {"change": change.as_dict(), "network_spread": round(spread, 3),
+            "verdict": stats.trend_verdict(change, spread, sign)}
+
+
+def summarize(ds: Mapping[str, xr.Dataset], cfg: Config) -> dict[str, Any]:
+    """``summary.json``: per checkpoint the achieved val/test accuracy (across networks), the
+    selected alpha and per task family the module scalars, sharing beside its nulls, ablation
+    and complement drops with verdicts and the convergence counts; per family the trends from
+    the first to the last checkpoint. Intervals: mean over mask seeds within each network,
+    then the ``metrics.ci`` t-interval across networks; converged runs only."""
+    md, level = ds["modules"], cfg.metrics.ci
+    fams = [f for f in FAMILIES if any(t in md["task"].values for t in FAMILIES[f].tasks)]
+    out: dict[str, Any] = {"config_hash": metrics_hash(cfg), "profile": cfg.profile,
+                           "networks": [int(n) for n in md["network"].values],
+                           "ci_level": level, "checkpoints": {}, "trends": {}}
+    for ck in md["checkpoint"].values:
+        a = float(md["selected_alpha"].sel(checkpoint=ck))
+        entry: dict[str, Any] = {
+            "val_acc": stats.interval(md["ckpt_val_acc"].sel(checkpoint=ck), level,
+                                      ()).as_dict(),
+            "test_acc": stats.interval(md["ckpt_test_acc"].sel(checkpoint=ck), level,
+                                       ()).as_dict(),
+            "alpha": a if np.isfinite(a) else None, "families": {}}
+        if np.isfinite(a):
+            entry["families"] = {f: _family_summary(ds, f, str(ck), a, cfg) for f in fams}
+        out["checkpoints"][str(ck)] = entry
+    if md.sizes["checkpoint"] > 1:
+        for f in fams:
+            tasks = [t for t in FAMILIES[f].tasks if t in md["task"].values]
+            out["trends"][f] = {v: _trend(md, v, tasks, level, sign) for v, sign in (
+                ("sparsity", +1), ("dispersity", -1), ("dispersity_norm", -1))}
+    return out
 
 
 # =========================================================================== writing
@@ -657,66 +838,63 @@ def source_string() -> str:
     return f"modules-avr {__version__}" + (f" (git {desc})" if desc else "")
 
 
-def build(masks: str | Path, training: str | Path, cfg: Config, source: str | None = None,
+def build(masks: str | Path, train: str | Path, cfg: Config, source: str | None = None,
           progress: bool = True) -> dict[str, xr.Dataset]:
-    """Load inputs and return the four finalised (annotated, validated) datasets."""
-    runs = load_masks(masks, cfg, progress=progress)
-    raw = compute(runs, cfg, read_training(training), progress=progress)
+    """Load inputs and return the finalised (annotated, validated) datasets."""
+    raw = compute(masks, train, cfg, progress=progress)
     src = source_string() if source is None else source
     m = cfg.metrics
-    common = {"profile": cfg.profile,
+    common = {"profile": cfg.profile, "config_hash": metrics_hash(cfg),
               "metrics_params": f"alpha_tolerance={m.alpha_tolerance:g} "
                                 f"alpha_min_seeds={m.alpha_min_seeds} "
-                                f"chance_samples={m.chance_samples} "
-                                f"dispersity_samples={m.dispersity_samples} ci={m.ci:g}"}
-    extra = {
-        "sharing": {"chance_method": "iomin_chance, iou_chance: analytic, random masks with "
-                                     "the same kept count per tensor; iomin_chance_global: "
-                                     "analytic, same global density (100 max(p, q)); "
-                                     "*_chance_upper: sampled (hypergeometric), "
-                                     f"{m.chance_samples} pairs, quantile {m.ci:g}"},
-        "curves": {"snapshot_param": raw["_snapshot_param"],
-                   "snapshot_seed": str(min(cfg.masks.seeds))},
-    }
+                                f"dispersity_samples={m.dispersity_samples} ci={m.ci:g} "
+                                f"degenerate_max={cfg.masks.degenerate_max:g}"}
+    extra = {"curves": {"snapshot_param": raw["_snapshot_param"]}}
     return {name: finalize(raw[name], name, src, {**common, **extra.get(name, {})})
             for name in FILES}
 
 
-def write(datasets: Mapping[str, xr.Dataset], out: str | Path) -> list[Path]:
-    """Write each dataset atomically as ``<out>/<name>.nc`` (netCDF4, fixed encoding)."""
+def write(datasets: Mapping[str, xr.Dataset], out: str | Path,
+          summary: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write each dataset atomically as ``<out>/<name>.nc`` (netCDF4, fixed encoding) and,
+    when given, ``summary.json`` (sorted keys, NaN as null)."""
     paths = []
     for name in FILES:
         path = Path(out) / f"{name}.nc"
         with atomic_path(path) as tmp:
             datasets[name].to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
         paths.append(path)
+    if summary is not None:
+        text = json.dumps(summary, indent=1, sort_keys=True, allow_nan=False)
+        paths.append(atomic_write_text(Path(out) / "summary.json", text + "\n"))
     return paths
 
 
-def run(masks: str | Path, training: str | Path, params: str | Path, out: str | Path,
-        profile: str | None = None, progress: bool = True) -> dict[str, xr.Dataset]:
-    """The whole stage: load params, build the datasets, write them; returns the datasets."""
+def run(masks: str | Path, train: str | Path, params: str | Path, out: str | Path,
+        profile: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """The whole stage: load params, build the datasets and the summary, write them."""
     cfg = load(params, profile)
-    datasets = build(masks, training, cfg, progress=progress)
-    write(datasets, out)
-    return datasets
+    datasets = build(masks, train, cfg, progress=progress)
+    summary = summarize(datasets, cfg)
+    write(datasets, out, summary)
+    return {**datasets, "summary": summary}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.metrics", description=__doc__.split("\n")[0])
-    ap.add_argument("--masks", required=True, help="folder of mask files (<run key>.pt)")
-    ap.add_argument("--training", required=True, help="SCL training log (training.nc)")
+    ap.add_argument("--masks", required=True, help="folder of net<k>/<ckpt>/ mask folders")
+    ap.add_argument("--train", required=True, help="folder of net<k>/ training outputs")
     ap.add_argument("--params", default="active.yaml")
     ap.add_argument("--profile", default=None)
-    ap.add_argument("--out", required=True, help="folder for the four .nc files")
+    ap.add_argument("--out", required=True, help="folder for the .nc files and summary.json")
     args = ap.parse_args(argv)
     try:
-        ds = run(args.masks, args.training, args.params, args.out, args.profile)
+        ds = run(args.masks, args.train, args.params, args.out, args.profile)
     except (MetricsError, ConfigError, SchemaError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     sel = ds["modules"]["selected_alpha"]
-    print(f"{args.out}: {', '.join(f'{n}.nc' for n in FILES)}; selected alpha "
+    print(f"{args.out}: {', '.join(f'{n}.nc' for n in FILES)}, summary.json; selected alpha "
           + ", ".join(f"{c}={a:g}" for c, a in zip(sel["checkpoint"].values, sel.values)))
     return 0
 
