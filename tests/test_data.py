@@ -107,3 +107,31 @@ def test_bad_inputs_name_the_path(tmp_path, case):
 def test_bad_split(tmp_path):
     with pytest.raises(ValueError, match="split"):
         RavenDataset(tmp_path, "training")
+
+
+def test_bad_shapes_array_names_the_file(tmp_path):
+    image, target, shapes = fake(4)
+    f = tmp_path / "train" / "a_cfg.npz"
+    write_npz(f, {"image": image, "target": target, "shapes": shapes[:, :3]})
+    with pytest.raises(RavenFileError, match=rf"{f}: 'shapes' must be \[N, 5\] = \[4, 5\].*"
+                                             r"got \[4, 3\]"):
+        RavenDataset(tmp_path, "train")
+    write_npz(f, {"image": image, "target": target, "shapes": shapes[:3]})
+    with pytest.raises(RavenFileError, match=rf"{f}: 'shapes'.*got \[3, 5\]"):
+        RavenDataset(tmp_path, "train")
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_panel_size_mismatch_between_splits_names_the_file(tmp_path, mmap):
+    stored = ("image",) if mmap else ()
+    image, target, shapes = fake(4, size=16)
+    write_npz(tmp_path / "train" / "a.npz", {"image": image, "target": target, "shapes": shapes},
+              stored=stored)
+    small_image, _, _ = fake(4, size=8)
+    bad = tmp_path / "val" / "a.npz"
+    write_npz(bad, {"image": small_image, "target": target, "shapes": shapes}, stored=stored)
+    for split in ("train", "val"):
+        with pytest.raises(RavenFileError, match=r"panels of size \[(8, 8|16, 16)\], but split"):
+            RavenDataset(tmp_path, split)
+    with pytest.raises(RavenFileError, match=str(bad)):
+        RavenDataset(tmp_path, "train")

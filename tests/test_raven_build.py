@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from core.config import SHAPES, load
 from core.data import RavenDataset
@@ -23,10 +24,19 @@ CONFIGS = ["center_single", "in_center_single_out_center_single"]
 
 
 def small(**data):
+    """The ci profile, smaller: batches small enough for its few problems."""
     cfg = load(ROOT / "params.yaml", "ci")
     d = dataclasses.replace(cfg.data, **{"configs": CONFIGS, "n_per_config": 20, "task_n": 10,
                                          "workers": 1, "image_size": 32, **data})
-    return dataclasses.replace(cfg, data=d)
+    return dataclasses.replace(cfg, data=d,
+                               train=dataclasses.replace(cfg.train, batch_size=8),
+                               masks=dataclasses.replace(cfg.masks, batch_size=4, n_samples=1))
+
+
+def write_params(path: Path, cfg) -> Path:
+    """A flat parameters file holding ``cfg``."""
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    return path
 
 
 def test_build_layout_and_tasks(tmp_path):
@@ -52,16 +62,15 @@ def test_build_layout_and_tasks(tmp_path):
 
 
 def test_build_cli_force_and_determinism(tmp_path, capsys):
-    params = tmp_path / "params.yaml"
     # the ci profile with fewer, smaller problems (the test builds it three times)
-    params.write_text((ROOT / "params.yaml").read_text().replace(
-        "task_n: 40", "task_n: 20\n      image_size: 32\n      families: [original, control]"))
-    args = ["build", "--params", str(params), "--profile", "ci", "--quiet"]
+    params = write_params(tmp_path / "params.yaml", small(
+        configs=["center_single", "distribute_four"], task_n=20, families=["original", "control"]))
+    args = ["build", "--params", str(params), "--quiet"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert main([*args, "--out", str(tmp_path / "a")]) == 2
     assert "not empty" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "a"), "--force"]) == 0
-    cfg = load(params, "ci")
+    cfg = load(params)
     b = build(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, workers=2)),
               tmp_path / "b", progress=False)
     files = sorted(p.relative_to(b) for p in b.rglob("*.npz"))
@@ -152,3 +161,82 @@ def test_memory_mapped_shards_same_problems(tmp_path):
     assert torch.equal(t_mapped.images[torch.arange(len(t_mapped))], t_plain.images)
     with pytest.raises(IndexError):
         mapped.images[torch.tensor([24])]
+
+
+# ---- issue 20: early size checks, --force only on our folders, killed builds, bad shards ----
+
+
+def test_sets_too_small_fail_in_the_data_stage(tmp_path):
+    from core.raven.build import DataSizeError, check_sizes
+
+    # 7 problems over 2 configurations: 4 + 3 -> no val split in either
+    with pytest.raises(DataSizeError, match=r"data.task_n: 7 problems over 2 configuration\(s\) "
+                                            r"leave set 'triangle' with 0 val"):
+        build(small(task_n=7), tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()
+    cfg = small(task_n=10)  # 6 train problems per set
+    cfg = dataclasses.replace(cfg, masks=dataclasses.replace(cfg.masks, batch_size=8))
+    with pytest.raises(DataSizeError, match=r"6 train \(< masks.batch_size 8\).*at least 14"):
+        check_sizes(cfg)
+    cfg = small(n_per_config=10)  # 2 x 6 train problems < train.batch_size 16
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=16))
+    with pytest.raises(DataSizeError, match=r"data.n_per_config: 10 problems per configuration"
+                                            r".*12 train \(< train.batch_size 16\)"):
+        check_sizes(cfg)
+    check_sizes(small())
+    assert main(["build", "--params", str(write_params(tmp_path / "p.yaml", small(task_n=7))),
+                 "--out", str(tmp_path / "o"), "--quiet"]) == 2
+
+
+def test_force_replaces_only_our_folders(tmp_path, monkeypatch, capsys):
+    from core.raven.store import MARKER, OutDirError, check_out_dir
+
+    cfg = small(families=["control"])
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(OutDirError, match=f"no {MARKER} marker"):
+        build(cfg, other, force=True, progress=False)
+    assert (other / "notes.txt").read_text() == "keep me"
+    out = build(cfg, tmp_path / "raven", progress=False)
+    assert (out / MARKER).is_file()
+    assert build(cfg, out, force=True, progress=False) == out  # ours: replaced
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / ".git").mkdir()
+    with pytest.raises(OutDirError, match="repository root"):
+        check_out_dir(tmp_path / "repo", True)
+    monkeypatch.chdir(out)
+    for bad in (".", "..", str(tmp_path)):
+        assert main(["generate", "--out", bad, "--configs", "center_single", "--n", "10",
+                     "--force", "--quiet"]) == 2
+        assert "working directory" in capsys.readouterr().err
+    assert not list(tmp_path.glob(".old-*")) and not list(tmp_path.glob(".tmp-*"))
+    # an older build without the marker (only problem files in our folders) still counts
+    monkeypatch.chdir(tmp_path)
+    (out / MARKER).unlink()
+    assert check_out_dir(tmp_path / "raven", True)
+
+
+def test_killed_build_is_cleaned_by_the_next(tmp_path):
+    """kill -9 during the data stage leaves .tmp-raven-*; the next run removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    big = small(n_per_config=3000, families=["control"])
+    params = write_params(tmp_path / "big.yaml", big)
+    out = tmp_path / "data" / "raven"
+    proc = subprocess.Popen([sys.executable, "-m", "core.raven", "build", "--params",
+                             str(params), "--out", str(out), "--quiet"], cwd=ROOT)
+    deadline = time.time() + 60
+    while not list(out.parent.glob(".tmp-raven-*/.pid")) and time.time() < deadline:
+        assert proc.poll() is None, "the build ended before it could be killed"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(out.parent.glob(".tmp-raven-*")) and not out.exists()
+    assert main(["build", "--params", str(write_params(tmp_path / "p.yaml", small(
+        families=["control"]))), "--out", str(out), "--quiet"]) == 0
+    assert not list(out.parent.glob(".tmp-*")) and (out / "main").is_dir()

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--force", action="store_true", help="replace a non-empty --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     b = sub.add_parser("build", help="build the data set of a profile (docs/architecture.md)")
-    b.add_argument("--params", default="active.yaml")
+    b.add_argument("--params", default="params.yaml")
     b.add_argument("--profile", default=None)
     b.add_argument("--out", default="data/raven")
     b.add_argument("--force", action="store_true")

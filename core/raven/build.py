@@ -86,6 +86,56 @@ def plan(cfg: Config) -> list[tuple[str, Job]]:
     return out
 
 
+class DataSizeError(ValueError):
+    """A data set too small for the stages that read it (named by parameter and set)."""
+
+
+def split_counts(n: int, k: int) -> dict[str, int]:
+    """Problems per split when ``n`` are spread over ``k`` configurations."""
+    out = dict.fromkeys(SPLITS, 0)
+    for m in spread(n, k):
+        for split, (a, b) in split_ranges(m).items():
+            out[split] += b - a
+    return out
+
+
+def check_sizes(cfg: Config) -> None:
+    """Stop in the data stage when a later stage could not use the data: every set needs val
+    problems (selection) and test problems (reports), the training set a full
+    ``train.batch_size``, every task-family set a full ``masks.batch_size`` of train problems
+    (its masks train on it)."""
+    d = cfg.data
+
+    def need(n: int, k: int, key: str, what: str, train_min: int, train_key: str,
+             per_config: bool = False) -> None:
+        def split_counts_of(m: int) -> dict[str, int]:
+            return split_counts(m * k if per_config else m, k)
+
+        counts = split_counts_of(n)
+        short = [f"{counts[s]} {s}" for s in ("val", "test") if counts[s] < 1]
+        if counts["train"] < train_min:
+            short.append(f"{counts['train']} train (< {train_key} {train_min})")
+        if short:
+            low = next(m for m in range(n, 100 * n + 1000)
+                       if (c := split_counts_of(m))["val"] >= 1 and c["test"] >= 1
+                       and c["train"] >= train_min)
+            where = "per configuration" if per_config else f"over {k} configuration(s)"
+            raise DataSizeError(
+                f"{key}: {n} problems {where} leave {what} with "
+                f"{', '.join(short)} problems (split 6/2/2 per configuration); "
+                f"{key} must be at least {low}")
+
+    need(d.n_per_config, len(d.configs), "data.n_per_config", "the main set",
+         cfg.train.batch_size, "train.batch_size", per_config=True)
+    for name, subset in task_sets(d.families):
+        k = sum(subset_exists(c, subset) for c in d.configs)
+        if k == 0:
+            raise DataSizeError(f"data.configs: no configuration of {', '.join(d.configs)} "
+                                f"can hold set {name!r} (data.families)")
+        need(d.task_n, k, "data.task_n", f"set {name!r}", cfg.masks.batch_size,
+             "masks.batch_size")
+
+
 def subset_exists(configuration: str, subset: Subset) -> bool:
     """Whether every component of ``configuration`` allows ``subset`` (e.g. a dark subset
     does not exist where an outer frame is always white)."""
@@ -101,6 +151,7 @@ def build(cfg: Config, out: str | Path, force: bool = False, progress: bool = Tr
     out = check_out_dir(out, force)
     if cfg.data.public_dir is not None:
         return build_public(cfg, out, force, progress)
+    check_sizes(cfg)
     jobs = plan(cfg)
     for _, job in jobs:
         validate(job.configuration, job.subset, job.size, job.answers, job.stop - job.start)

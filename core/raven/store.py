@@ -40,10 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from core.config import SHAPES
+from core.config import CONFIGURATIONS, SHAPES
 from core.io import atomic_path
 
 SPLITS = ("train", "val", "test")
+CONFIG_NAMES = set(CONFIGURATIONS)  # per-configuration folders of the public layout
 PUBLIC_RE = re.compile(r"^RAVEN_(\d+)_(train|val|test)\.npz$")
 
 
@@ -207,13 +208,44 @@ class OutDirError(ValueError):
     """An output folder that cannot be written, or is not empty without ``--force``."""
 
 
+MARKER = ".core-raven"  # written into every folder core.raven builds: --force may replace it
+LEGACY_TOP = {"main", "tasks", "train", "val", "test"}  # folders of builds before the marker
+
+
+def _ours(out: Path) -> bool:
+    """Whether ``out`` was made by core.raven: it has the marker, or (older builds) holds only
+    problem files (``.npz``, ``.xml``, ``.png``) under the folders a build or generate makes."""
+    if (out / MARKER).is_file():
+        return True
+    top = list(out.iterdir())
+    if not top or not all(p.is_dir() and (p.name in LEGACY_TOP or p.name in CONFIG_NAMES)
+                          for p in top):
+        return False
+    return all(f.is_dir() or f.suffix in (".npz", ".xml", ".png") for f in out.rglob("*"))
+
+
 def check_out_dir(out: str | Path, force: bool) -> Path:
-    """``out`` must be a writable place for a new folder, empty unless ``force``."""
+    """``out`` must be a writable place for a new folder, empty unless ``force``; with
+    ``force`` it may only replace a folder core.raven made (never ``.``, a folder holding the
+    working directory, or a repository root)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutDirError(f"--out: {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutDirError(f"--out: {out} is not empty (pass --force to replace it)")
+    here = Path.cwd().resolve()
+    target = out.resolve()
+    if target == here or target in here.parents:
+        raise OutDirError(f"--out: {out} is the working directory or holds it; give a "
+                          f"folder of its own (e.g. data/raven)")
+    if any((target / m).exists() for m in (".git", ".dvc", "pyproject.toml")):
+        raise OutDirError(f"--out: {out} is a repository root; give a folder of its own "
+                          f"(e.g. data/raven)")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise OutDirError(f"--out: {out} is not empty (pass --force to replace it)")
+        if not _ours(out):
+            raise OutDirError(f"--out: {out} holds files core.raven did not make (no {MARKER} "
+                              f"marker); --force replaces only folders it built: move them "
+                              f"or choose another --out")
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
@@ -224,20 +256,60 @@ def check_out_dir(out: str | Path, force: bool) -> Path:
     return out
 
 
+PID_FILE = ".pid"  # in a staging folder: the process that builds it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(out: Path) -> list[Path]:
+    """Remove the staging folders (``.tmp-<name>-*``, ``.old-<name>-*``) that a killed build
+    of ``out`` left beside it: those whose building process is gone. Returns them."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for pattern in (f".tmp-{out.name}-*", f".old-{out.name}-*"):
+        for d in out.parent.glob(pattern):
+            if not d.is_dir():
+                continue
+            try:
+                pid = int((d / PID_FILE).read_text())
+            except (OSError, ValueError):
+                pid = None
+            if pid is not None and _alive(pid) and pid != os.getpid():
+                continue  # another build is running
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_dir(out: str | Path, force: bool) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out`` (by rename), on
-    failure it is removed: a crash never leaves a half-built ``out``."""
+    failure it is removed: a crash never leaves a half-built ``out``, and what a killed run
+    left is removed by the next one (:func:`clean_stale`)."""
     out = check_out_dir(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+        (tmp / PID_FILE).write_text(str(os.getpid()))
     except OSError as err:
         raise OutDirError(f"--out: cannot create {out} ({err})") from None
     try:
         yield tmp
+        (tmp / PID_FILE).unlink()
+        (tmp / MARKER).write_text("made by python -m core.raven; `--force` may replace it\n")
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".old-{out.name}-", dir=out.parent))
+            (old / PID_FILE).write_text(str(os.getpid()))
             os.replace(out, old / "x")
             os.replace(tmp, out)
             shutil.rmtree(old)
