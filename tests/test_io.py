@@ -1,5 +1,6 @@
 """core.io: atomic writes keep nothing half-written; torch files fail with one clear error."""
 
+import hashlib
 import os
 
 import pytest
@@ -39,3 +40,13 @@ def test_torch_load_errors_name_the_file(tmp_path):
         io.torch_load(bad, "thing", ValueError)
     with pytest.raises(ValueError, match="nope.pt: thing not found"):
         io.torch_load(tmp_path / "nope.pt", "thing", ValueError)
+
+
+def test_atomic_torch_save_bytes_do_not_depend_on_the_file(tmp_path):
+    obj = {"w": torch.arange(6.0).reshape(2, 3), "meta": {"step": 3}}
+    a = io.atomic_torch_save(obj, tmp_path / "a.pt")
+    b = io.atomic_torch_save(obj, tmp_path / "sub" / "b.pt")
+    assert a.read_bytes() == b.read_bytes() == io.torch_bytes(obj)
+    assert torch.equal(io.torch_load(b, "thing", ValueError)["w"], obj["w"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "sub"]
+    assert io.file_sha256(a) == hashlib.sha256(a.read_bytes()).hexdigest()

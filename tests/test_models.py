@@ -138,3 +138,19 @@ def test_not_a_checkpoint_and_missing(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match=r"nope\.pt: checkpoint not found"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_checkpoint_from_a_state_dict_with_extra_facts(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(model_cfg(), 32)
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # the model moves on; the snapshot is kept
+    ck = checkpoint_dict(snapshot, model_cfg(), 32, 50.0, 7, 0, 49.2,
+                         extra={"network": 3, "train_hash": "abc"})
+    torch.save(ck, tmp_path / "scl_50.pt")
+    loaded, meta = load_checkpoint(tmp_path / "scl_50.pt", arch="scl")
+    assert (meta["network"], meta["train_hash"], meta["val_acc"]) == (3, "abc", 49.2)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, snapshot[k]), k
+    assert all(v.is_contiguous() for v in ck["state_dict"].values())  # no memory format in files
