@@ -3,14 +3,18 @@
     python -m core.raven generate --out DIR --configs a,b --n N --seed S --workers W
                                   [--size 80] [--answers iraven|raven]
                                   [--shape X | --exclude-shape X] [--color-subset light|dark]
-                                  [--size-subset small|big] [--layout shards|public] [--force]
-    python -m core.raven build --params active.yaml --out data/raven [--force]
+                                  [--size-subset small|big] [--set NAME]
+                                  [--layout shards|public] [--mmap] [--force]
+    python -m core.raven build --params params.yaml --out data/raven [--force]
     python -m core.raven show FILE [--index I] [--png OUT]
     python -m core.raven check FILE
 
 ``generate`` makes ``N`` problems per configuration, split 6/2/2 train/val/test, as packed
 shards ``DIR/<split>/<configuration>.npz`` (read by ``core.data.RavenDataset(DIR, split)``) or
 per-problem files ``DIR/<configuration>/RAVEN_<i>_<split>.npz`` (the public RAVEN layout).
+``--set NAME`` generates one task-family set of ``core.tasks`` (e.g. ``rule_circle``) instead of
+the subset options; ``--mmap`` stores the panels uncompressed (memory-mapped by the loader).
+``--force`` replaces only a folder ``core.raven`` made.
 Every bad argument stops with one error naming it; the output folder appears only complete.
 """
 
@@ -37,6 +41,7 @@ from core.raven.store import (
     write_problems,
     write_shard,
 )
+from core.tasks import SET_SPECS
 
 ERRORS = (ConfigError, ConfigurationError, SubsetError, SizeError, AnswerSetError, OutDirError,
           RavenFileError, ValueError)
@@ -44,7 +49,8 @@ ERRORS = (ConfigError, ConfigurationError, SubsetError, SizeError, AnswerSetErro
 
 def generate(out: str | Path, configs: list[str], n: int, seed: int = 0, workers: int = 1,
              size: int = 80, answers: str = "iraven", subset: Subset | None = None,
-             layout: str = "shards", force: bool = False, progress: bool = True) -> Path:
+             layout: str = "shards", force: bool = False, progress: bool = True,
+             mmap: bool = False) -> Path:
     """Generate ``n`` problems per configuration into ``out`` (see the module docstring)."""
     subset = subset or Subset()
     if not configs:
@@ -64,7 +70,8 @@ def generate(out: str | Path, configs: list[str], n: int, seed: int = 0, workers
         for job, arrays in run_jobs([j for _, j in jobs], workers, progress, "generate"):
             split = splits[id(job)]
             if layout == "shards":
-                write_shard(tmp / split / f"{job.configuration}.npz", arrays, job.configuration)
+                write_shard(tmp / split / f"{job.configuration}.npz", arrays, job.configuration,
+                            mmap)
             else:
                 comps = components(job.configuration, subset)
                 metas = [public_meta(job.configuration, comps, r) for r in arrays["rules"]]
@@ -142,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--exclude-shape", help="no entity of this shape")
     g.add_argument("--color-subset", help=f"one of {', '.join(COLOR_SUBSETS)}")
     g.add_argument("--size-subset", help=f"one of {', '.join(SIZE_SUBSETS)}")
+    g.add_argument("--set", dest="set_name", default=None,
+                   help="a task-family set of core.tasks (e.g. rule_circle, color_rule)")
     g.add_argument("--layout", default="shards", choices=("shards", "public"))
+    g.add_argument("--mmap", action="store_true", help="panels uncompressed (memory-mapped)")
     g.add_argument("--force", action="store_true", help="replace a non-empty --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     b = sub.add_parser("build", help="build the data set of a profile (docs/architecture.md)")
@@ -161,8 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "generate":
             subset = Subset(args.shape, args.exclude_shape, args.color_subset, args.size_subset)
+            if args.set_name is not None:
+                if subset != Subset():
+                    raise SubsetError("--set: give either --set or the subset options")
+                if args.set_name not in SET_SPECS:
+                    raise SubsetError(f"--set: unknown set {args.set_name!r} (expected one of "
+                                      f"{', '.join(SET_SPECS)})")
+                subset = Subset(**SET_SPECS[args.set_name])
             out = generate(args.out, args.configs, args.n, args.seed, args.workers, args.size,
-                           args.answers, subset, args.layout, args.force, not args.quiet)
+                           args.answers, subset, args.layout, args.force, not args.quiet,
+                           args.mmap)
             print(f"wrote {out}")
         elif args.cmd == "build":
             from core.raven.build import build
