@@ -25,7 +25,7 @@ from typing import Any
 from core.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = ("generator", "scl", "masking", "pipeline")
+MODULES = ("generator", "scl", "flops", "masking", "pipeline")
 
 
 def machine() -> str:
