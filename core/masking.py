@@ -6,9 +6,15 @@ every masked parameter gets a logit tensor ``s`` initialised to ``masks.init``. 
 samples logistic noise ``l = log(u / (1 - u))``, ``m_soft = sigmoid((s + l) / tau)``, the hard
 mask ``m_soft > 0.5`` with a straight-through gradient, runs the model with weights ``w * m``
 through :func:`torch.func.functional_call` (no per-model code) and minimises
-``cross-entropy + alpha * sum(s)`` with Adam on the logits only. The read-out is
-deterministic: ``mask = s > 0``. Model * mask and model * (1 - mask) (the inverted mask, an
-ablation) are evaluated on the task set and on the not-task set.
+``cross-entropy + alpha * sum(s)`` with Adam on the logits only (``alpha`` is per weight:
+a weight stays when removing it costs more than ``alpha`` nats of batch-mean cross-entropy;
+Csordas' beta, divided by the batch size B, is ``alpha * B``). The read-out is deterministic:
+``mask = s > 0``. Normalisation scale and shift are not masked unless ``masks.mask_norm``.
+
+Ablations (:func:`evaluate_group`): model * mask, model * (1 - mask) (the inverted mask) and the
+selective ablation (only the module's task-specific part removed), each with its *degenerate*
+fraction (problems whose 8 candidate logits are constant, where "accuracy" only counts answers
+at index 0). Every run reports whether it converged (:func:`convergence`).
 
 ``masks.n_samples`` > 1 splits each batch into that many chunks, each run with its own mask
 sample (more samples per step at the same cost). Speed: all logits live in one flat tensor
@@ -44,6 +50,7 @@ from torch import nn
 from torch.func import functional_call
 
 from core.config import SHAPES, ConfigError, MaskConfig
+from core.device import autocast, resolve_device, resolve_precision, set_deterministic, to_cpu
 from core.maskfile import (  # noqa: F401  (the mask file's home; re-exported for callers)
     ACCURACY_KEYS,
     CURVE_KEYS,
@@ -59,18 +66,42 @@ from core.maskfile import (  # noqa: F401  (the mask file's home; re-exported fo
 
 # --------------------------------------------------------------------------- the masked model
 
+# Normalisation layers whose affine parameters (scale and shift) are NOT masked by default:
+# a module keeps every BatchNorm scale, so the inverted mask zeroes them all and the model
+# outputs the same logit for every candidate (measured on SCL: 100% of problems). The
+# original study masked them; ``masks.mask_norm: true`` does the same.
+NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
+                                *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+VARIANTS = ("mask", "inverted", "selective")
+SPLITS = ("select", "report")
 
-def select_parameters(model: nn.Module, include: Sequence[str] = ()) -> list[str]:
-    """Names of the parameters to mask, in model order: all, or those starting with a prefix
-    in ``include``. A prefix that matches nothing is an error (a typo would silently mask
-    less than asked)."""
-    names = [n for n, _ in model.named_parameters()]
+
+def norm_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters that belong to normalisation layers (BatchNorm, LayerNorm,
+    GroupNorm, InstanceNorm, RMSNorm), in model order."""
+    own = {f"{mod_name}.{p}" if mod_name else p
+           for mod_name, mod in model.named_modules() if isinstance(mod, NORM_TYPES)
+           for p, _ in mod.named_parameters(recurse=False)}
+    return [n for n, _ in model.named_parameters() if n in own]
+
+
+def select_parameters(model: nn.Module, include: Sequence[str] = (),
+                      mask_norm: bool = False) -> list[str]:
+    """Names of the parameters to mask, in model order: all (normalisation scale and shift
+    only with ``mask_norm``), or those starting with a prefix in ``include``. A prefix that
+    matches nothing maskable is an error (a typo would silently mask less than asked)."""
+    all_names = [n for n, _ in model.named_parameters()]
+    skip = set() if mask_norm else set(norm_parameters(model))
+    names = [n for n in all_names if n not in skip]
     if not include:
         return names
     for prefix in include:
         if not any(n.startswith(prefix) for n in names):
-            raise MaskError(f"masks.include: prefix {prefix!r} matches no parameter (names "
-                            f"start with {', '.join(sorted({n.split('.')[0] for n in names}))})")
+            why = (" (only normalisation parameters, which masks.mask_norm: false leaves "
+                   "unmasked)" if any(n.startswith(prefix) for n in all_names) else "")
+            raise MaskError(f"masks.include: prefix {prefix!r} matches no maskable parameter"
+                            f"{why} (names start with "
+                            f"{', '.join(sorted({n.split('.')[0] for n in all_names}))})")
     return [n for n in names if any(n.startswith(p) for p in include)]
 
 
@@ -96,24 +127,37 @@ def snapshot_parameter(names: Sequence[str], shapes: Sequence[Sequence[int]],
 class MaskedModel:
     """A frozen model with one mask-logit tensor per masked parameter.
 
-    The model is put in eval mode and its parameters stop requiring gradients (in place):
-    only the logits are trained. Forward passes substitute ``w * m`` for the masked
-    parameters through ``functional_call``; buffers (BatchNorm running statistics) and
-    unmasked parameters come from the model unchanged.
+    The model is put in eval mode on ``device`` and its parameters stop requiring gradients
+    (in place): only the logits are trained. Forward passes (under ``precision``'s autocast)
+    substitute ``w * m`` for the masked parameters through ``functional_call``; buffers
+    (BatchNorm running statistics) and unmasked parameters come from the model unchanged.
+    ``names`` fixes the masked parameters explicitly (e.g. those of a mask file); otherwise
+    :func:`select_parameters` picks them from ``include`` and ``mask_norm``.
     """
 
-    def __init__(self, model: nn.Module, include: Sequence[str] = (), init: float = 0.0):
+    def __init__(self, model: nn.Module, include: Sequence[str] = (), init: float = 0.0, *,
+                 mask_norm: bool = False, names: Sequence[str] | None = None,
+                 device: torch.device | str | None = None, precision: str = "fp32"):
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.precision = precision
+        model.to(self.device)
         model.eval()
         model.requires_grad_(False)
         self.model = model
-        self.names = select_parameters(model, include)
         params = dict(model.named_parameters())
+        if names is None:
+            names = select_parameters(model, include, mask_norm)
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            raise MaskError(f"mask names {unknown[:3]} are not parameters of the model")
+        self.names = list(names)
         self.shapes = [tuple(params[n].shape) for n in self.names]
         self.weights = {n: self._layout(params[n].detach()) for n in self.names}
         # All logits live in one flat leaf tensor (one Adam tensor, one noise draw, a few
         # element-wise ops per step instead of a dozen per parameter).
         self.sizes = [math.prod(sh) for sh in self.shapes]
-        self.flat = torch.full((sum(self.sizes),), float(init), requires_grad=True)
+        self.flat = torch.full((sum(self.sizes),), float(init), device=self.device,
+                               requires_grad=True)
 
     @staticmethod
     def _layout(t: torch.Tensor) -> torch.Tensor:
@@ -144,32 +188,47 @@ class MaskedModel:
 
     def sample(self, generator: torch.Generator, tau: float) -> dict[str, torch.Tensor]:
         """One stochastic mask per parameter: hard values in the forward pass, the gradient
-        of ``sigmoid((s + l) / tau)`` in the backward pass (straight-through)."""
+        of ``sigmoid((s + l) / tau)`` in the backward pass (straight-through). The noise comes
+        from ``generator`` on the CPU (the same draws on every device)."""
         u = torch.empty(self.flat.shape).uniform_(generator=generator)
         u.clamp_(torch.finfo(torch.float32).tiny, 1.0 - 2 ** -24)
-        soft = torch.sigmoid((self.flat + torch.logit(u)) / tau)  # logistic noise
+        noise = torch.logit(u).to(self.device)
+        soft = torch.sigmoid((self.flat + noise) / tau)  # logistic noise
         hard = (soft > 0.5).to(soft.dtype)
         return self._views(hard + (soft - soft.detach()))
 
     def binary(self) -> dict[str, torch.Tensor]:
-        """The deterministic read-out ``logits > 0`` (bool tensors, standard layout)."""
-        return {n: m.clone(memory_format=torch.contiguous_format)
+        """The deterministic read-out ``logits > 0`` (bool CPU tensors, standard layout)."""
+        return {n: m.to("cpu").clone(memory_format=torch.contiguous_format)
                 for n, m in self._views(self.flat.detach() > 0).items()}
 
     def __call__(self, x: torch.Tensor, masks: dict[str, torch.Tensor] | None = None,
                  invert: bool = False) -> torch.Tensor:
-        """Model output with weights ``w * m`` (``w * (1 - m)`` if ``invert``); unmasked if
-        ``masks`` is None."""
-        if masks is None:
-            return self.model(x)
-        eff = {}
-        for n, w in self.weights.items():
-            m = masks[n].to(w.dtype)
-            eff[n] = w * (1 - m) if invert else w * m
-        return functional_call(self.model, eff, (x,))
+        """Float32 model output with weights ``w * m`` (``w * (1 - m)`` if ``invert``);
+        unmasked if ``masks`` is None."""
+        with autocast(self.device, self.precision):
+            if masks is None:
+                return self.model(x).float()
+            eff = {}
+            for n, w in self.weights.items():
+                m = masks[n].to(device=w.device, dtype=w.dtype)
+                eff[n] = w * (1 - m) if invert else w * m
+            return functional_call(self.model, eff, (x,)).float()
+
+    def forward_fn(self, masks: dict[str, torch.Tensor] | None = None,
+                   invert: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``x -> self(x, masks, invert)``: one variant of the model as a plain function."""
+        return lambda x: self(x, masks, invert)
 
 
-# --------------------------------------------------------------------------- data
+def check_finite_weights(model: nn.Module, where: str = "model") -> None:
+    """A checkpoint with a NaN/inf weight cannot be masked meaningfully: one clear error."""
+    for n, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise MaskError(f"{where}: parameter {n!r} has non-finite values")
+
+
+# --------------------------------------------------------------------------- data, accuracy
 
 
 @dataclass
@@ -196,20 +255,72 @@ class Split:
             return self
         return Split(self.inputs[:n], self.targets[:n], self.prepare, self.name)
 
-    def batch(self, idx: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.inputs[idx]
-        return (self.prepare(x) if self.prepare else x), self.targets[idx]
+    def batch(self, idx: torch.Tensor | slice, device: torch.device | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (moved to ``device``, then prepared) and targets of the problems ``idx``."""
+        x, y = self.inputs[idx], self.targets[idx]
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        return (self.prepare(x) if self.prepare else x), y
 
 
 @torch.no_grad()
-def accuracy(masked: MaskedModel, data: Split, masks: dict[str, torch.Tensor] | None,
-             invert: bool = False, batch_size: int = 64) -> float:
-    """Percent of ``data`` solved by model * mask (or * (1 - mask), or unmasked)."""
-    correct = 0
+def predict(forward: Callable[[torch.Tensor], torch.Tensor], data: Split,
+            batch_size: int = 64, device: torch.device | None = None) -> torch.Tensor:
+    """The outputs of ``forward`` on every problem of ``data``: a float32 CPU tensor [N, C]."""
+    out = []
     for i in range(0, len(data), batch_size):
-        x, y = data.batch(slice(i, i + batch_size))
-        correct += int((masked(x, masks, invert).argmax(-1) == y).sum())
-    return 100.0 * correct / len(data)
+        x, _ = data.batch(slice(i, i + batch_size), device)
+        out.append(forward(x).float().cpu())
+    return torch.cat(out)
+
+
+def percent_correct(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Percent of rows whose argmax is the target."""
+    return 100.0 * int((logits.argmax(-1) == targets.cpu()).sum()) / len(targets)
+
+
+def degenerate_rows(logits: torch.Tensor, tol: float) -> torch.Tensor:
+    """Problems whose candidate logits are constant within ``tol`` (bool [N]): spread
+    ``max - min <= tol * max(1, max |logit|)``. Such an answer is the argmax of a tie (index
+    0), not a choice; or NaN/inf outputs, which are degenerate too."""
+    finite = torch.isfinite(logits).all(-1)
+    spread = logits.max(-1).values - logits.min(-1).values
+    scale = logits.abs().max(-1).values.clamp(min=1.0)
+    return ~finite | (spread <= tol * scale)
+
+
+def accuracy(forward: Callable[[torch.Tensor], torch.Tensor], data: Split,
+             batch_size: int = 64, device: torch.device | None = None) -> float:
+    """Percent of ``data`` solved by ``forward`` (a model, or a ``MaskedModel.forward_fn``).
+    The project's one accuracy loop (training validation uses it too)."""
+    return percent_correct(predict(forward, data, batch_size, device), data.targets)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Accuracy (percent) and degenerate fraction of one model variant on one problem set."""
+
+    accuracy: float
+    degenerate: float
+    n_problems: int
+
+
+def measure(forward: Callable[[torch.Tensor], torch.Tensor], data: Split, *,
+            tol: float = 1e-4, batch_size: int = 64,
+            device: torch.device | None = None) -> Measure:
+    """Accuracy and degeneracy (fraction of problems whose logits are constant within
+    ``tol``, see :func:`degenerate_rows`) from one pass over ``data``."""
+    logits = predict(forward, data, batch_size, device)
+    return Measure(percent_correct(logits, data.targets),
+                   float(degenerate_rows(logits, tol).float().mean()), len(data))
+
+
+def degenerate_fraction(forward: Callable[[torch.Tensor], torch.Tensor], data: Split,
+                        tol: float = 1e-4, batch_size: int = 64,
+                        device: torch.device | None = None) -> float:
+    """Fraction of ``data``'s problems on which ``forward`` outputs (near-)constant logits."""
+    return measure(forward, data, tol=tol, batch_size=batch_size, device=device).degenerate
 
 
 def evaluate(masked: MaskedModel, mask: dict[str, torch.Tensor], task: Split,
@@ -217,18 +328,152 @@ def evaluate(masked: MaskedModel, mask: dict[str, torch.Tensor], task: Split,
     """The six accuracies of the file format (percent)."""
     out = {}
     for key, data in (("task", task), ("not_task", not_task)):
-        out[key] = accuracy(masked, data, mask, False, batch_size)
-        out[f"{key}_inverted"] = accuracy(masked, data, mask, True, batch_size)
-        out[f"{key}_full"] = accuracy(masked, data, None, False, batch_size)
+        for suffix, fn in (("", masked.forward_fn(mask)),
+                           ("_inverted", masked.forward_fn(mask, invert=True)),
+                           ("_full", masked.forward_fn(None))):
+            out[key + suffix] = accuracy(fn, data, batch_size, masked.device)
     return {k: out[k] for k in ACCURACY_KEYS}
+
+
+# --------------------------------------------------------------------------- ablations
+
+
+def mask_union(masks: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Entry-wise OR of masks over the same parameters."""
+    out = {n: t.clone() for n, t in masks[0].items()}
+    for m in masks[1:]:
+        if set(m) != set(out):
+            raise MaskError("mask_union: the masks cover different parameters")
+        for n in out:
+            out[n] |= m[n]
+    return out
+
+
+def task_specific(mask: dict[str, torch.Tensor], others: Sequence[dict[str, torch.Tensor]]
+                  ) -> dict[str, torch.Tensor]:
+    """The task-specific part of a module: ``mask AND NOT (union of others)``."""
+    if not others:
+        return {n: t.clone() for n, t in mask.items()}
+    union = mask_union(list(others))
+    if set(union) != set(mask):
+        raise MaskError("task_specific: the masks cover different parameters")
+    return {n: mask[n] & ~union[n] for n in mask}
+
+
+def selective_partners(info: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """For every run key, the runs whose union is removed from its module for the selective
+    ablation: the *other* tasks of the same family, at the same alpha and seed (all masks of
+    one ``evaluate_group`` call come from one checkpoint)."""
+    out = {}
+    for key, me in info.items():
+        out[key] = sorted(k for k, o in info.items()
+                          if k != key and o["family"] == me["family"] and o["task"] != me["task"]
+                          and o["seed"] == me["seed"] and float(o["alpha"]) == float(me["alpha"]))
+    return out
+
+
+def evaluate_group(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
+                   sets: dict[str, tuple[Split, Split]], *,
+                   info: dict[str, dict[str, Any]] | None = None, batch_size: int = 64,
+                   tol: float = 1e-4, degenerate_max: float = 0.5,
+                   device: torch.device | str | None = None, precision: str = "fp32"):
+    """The ablation matrix of one checkpoint's masks, as an ``xarray.Dataset``.
+
+    ``masks``: run key -> mask (bool tensors per parameter, the same parameters for all);
+    ``sets``: eval-set name -> (select split = val, report split = test); ``info``: run key ->
+    {"task", "family", "seed", "alpha"} (for the selective ablation; without it, or for a run
+    with no partner, ``selective`` is NaN). Variants: ``mask`` (model * mask), ``inverted``
+    (model * (1 - mask): the module removed), ``selective`` (the task-specific part removed:
+    model * (1 - (mask AND NOT union of the same family's other tasks' masks, same alpha and
+    seed))). Variables over (mask, variant, eval_set, split): ``accuracy`` (percent; NaN where
+    the variant is degenerate on more than ``degenerate_max`` of the problems: such a number
+    is the share of answers at index 0, not an accuracy), ``accuracy_raw`` (as measured),
+    ``degenerate`` (fraction of problems with constant logits), ``n_problems``; over
+    (eval_set, split): ``full_accuracy`` and ``full_degenerate`` of the unmasked model; over
+    (mask, variant): ``kept`` (weights the variant keeps of the masked ones, percent).
+    """
+    import xarray as xr
+
+    if not masks:
+        raise MaskError("evaluate_group: no masks given")
+    keys = list(masks)
+    names = list(masks[keys[0]])
+    for k in keys:
+        if list(masks[k]) != names:
+            raise MaskError(f"evaluate_group: mask {k!r} covers other parameters than {keys[0]!r}")
+    masked = MaskedModel(model, names=names, device=device, precision=precision)
+    for k in keys:
+        for n, s in zip(names, masked.shapes):
+            if tuple(masks[k][n].shape) != s or masks[k][n].dtype != torch.bool:
+                raise MaskError(f"evaluate_group: mask {k!r}[{n!r}] is not a bool tensor of "
+                                f"shape {s}")
+    partners = selective_partners(info) if info is not None else {}
+    set_names = list(sets)
+    shape = (len(keys), len(VARIANTS), len(set_names), len(SPLITS))
+    acc, deg, n_prob = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, np.int64)
+    kept = np.full(shape[:2], np.nan)
+    full_acc = np.full(shape[2:], np.nan)
+    full_deg = np.full(shape[2:], np.nan)
+
+    def run(fn, e, s):
+        return measure(fn, sets[set_names[e]][s], tol=tol, batch_size=batch_size,
+                       device=masked.device)
+
+    for e in range(len(set_names)):
+        for s in range(len(SPLITS)):
+            m = run(masked.forward_fn(None), e, s)
+            full_acc[e, s], full_deg[e, s] = m.accuracy, m.degenerate
+    total = masked.numel
+    for i, k in enumerate(keys):
+        mask = masks[k]
+        variants: dict[str, tuple[dict[str, torch.Tensor], bool]] = {
+            "mask": (mask, False), "inverted": (mask, True)}
+        if partners.get(k):
+            variants["selective"] = (task_specific(mask, [masks[p] for p in partners[k]]), True)
+        for v, (mk, invert) in variants.items():
+            j = VARIANTS.index(v)
+            on = sum(int(t.sum()) for t in mk.values())
+            kept[i, j] = 100.0 * ((total - on) if invert else on) / total
+            for e in range(len(set_names)):
+                for s in range(len(SPLITS)):
+                    m = run(masked.forward_fn(mk, invert), e, s)
+                    acc[i, j, e, s], deg[i, j, e, s], n_prob[i, j, e, s] = (
+                        m.accuracy, m.degenerate, m.n_problems)
+    reported = np.where(deg > degenerate_max, np.nan, acc)
+    dims = ("mask", "variant", "eval_set", "split")
+    return xr.Dataset(
+        {"accuracy": (dims, reported, {"units": "percent", "long_name":
+                      f"accuracy; NaN where degenerate on > {degenerate_max:g} of problems"}),
+         "accuracy_raw": (dims, acc, {"units": "percent"}),
+         "degenerate": (dims, deg, {"units": "1", "long_name":
+                        "fraction of problems whose 8 logits are constant"}),
+         "n_problems": (dims, n_prob),
+         "kept": (("mask", "variant"), kept, {"units": "percent", "long_name":
+                  "masked weights the variant keeps"}),
+         "full_accuracy": (("eval_set", "split"), full_acc, {"units": "percent"}),
+         "full_degenerate": (("eval_set", "split"), full_deg, {"units": "1"})},
+        coords={"mask": keys, "variant": list(VARIANTS), "eval_set": set_names,
+                "split": list(SPLITS)},
+        attrs={"degenerate_tol": float(tol), "degenerate_max": float(degenerate_max),
+               "selective": "mask AND NOT union(other tasks of the family, same alpha/seed)"})
+
+
+def relative_drop(reference: float, ablated: float) -> float:
+    """Csordas et al.'s complement-protocol measure: ``(reference - ablated) / reference``,
+    the share of the reference accuracy lost (e.g. reference mask on all data vs the mask
+    trained on all but task k, both evaluated on task k). NaN when the reference is 0."""
+    return float("nan") if reference == 0 else (reference - ablated) / reference
 
 
 # --------------------------------------------------------------------------- training
 
 
+TRAIN_CURVE_KEYS = ("step", "loss", "ce", "reg", "task_acc", "task_inverted_acc", "density")
+
+
 @dataclass
 class MaskResult:
-    """What one mask-training run produced (before the final evaluation)."""
+    """What one mask-training run produced (before the final evaluation); tensors on the CPU."""
 
     names: list[str]
     shapes: list[tuple[int, ...]]
@@ -237,6 +482,8 @@ class MaskResult:
     mask: dict[str, torch.Tensor]
     curve: dict[str, list]
     snapshots: dict[str, Any] = field(default_factory=dict)
+    convergence: dict[str, float] = field(default_factory=dict)
+    converged: bool = False
 
 
 def log_steps(steps: int, every: int) -> list[int]:
@@ -251,6 +498,36 @@ def snapshot_steps(steps: int, every: int, count: int) -> list[int]:
     return [logged[int(i)] for i in idx]
 
 
+def convergence(curve: dict[str, list], window: float = 0.2) -> dict[str, float]:
+    """How much the read-out density and the masked task accuracy (points) still move over
+    the last ``window`` of the run.
+
+    The window runs from the last logged step at or before ``(1 - window) * steps`` to the
+    end (so it holds at least two logged steps); the change is the least-squares trend over
+    it, ``|slope| * (window_end - window_start)``: with two points their difference, with
+    more a movement estimate that the +-1-problem jitter of a small curve set does not
+    dominate (the accuracy of 100 problems moves in steps of 1 point).
+    """
+    steps = list(curve["step"])
+    if len(steps) < 2:
+        raise MaskError("convergence: the curve has fewer than 2 logged steps")
+    start_at = (1.0 - window) * steps[-1]
+    first = max(i for i, s in enumerate(steps) if s <= start_at) if steps[0] <= start_at else 0
+    x = np.asarray(steps[first:], float)
+    out = {"window_start": float(x[0]), "window_end": float(x[-1])}
+    for key, name in (("density", "density_change"), ("task_acc", "acc_change")):
+        y = np.asarray(curve[key][first:], float)
+        slope = np.polyfit(x, y, 1)[0] if len(x) > 2 else (y[-1] - y[0]) / (x[-1] - x[0])
+        out[name] = float(abs(slope) * (x[-1] - x[0]))
+    return out
+
+
+def is_converged(conv: dict[str, float], cfg: MaskConfig) -> bool:
+    """The convergence rule: both changes within ``masks.converge_density`` / ``converge_acc``."""
+    return bool(conv["density_change"] <= cfg.converge_density
+                and conv["acc_change"] <= cfg.converge_acc)
+
+
 def _batches(n: int, size: int, generator: torch.Generator):
     """Endless batches of indices: a fresh permutation per epoch, the incomplete rest dropped."""
     while True:
@@ -260,11 +537,17 @@ def _batches(n: int, size: int, generator: torch.Generator):
 
 
 def check_settings(cfg: MaskConfig, alpha: float, steps: int, n_train: int) -> None:
-    """One clear error for run settings the method cannot use."""
+    """One clear error for run settings the method cannot use (non-finite numbers included:
+    a NaN init would give an empty mask and exit 0)."""
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise MaskError(f"alpha: expected a number > 0, got {alpha!r}")
+        raise MaskError(f"alpha: expected a finite number > 0, got {alpha!r}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
         raise MaskError(f"steps: expected an integer > 0, got {steps!r}")
+    for key in ("init", "lr", "tau"):
+        value = getattr(cfg, key)
+        if not math.isfinite(value) or (key != "init" and value <= 0):
+            raise MaskError(f"masks.{key}: expected a finite number{'' if key == 'init' else ' > 0'}"
+                            f", got {value!r}")
     if cfg.batch_size < cfg.n_samples:
         raise MaskError(f"masks.batch_size ({cfg.batch_size}) must be >= masks.n_samples "
                         f"({cfg.n_samples}): each mask sample gets a chunk of the batch")
@@ -274,35 +557,51 @@ def check_settings(cfg: MaskConfig, alpha: float, steps: int, n_train: int) -> N
 
 
 def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Split, *,
-               alpha: float, seed: int, steps: int, progress: bool = False) -> MaskResult:
+               alpha: float, seed: int, steps: int, progress: bool = False,
+               device: torch.device | str | None = None, precision: str = "fp32") -> MaskResult:
     """Train one mask of ``model`` on ``train``; log the curve on ``curve_data``.
 
-    Deterministic for a given seed (batches and noise come from one seeded generator).
-    Curve (``masks.log_every``): ``loss`` = mean training loss since the previous log (step
-    0: the first batch, before any update); ``task_acc`` / ``task_inverted_acc`` = percent
-    of ``curve_data`` solved by model * read-out mask / model * (1 - read-out mask);
-    ``density`` = percent of masked weights kept by the read-out.
+    Loss: ``ce + alpha * sum(s)``, ``ce`` the batch-mean cross-entropy: a weight is kept when
+    removing it costs more than ``alpha`` nats of mean cross-entropy (Csordas' beta, whose
+    regulariser is divided by the batch size B, is ``alpha * B``).
+
+    Deterministic for a given seed (batches and noise come from one seeded CPU generator).
+    Curve (``masks.log_every``): ``ce`` = mean training cross-entropy since the previous log
+    (step 0: the first batch, before any update), ``reg`` = ``alpha * sum(s)`` at the log
+    (unbounded below, so ``loss = ce + reg`` cannot show convergence; ``ce`` and ``density``
+    can); ``task_acc`` / ``task_inverted_acc`` = percent of ``curve_data`` solved by model *
+    read-out mask / model * (1 - read-out mask); ``density`` = percent of masked weights kept
+    by the read-out. The result carries :func:`convergence` and the ``converged`` flag.
+    Stops with :class:`MaskError` naming the step and the quantity when the loss or the
+    logits become non-finite.
     """
     check_settings(cfg, alpha, steps, len(train))
-    masked = MaskedModel(model, cfg.include, cfg.init)
+    check_finite_weights(model)
+    masked = MaskedModel(model, cfg.include, cfg.init, mask_norm=cfg.mask_norm, device=device,
+                         precision=precision)
+    dev = masked.device
     snap_name = snapshot_parameter(masked.names, masked.shapes, cfg.snapshot_param)
     logged, snaps = set(log_steps(steps, cfg.log_every)), snapshot_steps(
         steps, cfg.log_every, cfg.snapshots)
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.Adam([masked.flat], lr=cfg.lr)
-    curve: dict[str, list] = {k: [] for k in CURVE_KEYS}
+    curve: dict[str, list] = {k: [] for k in TRAIN_CURVE_KEYS}
     snap_logits: list[torch.Tensor] = []
 
-    def log(step: int, loss: float) -> None:
+    def log(step: int, ce: float) -> None:
         mask = masked.binary()
+        reg = alpha * float(masked.flat.detach().double().sum())
         curve["step"].append(step)
-        curve["loss"].append(loss)
-        curve["task_acc"].append(accuracy(masked, curve_data, mask, False, cfg.batch_size))
-        curve["task_inverted_acc"].append(accuracy(masked, curve_data, mask, True,
-                                                   cfg.batch_size))
+        curve["ce"].append(ce)
+        curve["reg"].append(reg)
+        curve["loss"].append(ce + reg)
+        for key, inv in (("task_acc", False), ("task_inverted_acc", True)):
+            curve[key].append(accuracy(masked.forward_fn(mask, inv), curve_data,
+                                       cfg.batch_size, dev))
         curve["density"].append(100.0 * sum(int(m.sum()) for m in mask.values()) / masked.numel)
         if step in snaps:
-            snap_logits.append(masked.logits[snap_name].clone(memory_format=torch.contiguous_format))
+            snap_logits.append(masked.logits[snap_name].to("cpu").clone(
+                memory_format=torch.contiguous_format))
 
     batches = _batches(len(train), cfg.batch_size, gen)
     window: list[float] = []
@@ -311,49 +610,37 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
         from tqdm import tqdm
         bar = tqdm(bar, desc="mask", unit="step", mininterval=2.0, file=sys.stderr)
     for t in bar:
-        x, y = train.batch(next(batches))
+        x, y = train.batch(next(batches), dev)
         opt.zero_grad(set_to_none=True)
-        ce = x.new_zeros(())
+        ce = x.new_zeros((), dtype=torch.float32)
         for xc, yc in zip(x.chunk(cfg.n_samples), y.chunk(cfg.n_samples)):
             out = masked(xc, masked.sample(gen, cfg.tau))
             ce = ce + F.cross_entropy(out, yc, reduction="sum")
-        loss = ce / len(y) + alpha * masked.flat.sum()
+        ce = ce / len(y)
+        loss = ce + alpha * masked.flat.sum()
         loss.backward()
-        value = loss.item()
+        ce_value, loss_value = ce.item(), loss.item()
+        if not math.isfinite(loss_value):
+            raise MaskError(f"mask training: non-finite loss at step {t} (cross-entropy "
+                            f"{ce_value!r}, regulariser {alpha * float(masked.flat.sum())!r}); "
+                            "check the checkpoint, masks.init, masks.lr and alpha")
         if t == 0:
-            log(0, value)
+            log(0, ce_value)
         opt.step()
-        window.append(value)
+        if not bool(torch.isfinite(masked.flat).all()):
+            raise MaskError(f"mask training: non-finite mask logits after step {t + 1} "
+                            f"(masks.lr {cfg.lr!r}, alpha {alpha!r})")
+        window.append(ce_value)
         if t + 1 in logged:
             log(t + 1, float(np.mean(window)))
             window = []
+    conv = convergence(curve, cfg.converge_window)
     mask = masked.binary()
-    logits = {n: s.clone(memory_format=torch.contiguous_format)
+    logits = {n: s.to("cpu").clone(memory_format=torch.contiguous_format)
               for n, s in masked.logits.items()}
     return MaskResult(masked.names, masked.shapes, masked.fingerprint, logits, mask, curve,
-                      {"param": snap_name, "steps": snaps, "logits": torch.stack(snap_logits)})
-
-
-# --------------------------------------------------------------------------- analysis helpers
-
-
-def iou(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    """100 * |A and B| / |A or B| over all masked entries (100 when both are empty)."""
-    if set(a) != set(b):
-        raise MaskError("iou: the masks cover different parameters")
-    inter = sum(int((a[n] & b[n]).sum()) for n in a)
-    union = sum(int((a[n] | b[n]).sum()) for n in a)
-    return 100.0 if union == 0 else 100.0 * inter / union
-
-
-def seed_agreement(masks: Sequence[dict[str, torch.Tensor]]) -> np.ndarray:
-    """Pairwise IoU (percent) between the masks of several seeds of one setting."""
-    k = len(masks)
-    out = np.full((k, k), 100.0)
-    for i in range(k):
-        for j in range(i + 1, k):
-            out[i, j] = out[j, i] = iou(masks[i], masks[j])
-    return out
+                      {"param": snap_name, "steps": snaps, "logits": torch.stack(snap_logits)},
+                      conv, is_converged(conv, cfg))
 
 
 # --------------------------------------------------------------------------- one run (CLI)
@@ -378,7 +665,7 @@ def run(params: str | Path, checkpoint: str | Path, task: str, alpha: float, see
     check_settings(mc, alpha, steps, n_train=mc.batch_size)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(mc.threads)
-    torch.use_deterministic_algorithms(True)
+    set_deterministic(resolve_device(cfg.device))
     try:
         return _run(cfg, checkpoint, task, alpha, seed, data, out, steps, progress)
     finally:  # a caller (a notebook, a test) keeps its own torch settings
@@ -404,12 +691,17 @@ def _run(cfg: Any, checkpoint: str | Path, task: str, alpha: float, seed: int,
 
     train = split(task, "train")
     task_val, not_val = split(task, "val", mc.eval_n), split(f"not_{task}", "val", mc.eval_n)
+    dev = resolve_device(cfg.device)
+    prec = resolve_precision(cfg.precision, dev)
     result = train_mask(model, mc, train, task_val.head(mc.curve_n), alpha=alpha, seed=seed,
-                        steps=steps, progress=progress)
-    masked = MaskedModel(model, mc.include)
+                        steps=steps, progress=progress, device=dev, precision=prec)
+    masked = MaskedModel(model, names=result.names, device=dev, precision=prec)
     acc = evaluate(masked, result.mask, task_val, not_val, mc.batch_size)
-    rec = mask_record(result, acc, checkpoint=Path(checkpoint).stem, task=task, alpha=alpha,
-                      seed=seed, steps=steps, arch=meta["arch"], image_size=meta["image_size"])
+    rec = to_cpu(mask_record(result, acc, checkpoint=Path(checkpoint).stem, task=task,
+                             alpha=alpha, seed=seed, steps=steps, arch=meta["arch"],
+                             image_size=meta["image_size"]))
+    for key in ("converged", "convergence"):  # until core.maskfile's record carries them
+        rec.setdefault(key, getattr(result, key))
     save_mask(out, rec)
     return rec
 
