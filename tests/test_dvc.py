@@ -1,0 +1,230 @@
+"""dvc.yaml: complete stage deps (each command's import closure), params that select exactly the
+affected stages, declared metrics and plots. Fast: real DVC on a copy of the repository with
+placeholder outputs, no stage is run (the sweeps that run stages are in test_pipeline.py)."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from core import config as C
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = DVC_YAML["stages"]
+LOCAL = ("core", "figures", "paper", "benchmarks")
+
+
+# --------------------------------------------------------------------------- import closure
+
+def module_file(name: str) -> Path | None:
+    p = ROOT.joinpath(*name.split("."))
+    if (p / "__init__.py").is_file():
+        return p / "__init__.py"
+    if p.with_suffix(".py").is_file():
+        return p.with_suffix(".py")
+    return None
+
+
+def imported_modules(source: str, package: str) -> set[str]:
+    """Local modules named by import statements anywhere in ``source`` (function bodies too)."""
+    out = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in out if m.split(".")[0] in LOCAL and module_file(m)}
+
+
+def notebook_source(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "code"
+                     and not c.source.lstrip().startswith(("%", "!")))
+
+
+def closure(cmd: str) -> set[Path]:
+    """Files a stage command runs: its ``python -m`` module, every local module imported from
+    there (with the packages' ``__init__``), and every analysis notebook they name."""
+    todo = [m for m in re.findall(r"python -m ([\w.]+)", cmd)]
+    todo += [f"{m}.__main__" for m in todo if (ROOT.joinpath(*m.split(".")) / "__main__.py").is_file()]
+    files: set[Path] = set()
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages run first
+        path = ROOT.joinpath(*parts).with_suffix(".py")
+        path = path if path.is_file() else module_file(name)
+        if path is None:
+            continue
+        files.add(path)
+        src = path.read_text()
+        package = name if path.name == "__init__.py" else ".".join(parts[:-1])
+        todo += imported_modules(src, package)
+        for nb in re.findall(r"[\"'](\w+\.ipynb)[\"']", src):
+            nb_path = ROOT / "analysis" / nb
+            if nb_path.is_file() and nb_path not in files:
+                files.add(nb_path)
+                todo += imported_modules(notebook_source(nb_path), "")
+    for nb in re.findall(r"(analysis/\w+\.ipynb)", cmd):
+        files.add(ROOT / nb)
+        todo_nb = imported_modules(notebook_source(ROOT / nb), "")
+        files |= closure(" ".join(f"python -m {m}" for m in todo_nb))
+    return files
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(ROOT).as_posix()
+    return any(rel == d.rstrip("/") or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_cover_the_import_closure(stage):
+    spec = STAGES[stage]
+    deps = [d for d in spec.get("deps", []) if isinstance(d, str)]
+    files = closure(" ".join(spec["cmd"].split()))
+    assert files, f"{stage}: no python module found in its command"
+    missing = sorted(p.relative_to(ROOT).as_posix() for p in files if not covered(p, deps))
+    assert not missing, (f"dvc.yaml stage {stage!r} runs code it does not list in deps "
+                         f"(a change to it would leave the stage stale): {missing}")
+
+
+def test_closure_follows_imports_inside_functions_and_notebooks():
+    files = {p.relative_to(ROOT).as_posix() for p in closure(STAGES["masks"]["cmd"])}
+    assert {"core/sweep.py", "core/maskfile.py", "core/config.py", "core/__init__.py"} <= files
+    assert "analysis/train_masks.ipynb" in files
+
+
+def test_deps_exist_and_reports_are_never_deps():
+    for name, spec in STAGES.items():
+        for dep in spec.get("deps", []):
+            assert "reports" not in dep, f"{name}: an HTML report is a dependency: {dep}"
+            if not dep.startswith("data/"):
+                assert (ROOT / dep.replace("${item.net}", "0")).exists(), f"{name}: {dep} missing"
+
+
+# --------------------------------------------------------------------------- params
+
+def stage_params(stage: str) -> set[str]:
+    out = set()
+    for p in STAGES[stage].get("params", []):
+        out |= set(p) if isinstance(p, dict) else {p}
+    return out
+
+
+def test_train_params_are_every_train_key_but_the_network_axis():
+    import dataclasses
+
+    keys = {f"train.{f.name}" for f in dataclasses.fields(C.TrainConfig)} - {"train.networks"}
+    params = stage_params("train")
+    assert keys <= params, f"train stage misses params {sorted(keys - params)} in dvc.yaml"
+    assert "train.networks" not in params and "train" not in params
+    assert {"model", "device", "precision"} <= params
+
+
+def test_matrix_stages_expand_over_the_networks():
+    for stage in ("train", "masks"):
+        assert STAGES[stage]["matrix"] == {"net": "${train.networks}"}
+        assert "${item.net}" in STAGES[stage]["cmd"]
+    masks_out = STAGES["masks"]["outs"][0]
+    assert masks_out == {"data/masks/net${item.net}": {"persist": True}}
+    assert "--state data/state/train/net${item.net}" in " ".join(STAGES["train"]["cmd"].split())
+
+
+def test_metrics_and_plots_declared():
+    assert "data/metrics/summary.json" in DVC_YAML["metrics"]
+    plots = {k: v for p in DVC_YAML["plots"] for k, v in p.items()}
+    for path, spec in plots.items():
+        assert path.startswith("data/plots/") and {"x", "y", "x_label", "y_label"} <= set(spec)
+        assert (ROOT / spec["template"]).is_file()
+
+
+# --------------------------------------------------------------------------- real DVC
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def locked_repo(tmp_path_factory):
+    """A copy of the tracked files, ci profile, every output a placeholder, dvc.lock committed."""
+    repo = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\0")
+    extra = ["dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore", ".dvc/plots/by_network.json"]
+    for f in {*files, *extra} - {""}:
+        src = ROOT / f
+        if src.is_file():
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / f)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    C.write_params("ci", out=repo / "params.yaml", conf=repo / "conf")
+    nets = C.load(repo / "params.yaml").train.networks
+    outs = ["data/raven/main/x", "data/raven/tasks/x", "data/metrics/x", "data/plots/x",
+            "data/figures/x", "data/paper/x", "paper/generated/x"]
+    for k in nets:
+        outs += [f"data/train/net{k}/x", f"data/masks/net{k}/x", f"data/reports/masks/net{k}.html"]
+    for o in outs:
+        (repo / o).parent.mkdir(parents=True, exist_ok=True)
+        (repo / o).write_text("placeholder\n")
+    from dvc.repo import Repo
+
+    with contextlib.chdir(repo), Repo(str(repo)) as r:
+        r.commit(None, force=True)
+    return repo
+
+
+def changed_stages(repo: Path, *overrides: str, profile: str = "ci") -> set[str]:
+    before = (repo / "params.yaml").read_text()
+    try:
+        from dvc.repo import Repo
+
+        C.write_params(profile, list(overrides), out=repo / "params.yaml", conf=repo / "conf")
+        with contextlib.chdir(repo), Repo(str(repo)) as r:  # in-process: ~10x faster than `dvc status` processes
+            return set(r.status())
+    finally:
+        (repo / "params.yaml").write_text(before)
+
+
+def test_clean_after_commit(locked_repo):
+    assert changed_stages(locked_repo) == set()
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["masks.alpha=1e-4"], {"masks@0", "masks@1", "metrics", "plots", "paper"}),
+    (["masks.seeds=[0,1,2]"], {"masks@0", "masks@1", "metrics", "paper"}),
+    (["train.lr=1e-3"], {"train@0", "train@1", "paper"}),
+    (["train.networks=[0,1,2]"], {"train@2", "masks@2", "metrics", "plots", "paper"}),
+    (["train.networks=[1]"], {"metrics", "plots", "paper"}),
+    (["figures.dpi=300"], {"figures", "paper"}),
+    (["seed=3"], {"data", "paper"}),
+])
+def test_editing_params_changes_exactly_the_affected_stages(locked_repo, overrides, expected):
+    assert changed_stages(locked_repo, *overrides) == expected
+
+
+def test_profile_switch_changes_every_stage_it_touches(locked_repo):
+    got = changed_stages(locked_repo, profile="default")
+    assert {"data", "train@0", "train@1", "masks@0", "masks@1", "metrics", "figures",
+            "paper"} <= got
