@@ -511,6 +511,9 @@ def keep_for(m: float, acc: float, previous: dict[str, Any] | None,
 def validate(run: Run, st: State, evaluate: Callable[[nn.Module, int], float],
              state_dir: Path) -> None:
     """Validate, keep checkpoints of the milestones crossed, schedule the next check."""
+    if run.proc.world > 1:  # BatchNorm statistics of rank 0 (what its checkpoint holds)
+        for buf in run.model.buffers():
+            dist.broadcast(buf, 0)
     acc = float(evaluate(run.model, st.step))
     st.val_steps.append(st.step)
     st.val_acc.append(acc)
