@@ -11,6 +11,13 @@ load hits both alike):
    (decides whether batched multi-mask training pays on CPU).
 4. one whole mask run of the profile (``masks.steps`` steps, curve logging included)
    estimated from the measured step time and a measured log evaluation, vs the 30 s goal.
+5. the mask stage's overhead share: ``python -m core.sweep`` (the DVC stage's command, report
+   included) run as a subprocess on a synthetic checkpoint and task sets at the profile's image
+   size and mask settings; overhead = process wall time - the runs' compute (each run's own
+   training + final evaluation, measured inside the run) - the group evaluations; ratio =
+   overhead / (compute + group evaluation), measured for K masks and projected to the
+   profile's masks per network (fixed costs: interpreter, imports, report; per-mask costs:
+   resume checks, writes). Goal <= 10% (issues 17/18; ~60% with one notebook per mask).
 
     python -m benchmarks.masking [--quick]
 
@@ -140,14 +147,80 @@ def run(quick: bool = False) -> list[dict]:
     # one whole mask run: steps x step time + logged evaluations (masked + inverted, curve_n)
     n_curve = mc.curve_n or 100
     data = Split(torch.rand(n_curve, 16, s["size"], s["size"]), torch.zeros(n_curve).long())
-    mask = masked.binary()
-    ev = timeit(lambda: accuracy(masked, data, mask, False, mc.batch_size), repeat=2)["min"]
+    fn = masked.forward_fn(masked.binary())
+    ev = timeit(lambda: accuracy(fn, data, mc.batch_size), repeat=2)["min"]
     step_full = t["masked"]["min"] * (mc.batch_size / s["batch"])
     per_mask = mc.steps * step_full + 2 * ev * len(log_steps(mc.steps, mc.log_every))
     rows.append(row("one mask run (estimate)", per_mask, 30.0, "s", "<= 1x (30 s goal)",
                     f"{mc.steps} steps x {step_full:.3f} s + {len(log_steps(mc.steps, mc.log_every))}"
                     f" logs x 2 x {ev:.3f} s ({n_curve} problems)"))
+    rows.append(sweep_overhead(quick))
     return rows
+
+
+def sweep_overhead(quick: bool = False, k: int | None = None) -> dict:
+    """Row 5: the mask stage's overhead share (see the module docstring)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import numpy as np
+    import yaml
+
+    from core.models import checkpoint_dict
+    from core.raven.store import write_shard
+    from core.sweep import plan
+
+    cfg = load("params.yaml")
+    k = k or (2 if quick else 4)
+    size, mc = cfg.data.image_size, cfg.masks
+    raw = cfg.to_dict()
+    raw["train"].update(milestones=[cfg.train.milestones[-1]], networks=[0])
+    raw["masks"].update(tasks=["circle"], families=["original"], seeds=list(range(k)),
+                        alpha_sweep=[], complement_masks=False,
+                        steps=min(mc.steps, 20) if quick else mc.steps)
+    n = {"train": max(64, mc.batch_size), "val": 64, "test": 64}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        small = load(tmp / "params.yaml")
+        torch.manual_seed(0)
+        model = build_model(cfg.model, size)
+        (tmp / "train").mkdir()
+        torch.save(checkpoint_dict(model, cfg.model, size, 90, 1, 1, 90.0),
+                   tmp / "train" / f"{small.checkpoints[0]}.pt")
+        rng = np.random.default_rng(0)
+        for name in ("circle", "not_circle"):
+            for split, count in n.items():
+                write_shard(tmp / "raven" / "tasks" / name / split / "center_single.npz",
+                            {"image": rng.integers(0, 256, (count, 16, size, size), np.uint8),
+                             "target": rng.integers(0, 8, count).astype(np.int64)},
+                            "center_single")
+        html = tmp / "reports" / "net0.html"
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "core.sweep", "--params", str(tmp / "params.yaml"),
+                        "--net", "0", "--train", str(tmp / "train"), "--data",
+                        str(tmp / "raven"), "--out", str(tmp / "masks"), "--report", str(html)],
+                       check=True, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        t = json.loads(html.with_suffix(".json").read_text())
+    work = t["compute_s"] + t["group_eval_s"]
+    fixed = wall - t["wall_s"]  # interpreter, imports, report
+    per_mask = (t["wall_s"] - work) / k  # resume checks, writes, loading (inside the sweep)
+    n_profile = len(plan(cfg))
+    projected = (fixed + per_mask * n_profile) / (work / k * n_profile)
+    return row(f"mask stage overhead ({k} masks, projected to {n_profile})", wall - work, work,
+               "s", "<= 0.10x",
+               f"measured {k} masks of {raw['masks']['steps']} steps at {size} px: wall "
+               f"{wall:.1f} s = compute {t['compute_s']:.1f} s + group evaluation "
+               f"{t['group_eval_s']:.1f} s + fixed {fixed:.1f} s (start, imports, report) + "
+               f"{per_mask:.2f} s/mask; projected to the profile's {n_profile} masks per "
+               f"network: overhead {100 * projected:.1f}% of compute",
+               {"timing": t, "wall_s": wall, "fixed_s": fixed, "per_mask_overhead_s": per_mask,
+                "projected_share": projected, "profile_masks": n_profile})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -221,13 +222,20 @@ def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_
     (out / "scl_1" / ".tmp-circle-a1e-4-s1-x1y2.pt").write_bytes(b"partial")
     (out / "scl_9").mkdir()
     (out / "scl_9" / "circle-a1e-4-s0.pt").write_bytes(next(iter(done)).read_bytes())
-    r = subprocess.run(cli(params, train, data, out), cwd=ROOT, env=env, capture_output=True,
-                       text=True)
+    html = tmp_path / "reports" / "net0.html"
+    r = subprocess.run(cli(params, train, data, out, "--report", str(html)), cwd=ROOT, env=env,
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{5 - len(done)} trained, {len(done)} kept" in r.stdout
     assert "removed litter" in r.stdout and "removed stale" in r.stdout
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in done} == done
     assert files(out) == files(ref_out)
+    # the one report of the network, and the timing beside it (not among the outputs)
+    timing = json.loads(html.with_suffix(".json").read_text())
+    assert (timing["trained"], timing["kept"]) == (5 - len(done), len(done))
+    assert len(timing["runs"]) == 5 - len(done) and timing["wall_s"] >= timing["compute_s"]
+    text = html.read_text()
+    assert "network 0: 5 masks over 2 checkpoints" in text and "overhead" in text
 
 
 def test_ray_two_workers_byte_identical_to_inprocess(inputs, reference, tmp_path):
