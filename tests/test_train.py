@@ -179,6 +179,7 @@ def test_milestone_helpers():
     assert T.lr_factor(50, 0, 100, "constant") == 1.0
 
 
+@pytest.mark.filterwarnings("ignore::core.train.MilestoneWarning")
 def test_missing_milestones_listed_and_reached_ones_kept(tmp_path):
     data = write_data(tmp_path / "raven")
     cfg = cfg_of(epochs=2, milestones=[50, 70, 90])
@@ -240,6 +241,7 @@ def test_data_fingerprint_follows_content(tmp_path):
     assert T.data_fingerprint(data / "main") != fp
 
 
+@pytest.mark.filterwarnings("ignore::core.train.MilestoneWarning")
 def test_training_dir_provenance_is_checked(tmp_path):
     cfg = cfg_of(epochs=2, milestones=[50, 70])
     fit(cfg, tmp_path / "a", evaluate=lambda m, s: 60.0)
@@ -328,6 +330,7 @@ def run_cli(args, env=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.filterwarnings("ignore::core.train.MilestoneWarning")
 def test_sigkill_and_restart_gives_identical_outputs(tmp_path):
     data = write_data(tmp_path / "raven", n=(96, 16, 16))
     params = write_params(tmp_path / "params.yaml",
@@ -365,6 +368,7 @@ def test_sigkill_and_restart_gives_identical_outputs(tmp_path):
         T.data_fingerprint(data / "main")
 
 
+@pytest.mark.filterwarnings("ignore::core.train.MilestoneWarning")
 def test_ddp_two_processes_through_the_entry_point(tmp_path):
     data = write_data(tmp_path / "raven", n=(64, 16, 16))
     params = write_params(tmp_path / "params.yaml",
