@@ -40,6 +40,7 @@ from core.raven.store import (
     public_files,
     shapes_from_attrs,
     shapes_from_xml,
+    task_mask,
 )
 
 __all__ = ["RavenDataset", "RavenFileError", "ShardImages", "to_float", "task_mask"]
@@ -51,21 +52,6 @@ def to_float(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     if x.dtype != torch.uint8:
         raise TypeError(f"to_float: expected uint8 panels, got {x.dtype}")
     return 1.0 - x.to(torch.float32) / 255.0
-
-
-def task_mask(shapes: np.ndarray, task: str) -> np.ndarray:
-    """Which problems (rows of bool ``shapes`` [N, 5]) belong to ``task``: a shape name
-    (every entity of that shape) or ``not_<shape>`` (no entity of that shape)."""
-    name = task.removeprefix("not_")
-    if name not in SHAPES:
-        allowed = ", ".join([*SHAPES, *(f"not_{s}" for s in SHAPES)])
-        raise ValueError(f"task: unknown task {task!r} (expected one of {allowed})")
-    k = SHAPES.index(name)
-    if task.startswith("not_"):
-        return ~shapes[:, k]
-    only = np.zeros(len(SHAPES), bool)
-    only[k] = True
-    return (shapes == only).all(1)
 
 
 class ShardImages:

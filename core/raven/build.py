@@ -40,6 +40,7 @@ from core.raven.store import (
     shapes_from_xml,
     split_ranges,
     staged_dir,
+    task_mask,
     write_shard,
 )
 from core.tasks import ALL, FAMILIES, SET_SPECS
@@ -211,13 +212,10 @@ def build_public(cfg: Config, out: Path, force: bool, progress: bool) -> Path:
                           "index": np.array([int(f.stem.split("_")[1]) for f in fs], np.int64)}
                 write_shard(tmp / "main" / split / f"{c}.npz", arrays, c, cfg.data.mmap)
                 write_shard(tmp / "tasks" / ALL / split / f"{c}.npz", arrays, c, cfg.data.mmap)
-                for k, shape in enumerate(SHAPES):
-                    only = np.zeros(len(SHAPES), bool)
-                    only[k] = True
-                    for name, keep in ((shape, (arrays["shapes"] == only).all(1)),
-                                       (f"not_{shape}", ~arrays["shapes"][:, k])):
-                        if keep.any():
-                            sub = {key: v[keep] for key, v in arrays.items()}
-                            write_shard(tmp / "tasks" / name / split / f"{c}.npz", sub, c,
-                                        cfg.data.mmap)
+                for name in (n for s in SHAPES for n in (s, f"not_{s}")):
+                    keep = task_mask(arrays["shapes"], name)
+                    if keep.any():
+                        sub = {key: v[keep] for key, v in arrays.items()}
+                        write_shard(tmp / "tasks" / name / split / f"{c}.npz", sub, c,
+                                    cfg.data.mmap)
     return out

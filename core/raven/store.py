@@ -99,6 +99,21 @@ def shapes_from_attrs(attrs: np.ndarray) -> np.ndarray:
     return np.stack([(types == t).any(-1) for t in range(len(SHAPES))], -1)
 
 
+def task_mask(shapes: np.ndarray, task: str) -> np.ndarray:
+    """Which problems (rows of bool ``shapes`` [N, 5]) belong to ``task``: a shape name
+    (every entity of that shape) or ``not_<shape>`` (no entity of that shape)."""
+    name = task.removeprefix("not_")
+    if name not in SHAPES:
+        allowed = ", ".join([*SHAPES, *(f"not_{s}" for s in SHAPES)])
+        raise ValueError(f"task: unknown task {task!r} (expected one of {allowed})")
+    k = SHAPES.index(name)
+    if task.startswith("not_"):
+        return ~shapes[:, k]
+    only = np.zeros(len(SHAPES), bool)
+    only[k] = True
+    return (shapes == only).all(1)
+
+
 def shapes_from_xml(path: Path) -> np.ndarray:
     """Shape presence from a public RAVEN ``.xml`` file: ``Type`` of every ``Entity``
     (index 1..5 = triangle, square, pentagon, hexagon, circle; 0 is 'none')."""
