@@ -126,21 +126,29 @@ def lock_nfiles(lock: dict, net: int) -> int:
 
 
 TARGETS = ("metrics", "plots")  # figures and paper need TeX; their stages are tested elsewhere
+# ci, smaller still: one network, one checkpoint, one task, no alpha sweep (each -S below changes
+# one key on top of these; a mask run is the unit of cost)
+BASE = ("profile=ci", "train.networks=[0]", "train.milestones=[1]", "masks.tasks=[circle]",
+        "masks.families=[original]", "masks.seeds=[0]", "masks.alpha_sweep=[]")
+
+
+def exp_run(repo: Path, *overrides: str, queue: bool = False) -> str:
+    over = [x for o in (*BASE, *overrides) for x in ("-S", o)]
+    return run(repo, "exp", "run", *(["--queue"] if queue else []), *over, *TARGETS)
 
 
 @pytest.mark.slow
 def test_experiments_on_list_and_scalar_keys_and_a_queue(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     # a list key: mask seeds
-    out = run(repo, "exp", "run", "-S", "profile=ci", "-S", "masks.seeds=[0,1,2]", *TARGETS)
+    out = exp_run(repo, "masks.seeds=[0,1]")
     cfg = C.load(repo / "params.yaml")
-    assert cfg.masks.seeds == [0, 1, 2]
+    assert cfg.masks.seeds == [0, 1]
     for k in cfg.train.networks:
         assert mask_files(repo, k) == expected_files(cfg)
     assert "Running stage 'metrics'" in out
     # a scalar: alpha. Data and training are unaffected: they do not run again
-    out = run(repo, "exp", "run", "-S", "profile=ci", "-S", "masks.seeds=[0,1,2]",
-              "-S", "masks.alpha=1e-4", *TARGETS)
+    out = exp_run(repo, "masks.seeds=[0,1]", "masks.alpha=1e-4")
     assert "Running stage 'train@" not in out and "Running stage 'data'" not in out
     assert "Running stage 'masks@0'" in out and "Running stage 'metrics'" in out
     cfg = C.load(repo / "params.yaml")
@@ -150,9 +158,8 @@ def test_experiments_on_list_and_scalar_keys_and_a_queue(tmp_path):
     summary = json.loads((repo / "data/metrics/summary.json").read_text())
     assert summary["profile"] == "ci"
     # two queued experiments, two workers
-    for seeds in ("[0]", "[1,2,3,4]"):
-        run(repo, "exp", "run", "--queue", "-S", "profile=ci", "-S", f"masks.seeds={seeds}",
-            *TARGETS)
+    for seeds in ("[0]", "[1,2]"):
+        exp_run(repo, f"masks.seeds={seeds}", queue=True)
     run(repo, "queue", "start", "-j", "2")
     deadline = time.time() + 900
     while time.time() < deadline:
@@ -172,13 +179,14 @@ def test_experiments_on_list_and_scalar_keys_and_a_queue(tmp_path):
             metrics = data.get("metrics", {}).get("data/metrics/summary.json", {}).get("data")
             if seeds is not None and metrics:
                 seen[tuple(seeds)] = (run_["rev"], metrics)
-    assert {(0,), (1, 2, 3, 4), (0, 1, 2)} <= set(seen), sorted(seen)
-    for seeds in ((0,), (1, 2, 3, 4)):
+    assert {(0,), (1, 2), (0, 1)} <= set(seen), sorted(seen)
+    for seeds in ((0,), (1, 2)):
         rev, metrics = seen[seeds]
         assert metrics["profile"] == "ci"
         lock = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=repo,
                                              capture_output=True, text=True, check=True).stdout)
-        cfg = C.from_dict(C.compose("ci", [f"masks.seeds=[{','.join(map(str, seeds))}]"]))
+        seeds_ = f"masks.seeds=[{','.join(map(str, seeds))}]"
+        cfg = C.from_dict(C.compose(None, [*BASE, seeds_]))
         for k in cfg.train.networks:
             assert lock_nfiles(lock, k) == expected_files(cfg)
     table = run(repo, "exp", "show", "--no-pager", "--only-changed", "--md")
