@@ -30,7 +30,6 @@ Keys (:data:`FILE_KEYS`):
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -43,7 +42,7 @@ import xarray as xr
 from torch import nn
 
 from core.config import alpha_label
-from core.io import atomic_write_bytes, torch_load
+from core.io import atomic_torch_save, torch_load
 
 FORMAT = "modules-avr-mask/2"
 ACCURACY_KEYS = ("task", "not_task", "task_inverted", "not_task_inverted", "task_full",
@@ -122,17 +121,9 @@ def _plain(obj: Any, where: str) -> Any:
         raise MaskError(f"{where}: not plain JSON data ({err})") from None
 
 
-def record_bytes(record: dict) -> bytes:
-    """The bytes of a mask file. Serialised in memory: ``torch.save`` to a file names the
-    archive after the (random) temporary file, which would make identical runs differ."""
-    buf = io.BytesIO()
-    torch.save(record, buf)
-    return buf.getvalue()
-
-
 def save_mask(path: str | Path, record: dict) -> Path:
-    """Write a mask file atomically (same record, same bytes)."""
-    return atomic_write_bytes(path, record_bytes(record))
+    """Write a mask file atomically (same record, same bytes: ``core.io.atomic_torch_save``)."""
+    return atomic_torch_save(record, path)
 
 
 def _model_fingerprint(model: Any, names: Sequence[str]) -> str:

@@ -58,7 +58,7 @@ from core import masking
 from core.config import SHAPES, Config, ConfigError, MaskConfig, load
 from core.data import RavenDataset, RavenFileError, to_float
 from core.device import DeviceError, resolve_device, resolve_precision, set_deterministic
-from core.io import atomic_path, atomic_write_bytes, atomic_write_text
+from core.io import atomic_path, atomic_write_bytes, atomic_write_text, file_sha256, torch_bytes
 from core.maskfile import (
     ACCURACY_KEYS,
     FORMAT,
@@ -66,10 +66,10 @@ from core.maskfile import (
     load_mask,
     mask_name,
     mask_record,
-    record_bytes,
 )
 from core.models import CheckpointError, load_checkpoint
 from core.tasks import FAMILIES
+from core.train import data_fingerprint
 
 EXECUTORS = ("inprocess", "ray")
 EVALS = "evals.nc"
@@ -169,22 +169,6 @@ def eval_sets(runs: Sequence[Run], shapes: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- fingerprints
 
 
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def data_fingerprint(folder: Path) -> str:
-    """sha256 over the relative names and sha256 of every data file of a set folder."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
-    if not files:
-        raise SweepError(f"{folder}: no data files (build the data first: python -m core.raven)")
-    h = hashlib.sha256()
-    for p in files:
-        h.update(f"{p.relative_to(folder).as_posix()}\0{sha256_file(p)}\n".encode())
-    return h.hexdigest()
-
-
 def _json_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
@@ -242,7 +226,7 @@ def train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
     rec = mask_record(result, acc, checkpoint=r.checkpoint, task=r.task, alpha=r.alpha,
                       seed=r.seed, steps=mc.steps, arch=job.arch, image_size=job.image_size,
                       network=job.network, family=r.family, settings=job.settings)
-    return record_bytes(rec), time.perf_counter() - t0
+    return torch_bytes(rec), time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- executors
@@ -344,7 +328,7 @@ class Sweep:
             if not path.is_file():
                 raise SweepError(f"{path}: checkpoint not found (train network {self.network} "
                                  "first: python -m core.train)")
-            self._sha[key] = sha256_file(path)
+            self._sha[key] = file_sha256(path)
         return self._sha[key]
 
     def data_sha(self, name: str) -> str:
@@ -354,6 +338,9 @@ class Sweep:
             if not folder.is_dir():
                 raise SweepError(f"{folder}: task set not found (data.families must build the "
                                  f"sets of masks.families; run python -m core.raven build)")
+            if not any(p.is_file() and not p.name.startswith(".tmp-") for p in folder.rglob("*")):
+                raise SweepError(f"{folder}: no data files (build the data first: "
+                                 "python -m core.raven build)")
             self._sha[key] = data_fingerprint(folder)
         return self._sha[key]
 
@@ -391,7 +378,7 @@ class Sweep:
         mc = dataclasses.asdict(self.cfg.masks)
         names = eval_sets(runs, self.cfg.masks.tasks)
         return _json_hash({
-            "masks": {r.name: sha256_file(self.out / r.relpath) for r in runs},
+            "masks": {r.name: file_sha256(self.out / r.relpath) for r in runs},
             "settings": {k: mc[k] for k in EVAL_SETTINGS},
             "checkpoint_sha256": self.checkpoint_sha(ckpt),
             "data": {s: self.data_sha(s) for s in names},

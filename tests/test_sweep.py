@@ -18,6 +18,7 @@ import yaml
 
 from core import sweep
 from core.config import ConfigError, from_dict, load
+from core.io import file_sha256
 from core.maskfile import load_mask
 from core.models import build_model, checkpoint_dict
 from core.raven.store import write_shard
@@ -131,7 +132,7 @@ def test_sweep_writes_every_mask_and_evals(inputs, reference):
         rec = load_mask(out / r.relpath)
         assert (rec["network"], rec["checkpoint"], rec["family"], rec["task"], rec["seed"]) == \
             (0, r.checkpoint, "original", "circle", r.seed)
-        assert rec["settings"]["checkpoint_sha256"] == sweep.sha256_file(
+        assert rec["settings"]["checkpoint_sha256"] == file_sha256(
             train / f"{r.checkpoint}.pt")
         assert rec["settings"]["data"].keys() == {"circle", "not_circle"}
         assert all(t.device.type == "cpu" for t in rec["mask"].values())
