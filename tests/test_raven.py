@@ -18,9 +18,13 @@ from core.raven.check import passing
 from core.raven.configurations import components
 from core.raven.generate import Job, run_job
 from core.raven.render import Renderer, SizeError, sdf
+from core.tasks import SET_SPECS
 
 SUBSETS = [Subset(), *(Subset(shape=s) for s in SHAPES), *(Subset(exclude_shape=s) for s in SHAPES),
-           Subset(color="light"), Subset(size="big"), Subset(shape="circle", color="light")]
+           Subset(color="light"), Subset(size="big"), Subset(shape="circle", color="light"),
+           # the rule regimes of the task families (core.tasks)
+           *(Subset(**SET_SPECS[n]) for n in ("rule_all", "rule_circle", "rule_not_triangle",
+                                               "color_rule", "size_rule", "one_rule"))]
 
 
 def problem(cfg, subset, seed, answers="iraven", size=80, index=0):
@@ -51,7 +55,7 @@ def assert_valid(p, cfg, subset):
         assert (attrs[:, 1:] == -1).all() and (p["rules"][1:] == -1).all()
 
 
-@settings(max_examples=1100, deadline=None, derandomize=True,
+@settings(max_examples=900, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=st.sampled_from(CONFIGURATIONS), subset=st.sampled_from(SUBSETS),
        seed=st.integers(0, 2**32 - 1), answers=st.sampled_from(["iraven", "raven"]))

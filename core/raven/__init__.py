@@ -4,6 +4,7 @@
 One module per concept:
 
 - ``attributes``: value sets (type, size, color, angle), rule/attribute ids, subsets/domains
+  and the rule regimes of the task families (``core.tasks``)
 - ``configurations``: the 7 configurations, their components and slot boxes
 - ``rules``: the four rule types, sampled row-wise per attribute group and component
 - ``answers``: candidate sets, ``iraven`` (bisection tree, unbiased) and ``raven`` (biased)
