@@ -288,7 +288,13 @@ def run_ray(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, bytes, f
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(done[0])
-            blob, seconds = ray.get(done[0])
+            try:
+                blob, seconds = ray.get(done[0])
+            except ray.exceptions.RayTaskError as err:  # the run's own error, not Ray's wrapper
+                cause = getattr(err, "cause", None)
+                if isinstance(cause, Exception):
+                    raise cause from None
+                raise
             yield job, blob, seconds
     finally:
         if started:

@@ -19,7 +19,7 @@ import yaml
 from core import sweep
 from core.config import ConfigError, from_dict, load
 from core.io import file_sha256
-from core.maskfile import load_mask
+from core.maskfile import MaskError, load_mask
 from core.models import build_model, checkpoint_dict
 from core.raven.store import write_shard
 
@@ -240,11 +240,19 @@ def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_
 
 
 def test_ray_two_workers_byte_identical_to_inprocess(inputs, reference, tmp_path):
-    pytest.importorskip("ray", reason="ray not installed (pip install -e '.[ray]')")
+    ray = pytest.importorskip("ray", reason="ray not installed (pip install -e '.[ray]')")
     tmp, train, data = inputs
     params, ref_out, _ = reference
     out = tmp_path / "masks"
-    summary = sweep.Sweep(load(params), 0, train, data, out, log=lambda m: None).run(
-        "ray", workers=2)
-    assert summary["trained"] == 5
-    assert files(out) == files(ref_out)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # 2 runs at a time
+    try:
+        summary = sweep.Sweep(load(params), 0, train, data, out, log=lambda m: None).run(
+            "ray", workers=2)
+        assert summary["trained"] == 5
+        assert files(out) == files(ref_out)
+        # an error inside a Ray task arrives as the run's own error, not Ray's wrapper
+        bad = small_params(tmp_path, batch_size=64)
+        with pytest.raises(MaskError, match="exceeds the 24 training problems"):
+            sweep.Sweep(load(bad), 0, train, data, tmp_path / "bad").run("ray", workers=2)
+    finally:
+        ray.shutdown()
