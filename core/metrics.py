@@ -39,10 +39,10 @@ import xarray as xr
 from tqdm import tqdm
 
 from core import __version__, stats
-from core.config import SUBNETS, Config, ConfigError, alpha_label, config_hash, load
+from core.config import SUBNETS, Config, ConfigError, alpha_label, load
 from core.io import atomic_path, atomic_write_text, file_sha256
 from core.maskfile import MaskError, load_mask
-from core.schema import FILES, SchemaError, finalize
+from core.schema import FILES, SchemaError, finalize, metrics_hash
 from core.tasks import FAMILIES, family_of
 
 RUN = ("network", "checkpoint", "task", "alpha", "seed")
@@ -52,13 +52,6 @@ SPLITS = ("select", "report")
 
 class MetricsError(ValueError):
     """Bad input to the metrics: the message names the file and what was expected."""
-
-
-def metrics_hash(cfg: Config) -> str:
-    """The provenance hash of metric files: :func:`core.config.config_hash` over every section
-    except ``figures`` (figure settings cannot change a metric, and the figures stage reads
-    them), so ``dvc exp run -S figures.dpi=...`` keeps the metrics valid."""
-    return config_hash(cfg, [k for k in cfg.to_dict() if k != "figures"])
 
 
 # =========================================================================== metric functions

@@ -12,7 +12,7 @@ Conventions: percentages are in ``percent`` (0-100), counts and ratios in ``1``;
 does not exist (a mask run that was not made, e.g. the alpha sweep only runs at the last
 checkpoint with the first seed) is NaN. Network and seed are always dimensions: means and
 confidence intervals are computed at read time (:mod:`core.stats`), never stored instead.
-Every file carries the global attrs ``config_hash`` (:func:`core.metrics.metrics_hash`) and
+Every file carries the global attrs ``config_hash`` (:func:`metrics_hash`) and
 ``profile``.
 """
 
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from core.config import Config, config_hash
+
 CONVENTIONS = "CF-1.10"
 REFERENCES = (
     "Tracking Functional Module Development in Abstract Visual Reasoning Networks (original "
@@ -32,6 +34,13 @@ REFERENCES = (
 )
 FILES = ("modules", "layers", "sharing", "ablation", "curves")
 PROVENANCE = ("config_hash", "profile")
+
+
+def metrics_hash(cfg: Config) -> str:
+    """The provenance hash of metric files: :func:`core.config.config_hash` over every section
+    except ``figures`` (figure settings cannot change a metric, and the figures stage reads
+    them), so ``dvc exp run -S figures.dpi=...`` keeps the metrics valid."""
+    return config_hash(cfg, [k for k in cfg.to_dict() if k != "figures"])
 
 
 class SchemaError(ValueError):

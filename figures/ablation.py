@@ -1,6 +1,9 @@
-"""Ablation: accuracy on the task set and on the not-task set of the unmasked model, the model
-with only the module (model x mask) and the model without it (model x (1 - mask)), per
-checkpoint and shape task; mean ± CI over mask seeds at the selected alpha; chance 12.5%."""
+"""Ablations per task family: for each variant (model x mask = module only, model x (1 - mask)
+= module removed, selective = the task-specific part removed) a task x evaluated-set matrix of
+report-split accuracy, mean ± CI half-width across networks (mask seeds nested), converged
+masks at the selected alpha; degenerate evaluations (constant logits on more than
+masks.degenerate_max of the problems) are hatched and show no accuracy. ``complement``: the
+complement protocol's relative drop on the task vs on the family's other tasks."""
 
 from __future__ import annotations
 
@@ -9,55 +12,106 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 
+from core.tasks import FAMILIES
 from figures import style
-from figures.inputs import Inputs, at_selected, mean_ci, require_data
+from figures.inputs import Inputs, across_networks, converged
 
 NAME = "ablation"
-NEEDS = ("modules",)
-OUTPUTS = ("ablation",)
-
-ROWS = (("task", "task set"), ("not_task", "not-task set"))
-VARIANTS = (("full", "unmasked model", "acc_{}_full"),
-            ("masked", "model × mask (module only)", "acc_{}"),
-            ("inverted", "model × (1 − mask) (module removed)", "acc_{}_inverted"))
+NEEDS = ("ablation", "modules", "summary")
+OUTPUTS = tuple(f"ablation_{f}" for f in FAMILIES) + ("complement",)
+VARIANTS = (("mask", "model × mask"), ("inverted", "model × (1 − mask)"),
+            ("selective", "task-specific part removed"))
 
 
 def build(inp: Inputs, out: Path) -> list[Path]:
-    md = inp["modules"]
-    cks = [str(c) for c in md["checkpoint"].values]
-    tasks = [str(t) for t in md["task"].values]
-    x = np.arange(len(tasks))
-    width = 0.8 / len(VARIANTS)
-    fig, axes = style.figure(inp.cfg.figures, "two", 4.0, nrows=len(ROWS), ncols=len(cks),
-                             sharey=True, sharex=True, squeeze=False)
-    for i, (row, row_label) in enumerate(ROWS):
-        for k, (key, _, pattern) in enumerate(VARIANTS):
-            var = pattern.format(row)
-            da = at_selected(require_data(md[var], f"modules.nc {var}"), md, f"modules.nc {var}")
-            st = mean_ci(da, "seed", inp.level)
-            for j, ck in enumerate(cks):
-                s = st.sel(checkpoint=ck)
-                m = s["mean"].values
-                err = np.nan_to_num(np.abs(np.stack([m - s["lower"].values,
-                                                     s["upper"].values - m])))
-                axes[i, j].bar(x + (k - 1) * width, m, width, yerr=err,
-                               color=style.VARIANT_COLORS[key], ecolor="0.15",
-                               error_kw={"elinewidth": 0.6, "capsize": 1.2})
+    paths = []
+    for fam in FAMILIES:
+        paths += _matrices(inp, out, fam)
+    return paths + _complement(inp, out)
+
+
+def _matrices(inp: Inputs, out: Path, fam: str) -> list[Path]:
+    ab, md = inp["ablation"], inp["modules"]
+    tasks = inp.tasks(fam)
+    cks = [str(c) for c in ab["checkpoint"].values]
+    fs = inp.cfg.figures.font_size
+    fig, axes = style.figure(inp.cfg.figures, "two", 1.2 + 1.6 * len(VARIANTS),
+                             nrows=len(VARIANTS), ncols=len(cks), squeeze=False)
+    if not tasks:
+        fig.suptitle(f"family {fam}: no masks in this run (masks.families)", fontsize=fs)
+        for ax in axes.ravel():
+            ax.axis("off")
+        return style.save(fig, out, f"ablation_{fam}")
+    sets = [s for s in FAMILIES[fam].eval_sets if s in ab["eval_set"].values]
+    rep = ab.sel(split="report", task=tasks, eval_set=sets)
+    dmax = inp.cfg.masks.degenerate_max
+    norm, cmap = mpl.colors.Normalize(0, 100), mpl.colormaps["viridis"]
+    for i, (variant, label) in enumerate(VARIANTS):
+        acc = converged(rep["accuracy"].sel(variant=variant), md)
+        deg = converged(rep["degenerate"].sel(variant=variant), md)
+        bad = deg.mean(["network", "seed"], skipna=True) > dmax
+        st = across_networks(acc.where(deg <= dmax), inp.level)
         for j, ck in enumerate(cks):
             ax = axes[i, j]
-            ax.axhline(style.CHANCE_ACC, **style.CHANCE_STYLE)
-            ax.set_ylim(0, 100)
+            m = st["mean"].sel(checkpoint=ck).transpose("task", "eval_set").values
+            half = (st["upper"] - st["mean"]).sel(checkpoint=ck).transpose(
+                "task", "eval_set").values
+            b = bad.sel(checkpoint=ck).transpose("task", "eval_set").values
+            ax.imshow(np.where(b, np.nan, m), cmap=cmap, norm=norm, aspect="auto")
+            for r in range(len(tasks)):
+                for c in range(len(sets)):
+                    if b[r, c]:
+                        ax.add_patch(mpl.patches.Rectangle((c - 0.5, r - 0.5), 1, 1,
+                                                           fill=False, hatch=style.DEGENERATE_HATCH,
+                                                           lw=0, color="0.5"))
+                        ax.text(c, r, "deg.", ha="center", va="center", fontsize=fs - 2.5)
+                    elif np.isfinite(m[r, c]):
+                        pm = f"\n±{half[r, c]:.0f}" if np.isfinite(half[r, c]) else ""
+                        ax.text(c, r, f"{m[r, c]:.0f}{pm}", ha="center", va="center",
+                                fontsize=fs - 3, color="white" if m[r, c] < 55 else "black")
+            ax.set_xticks(range(len(sets)), sets if i == len(VARIANTS) - 1 else [""] * len(sets),
+                          rotation=45, ha="right", fontsize=fs - 2)
+            ax.set_yticks(range(len(tasks)), tasks if j == 0 else [""] * len(tasks),
+                          fontsize=fs - 2)
             if i == 0:
-                ax.set_title(style.checkpoint_label(ck, float(md["milestone"][j])))
+                ax.set_title(style.checkpoint_label(ck, float(ab["milestone"][j])))
             if j == 0:
-                ax.set_ylabel(f"{row_label}\naccuracy (%)")
-            ax.set_xticks(x, tasks, rotation=30, ha="right")
-    for ax in axes[-1]:
-        ax.set_xlabel("shape task of the module")
-    handles = [mpl.patches.Patch(color=style.VARIANT_COLORS[k]) for k, _, _ in VARIANTS]
-    handles.append(mpl.lines.Line2D([], [], **style.CHANCE_STYLE))
-    pct = f"{100 * inp.level:g}%"
-    fig.legend(handles, [lab for _, lab, _ in VARIANTS] + ["chance (12.5%)"],
-               loc="outside lower center", ncol=len(handles),
-               title=f"mean ± {pct} CI over mask seeds")
-    return style.save(fig, out, OUTPUTS[0])
+                ax.set_ylabel(f"{label}\nmask of task")
+    fig.supxlabel("evaluated set (report split)", fontsize=fs)
+    fig.suptitle(f"family {fam}: accuracy (%) after ablation, mean ± {100 * inp.level:g}% CI "
+                 "half-width across networks; hatched: degenerate (not reported)",
+                 fontsize=fs - 1)
+    return style.save(fig, out, f"ablation_{fam}")
+
+
+def _complement(inp: Inputs, out: Path) -> list[Path]:
+    summ, md = inp.summary, inp["modules"]
+    cks = list(summ["checkpoints"])
+    fams = inp.families()
+    fig, axes = style.figure(inp.cfg.figures, "two", 2.4, ncols=max(1, len(fams)),
+                             squeeze=False, sharey=True)
+    x = np.arange(len(cks))
+    for ax, fam in zip(axes[0], fams):
+        for k, (key, label, color) in enumerate((("own", "on the task's own set", "#D55E00"),
+                                                 ("other", "on the family's other tasks",
+                                                  "0.4"))):
+            vals = [summ["checkpoints"][ck]["families"].get(fam, {}).get(
+                "complement_drop", {}).get(key, {}) for ck in cks]
+            m, lo, hi = (np.array([np.nan if v.get(f) is None else 100 * v[f] for v in vals])
+                         for f in ("mean", "lower", "upper"))
+            ax.errorbar(x + (k - 0.5) * 0.12, m, yerr=np.nan_to_num(np.abs(np.stack(
+                [m - lo, hi - m]))), color=color, marker="o", lw=1.0, label=label)
+        if not any(summ["checkpoints"][ck]["families"].get(fam, {}).get(
+                "complement_drop", {}).get("own", {}).get("mean") is not None for ck in cks):
+            ax.text(0.5, 0.5, "no complement / reference masks", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=inp.cfg.figures.font_size - 1)
+        ax.axhline(0, **style.CHANCE_STYLE)
+        ax.set_xticks(x, [style.checkpoint_label(c, float(v))
+                          for c, v in zip(cks, md["milestone"].values)])
+        ax.set_title(fam)
+    axes[0, 0].set_ylabel("relative accuracy drop (%)\ncomplement vs reference mask")
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="outside lower center", ncol=2,
+               title=f"complement protocol (Csordás et al.): mean ± {100 * inp.level:g}% CI "
+                     "across networks")
+    return style.save(fig, out, "complement")

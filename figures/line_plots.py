@@ -1,7 +1,8 @@
-"""Sparsity and dispersity of the shape modules vs checkpoint, one line per shape task, mean
-± CI over mask seeds at each checkpoint's selected alpha. Dispersity is shown as defined by
-the original study and normalised by a random mask of equal density (1 = as spread as random).
-The original study's values are drawn as open stars."""
+"""Sparsity and dispersity of the modules vs checkpoint, one line per task family (its tasks
+averaged within each network) so the positive control sits beside the shape families: mean ±
+CI across networks (mask seeds nested), converged runs at each checkpoint's selected alpha.
+Dispersity is shown as defined by the original study and normalised by a random mask of equal
+density (1 = as spread as random). The original study's values are drawn as open stars."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from figures import original, style
-from figures.inputs import Inputs, at_selected, mean_ci, require_data
+from figures.inputs import Inputs, across_networks, converged, errorbars, require_data
 
 NAME = "line_plots"
 NEEDS = ("modules",)
@@ -26,22 +27,17 @@ def build(inp: Inputs, out: Path) -> list[Path]:
     cks = [str(c) for c in md["checkpoint"].values]
     ms = md["milestone"].values
     x = np.arange(len(cks))
-    tasks = [str(t) for t in md["task"].values]
+    fams = inp.families()
     fig, axes = style.figure(inp.cfg.figures, "two", 2.9, ncols=len(PANELS))
-    jitter = (np.arange(len(tasks)) - (len(tasks) - 1) / 2) * 0.06
+    jitter = (np.arange(len(fams)) - (len(fams) - 1) / 2) * 0.08
+    val = md["ckpt_val_acc"].mean("network", skipna=True).values
     for ax, (var, label, orig) in zip(axes, PANELS):
-        da = at_selected(require_data(md[var], f"modules.nc {var}"), md, f"modules.nc {var}")
-        st = mean_ci(da, "seed", inp.level)
-        for k, t in enumerate(tasks):
-            s = st.sel(task=t)
-            m = s["mean"].values
-            err = np.abs(np.stack([m - s["lower"].values, s["upper"].values - m]))
-            ax.errorbar(x + jitter[k], m, yerr=np.nan_to_num(err), color=style.SHAPE_COLORS.get(t),
-                        marker=style.SHAPE_MARKERS.get(t, "o"), label=t, lw=1.0)
-        if var == "dispersity":
-            rnd = at_selected(md["dispersity_random"], md, "modules.nc dispersity_random")
-            ax.plot(x, rnd.mean(["task", "seed"]).values, color="0.4", ls="--", lw=0.9,
-                    label="random mask, equal density")
+        da = converged(require_data(md[var], f"modules.nc {var}"), md)
+        for k, fam in enumerate(fams):
+            m, err = errorbars(across_networks(da.sel(task=inp.tasks(fam)), inp.level,
+                                               ("task",)))
+            ax.errorbar(x + jitter[k], m, yerr=err, color=style.FAMILY_COLORS.get(fam),
+                        marker=style.FAMILY_MARKERS.get(fam, "o"), label=fam, lw=1.0)
         if var == "dispersity_norm":
             ax.axhline(1.0, **style.CHANCE_STYLE, label="random mask (= 1)")
         if orig:
@@ -51,9 +47,9 @@ def build(inp: Inputs, out: Path) -> list[Path]:
                         label="original study")
         ax.set_xticks(x, [f"{style.checkpoint_label(c, float(v))}\n"
                           + (f"(val {a:.0f}%)" if np.isfinite(a) else "(val n/a)")
-                          for c, v, a in zip(cks, ms, md["ckpt_val_acc"].values)])
+                          for c, v, a in zip(cks, ms, val)])
         ax.set_xlim(-0.4, len(cks) - 0.6)
-        ax.set_xlabel("checkpoint (validation accuracy)")
+        ax.set_xlabel("checkpoint (mean validation accuracy)")
         ax.set_ylabel(label)
     handles, labels = [], []
     for ax in axes:
@@ -61,7 +57,8 @@ def build(inp: Inputs, out: Path) -> list[Path]:
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    pct = f"{100 * inp.level:g}%"
-    fig.legend(handles, labels, loc="outside lower center", ncol=4,
-               title=f"shape module: mean ± {pct} CI over mask seeds")
+    n = int(md.sizes["network"])
+    fig.legend(handles, labels, loc="outside lower center", ncol=5,
+               title=f"task family: mean ± {100 * inp.level:g}% CI across {n} networks "
+                     "(seeds nested), converged masks")
     return style.save(fig, out, OUTPUTS[0])

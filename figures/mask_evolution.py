@@ -50,6 +50,6 @@ def build(inp: Inputs, out: Path) -> list[Path]:
     cb.set_label("keep probability σ(logit)")
     alpha = float(cv["snap_alpha"][-1])
     fig.suptitle(f"mask of {cv.attrs.get('snapshot_param', '?')} for task {task} "
-                 f"(seed {cv.attrs.get('snapshot_seed', '?')}, {style.alpha_label(alpha)}); "
+                 f"(first network, lowest seed, {style.alpha_label(alpha)}); "
                  "black = kept, white = removed", fontsize=inp.cfg.figures.font_size)
     return style.save(fig, out, OUTPUTS[0])

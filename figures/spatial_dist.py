@@ -1,6 +1,7 @@
 """Spatial distribution of the modules: each masked parameter's share of the module's kept
-weights (percent, log scale), mean over shape tasks, ± CI over seeds, coloured by SCL
-sub-network; one panel per checkpoint at its selected alpha. Black ticks: the share a
+weights (percent, log scale), mean over the original family's shape tasks, ± CI across
+networks (mask seeds nested), coloured by SCL sub-network; one panel per checkpoint at its
+selected alpha, converged masks only. Black ticks: the share a
 uniformly random mask would give (proportional to the parameter's size)."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import matplotlib as mpl
 import numpy as np
 
 from figures import style
-from figures.inputs import Inputs, at_selected, mean_ci, require_data
+from figures.inputs import Inputs, across_networks, converged, require_data
 
 NAME = "spatial_dist"
 NEEDS = ("layers", "modules")
@@ -25,8 +26,10 @@ def build(inp: Inputs, out: Path) -> list[Path]:
     cks = [str(c) for c in ly["checkpoint"].values]
     params = [str(p) for p in ly["param"].values]
     subnets = [str(s) for s in ly["subnet"].values]
-    share = at_selected(require_data(ly["share"], "layers.nc share"), md, "layers.nc share")
-    st = mean_ci(share.mean("task", skipna=True), "seed", inp.level)
+    fam = next(iter(inp.families()), "original")
+    share = converged(require_data(ly["share"], "layers.nc share"), md).sel(
+        task=inp.tasks(fam))
+    st = across_networks(share, inp.level, ("task",))
     x = np.arange(len(params))
     colors = [style.SUBNET_COLORS.get(s, "0.5") for s in subnets]
     sizes = ly["param_size"].values.astype(float)
@@ -59,5 +62,5 @@ def build(inp: Inputs, out: Path) -> list[Path]:
     pct = f"{100 * inp.level:g}%"
     fig.legend(handles, [style.SUBNET_LABELS[s] for s in present] + ["random mask (share ∝ size)"],
                loc="outside upper center", ncol=3,
-               title=f"mean over shape tasks, error bar: {pct} CI over mask seeds")
+               title=f"mean over the {fam} family's tasks, error bar: {pct} CI across networks")
     return style.save(fig, out, OUTPUTS[0])

@@ -24,9 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from core.config import SHAPES, SUBNETS, FiguresConfig, checkpoint_name  # noqa: E402
 from core.io import atomic_path  # noqa: E402
-
-# Chance accuracy of an 8-candidate problem, in percent (a property of the task, not a knob).
-CHANCE_ACC = 100.0 / 8
+from core.stats import CHANCE_ACC  # noqa: E402,F401  (re-exported: figures draw it)
 
 # Okabe-Ito colour-blind-safe palette, one fixed colour per shape task and per sub-network.
 SHAPE_COLORS = dict(zip(SHAPES, ("#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2"),
@@ -37,6 +35,23 @@ SUBNET_LABELS = {"vision": "object (vision) network", "attribute": "attribute ne
                  "ff_residual": "ff residual", "relation": "relationship network",
                  "logit": "logit layer"}
 SHAPE_MARKERS = dict(zip(SHAPES, ("^", "s", "p", "h", "o"), strict=True))
+# Task families (core.tasks): one colour and marker each; the control stands out in black.
+FAMILY_COLORS = {"original": "#0072B2", "shape_rule": "#E69F00", "control": "#000000"}
+FAMILY_MARKERS = {"original": "o", "shape_rule": "s", "control": "D"}
+CONTROL_COLORS = {"color_rule": "#D55E00", "size_rule": "#000000"}
+DEGENERATE_HATCH = "////"
+
+
+def task_color(task: str) -> str:
+    """A shape task (``circle``, ``rule_circle``, ``not_circle``) gets its shape's colour, a
+    control task its own; anything else grey."""
+    shape = next((s for s in SHAPES if task.endswith(s)), None)
+    return SHAPE_COLORS[shape] if shape else CONTROL_COLORS.get(task, "0.45")
+
+
+def task_marker(task: str) -> str:
+    shape = next((s for s in SHAPES if task.endswith(s)), None)
+    return SHAPE_MARKERS[shape] if shape else "D"
 # Model variants of the ablation: unmasked, model * mask, model * (1 - mask).
 VARIANT_COLORS = {"full": "#7f7f7f", "masked": "#0072B2", "inverted": "#D55E00"}
 CHANCE_STYLE = {"color": "0.35", "linestyle": ":", "linewidth": 1.0}

@@ -1,7 +1,6 @@
-"""``python -m paper`` (from the repository root): the paper stage, same as
-``python -m figures.paper`` (numbers.tex from the metric files, then latexmk)."""
+"""``python -m paper [build|table|readme] ...``: see :mod:`paper.build`."""
 
-from figures.paper import main
+from paper.build import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -105,7 +105,8 @@ def write_inputs(root: Path, cfg: Config, families: Sequence[str] = ("original",
                     for seed in cfg.masks.seeds:
                         r = np.random.default_rng([rng_seed, net, c, seed, len(keys)])
                         flat = _mask(r, core, parts[s], 0.02 * (1 + 1e5 * a))
-                        conv = not (flagged < unconverged and seed == cfg.masks.seeds[-1])
+                        conv = not (flagged < unconverged and seed == cfg.masks.seeds[-1]
+                                     and a == alphas[-1])
                         flagged += not conv
                         key = f"{s}-a{alpha_label(a)}-s{seed}"
                         _write_mask(masks / f"net{net}" / ck / f"{key}.pt", flat, names, shapes,

@@ -1,25 +1,21 @@
-"""Figures from small synthetic datasets with the real schema (core.schema.synthetic) and tiny
-problem shards: every family builds, outputs are non-empty and byte-identical on a rebuild, and
-missing inputs give one clear error naming what is missing."""
+"""Figures from the metric files that core.metrics writes for the synthetic inputs of
+tests/synthetic.py, and tiny problem shards: every family builds, outputs are non-empty and
+byte-identical on a rebuild, metrics of another configuration are refused, and missing inputs
+give one clear error naming what is missing."""
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import synthetic as syn  # tests/synthetic.py: the test-only input builders
 
-from core.config import SHAPES, load
-from core.metrics import write
-from core.schema import synthetic
-from figures import FAMILIES, build
+from core.config import SHAPES
+from core.schema import metrics_hash
+from figures import FAMILIES, PROVENANCE_FILE, build
 from figures.__main__ import main
-from figures.style import FigureError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load(ROOT / "params.yaml", "ci")
+from figures.style import FigureError, task_color
 
 
 def _raven(root: Path, subsets=SHAPES, split="test") -> Path:
@@ -36,30 +32,29 @@ def _raven(root: Path, subsets=SHAPES, split="test") -> Path:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fig_inputs")
-    write(synthetic(), root / "metrics")
-    _raven(root / "raven", (*SHAPES, "light"))
-    return root
+    metrics, cfg, params = syn.built_metrics()
+    raven = _raven(tmp_path_factory.mktemp("raven"), (*SHAPES, "light"))
+    return metrics, raven, cfg, params
 
 
 @pytest.fixture(scope="module")
-def built(inputs, cfg, tmp_path_factory):
+def built(inputs, tmp_path_factory):
+    metrics, raven, cfg, _ = inputs
     outs = [tmp_path_factory.mktemp(f"figs{i}") for i in range(2)]
-    paths = [build(list(FAMILIES), inputs / "metrics", inputs / "raven", o, cfg) for o in outs]
+    paths = [build(list(FAMILIES), metrics, raven, o, cfg) for o in outs]
     return outs, paths
 
 
-def test_every_family_builds_png_and_pdf(built):
+def test_every_family_builds_png_and_pdf(built, inputs):
     outs, paths = built
-    stems = {p.stem for p in paths[0]}
-    for mod in FAMILIES.values():
-        for stem in mod.OUTPUTS:
-            assert stem in stems, stem
-            for ext in ("png", "pdf"):
-                f = outs[0] / f"{stem}.{ext}"
-                assert f.stat().st_size > 1000, f
-    assert {p.suffix for p in paths[0]} == {".png", ".pdf"}
+    expected = {f"{stem}.{ext}" for mod in FAMILIES.values() for stem in mod.OUTPUTS
+                for ext in ("png", "pdf")}
+    assert {p.name for p in paths[0]} == expected
+    for f in paths[0]:
+        assert f.stat().st_size > 1000, f
     assert not list(outs[0].glob(".tmp-*")), "temporary files left behind"
+    prov = json.loads((outs[0] / PROVENANCE_FILE).read_text())
+    assert prov["config_hash"] == metrics_hash(inputs[2]) and prov["profile"] == "ci"
 
 
 def test_rebuild_is_byte_identical(built):
@@ -72,20 +67,28 @@ def test_pdf_and_png_metadata_are_fixed(built):
     outs, _ = built
     pdf = (outs[0] / "line_plots.pdf").read_bytes()
     assert b"CreationDate" not in pdf and b"matplotlib" not in pdf.lower()
-    png = (outs[0] / "line_plots.png").read_bytes()
-    assert b"Software" not in png
+    assert b"Software" not in (outs[0] / "line_plots.png").read_bytes()
+
+
+def test_metrics_of_another_configuration_are_refused(inputs, tmp_path):
+    metrics, raven, _, _ = inputs
+    other = syn.config(networks=(0, 1), seeds=(0, 1), train={"milestones": [20.0, 30.0]})
+    with pytest.raises(FigureError, match="written for another configuration"):
+        build(["line_plots"], metrics, raven, tmp_path, other)
+    assert not list(tmp_path.iterdir())
 
 
 def test_cli_list_and_build_some(inputs, tmp_path, capsys):
+    metrics, raven, _, params = inputs
     assert main(["--list"]) == 0
     listed = capsys.readouterr().out
     for name in FAMILIES:
         assert name in listed
-    rc = main(["line_plots", "--metrics", str(inputs / "metrics"), "--raven",
-               str(inputs / "raven"), "--out", str(tmp_path), "--params",
-               str(ROOT / "params.yaml"), "--profile", "ci"])
+    rc = main(["line_plots", "--metrics", str(metrics), "--raven", str(raven), "--out",
+               str(tmp_path), "--params", str(params)])
     assert rc == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["line_plots.pdf", "line_plots.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["line_plots.pdf", "line_plots.png",
+                                                          PROVENANCE_FILE]
 
 
 def test_cli_unknown_name(capsys):
@@ -93,59 +96,38 @@ def test_cli_unknown_name(capsys):
     assert "unknown figure 'no_such_figure'" in capsys.readouterr().err
 
 
-def test_missing_metrics_file_is_named(inputs, cfg, tmp_path):
-    metrics = tmp_path / "metrics"
-    metrics.mkdir()
-    (metrics / "modules.nc").write_bytes((inputs / "metrics" / "modules.nc").read_bytes())
+def test_missing_metrics_file_is_named(inputs, tmp_path):
+    metrics, raven, cfg, _ = inputs
+    shutil.copy(metrics / "modules.nc", tmp_path / "modules.nc")
     with pytest.raises(FigureError, match=r"sharing\.nc: file not found"):
-        build(["sharing_matrices"], metrics, inputs / "raven", tmp_path / "out", cfg)
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+        build(["sharing_matrices"], tmp_path, raven, tmp_path / "out", cfg)
+    for f in metrics.glob("*.nc"):
+        shutil.copy(f, tmp_path / f.name)
+    with pytest.raises(FigureError, match=r"summary\.json: file not found"):
+        build(["sharing_matrices"], tmp_path, raven, tmp_path / "out", cfg)
 
 
-@pytest.mark.parametrize(("name", "var", "family"), [("sharing", "iomin", "sharing_matrices"),
-                                                      ("modules", "dispersity_norm", "line_plots"),
-                                                      ("curves", "keep_prob", "mask_evolution")])
-def test_missing_variable_is_named(cfg, tmp_path, name, var, family):
-    ds = synthetic()
-    ds[name] = ds[name].drop_vars(var)
-    write(ds, tmp_path)
-    with pytest.raises(FigureError, match=rf"{name}\.nc: variable '{var}' missing"):
-        build([family], tmp_path, tmp_path / "raven", tmp_path / "out", cfg)
-
-
-def test_cli_reports_error_without_traceback(tmp_path, capsys):
+def test_cli_reports_error_without_traceback(inputs, tmp_path, capsys):
     rc = main(["ablation", "--metrics", str(tmp_path), "--out", str(tmp_path / "o"),
-               "--params", str(ROOT / "params.yaml"), "--profile", "ci"])
+               "--params", str(inputs[3])])
     assert rc == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "modules.nc: file not found" in err
+    assert err.startswith("error: ") and "ablation.nc: file not found" in err
 
 
-def test_problem_instances_needs_task_folders(cfg, tmp_path):
+def test_problem_instances_needs_task_folders(inputs, tmp_path):
+    metrics, _, cfg, _ = inputs
     with pytest.raises(FigureError, match=r"tasks: no task folders"):
-        build(["problem_instances"], tmp_path, tmp_path / "raven", tmp_path / "out", cfg)
+        build(["problem_instances"], metrics, tmp_path / "raven", tmp_path / "out", cfg)
 
 
-def test_problem_instances_names_missing_split(cfg, tmp_path):
+def test_problem_instances_names_missing_split(inputs, tmp_path):
+    metrics, _, cfg, _ = inputs
     _raven(tmp_path / "raven", ("circle",), split="train")
     with pytest.raises(FigureError, match=r"circle"):
-        build(["problem_instances"], tmp_path, tmp_path / "raven", tmp_path / "out", cfg)
+        build(["problem_instances"], metrics, tmp_path / "raven", tmp_path / "out", cfg)
 
 
-def test_selected_alpha_missing_is_named(cfg, tmp_path):
-    ds = synthetic()
-    ds["modules"]["selected_alpha"][:] = np.nan
-    write(ds, tmp_path)
-    with pytest.raises(FigureError, match="selected_alpha is NaN"):
-        build(["line_plots"], tmp_path, tmp_path, tmp_path / "out", cfg)
-
-
-def test_empty_specific_modules_still_draw(cfg, tmp_path):
-    """Every kept weight shared (e.g. dense masks): the task-specific matrices read n/a."""
-    ds = synthetic()
-    ds["sharing"]["iomin_specific"][:] = np.nan
-    write(ds, tmp_path)
-    paths = build(["sharing_matrices"], tmp_path, tmp_path, tmp_path / "out", cfg)
-    assert sorted(p.name for p in paths) == sorted(
-        f"{s}.{e}" for s in ("sharing_matrices", "sharing_matrices_specific")
-        for e in ("png", "pdf"))
+def test_task_colours():
+    assert task_color("circle") == task_color("rule_circle") == task_color("not_circle")
+    assert task_color("color_rule") != task_color("size_rule")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import synthetic as syn  # tests/synthetic.py: the test-only input builders
 import torch
 import xarray as xr
 from hypothesis import given, settings
@@ -21,7 +22,6 @@ from hypothesis.extra.numpy import arrays
 from core import metrics as M
 from core import stats as S
 from core.schema import FILES, open_metrics
-import synthetic as syn  # tests/synthetic.py: the test-only input builders
 
 ROOT = Path(__file__).resolve().parents[1]
 

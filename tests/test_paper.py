@@ -1,115 +1,107 @@
-"""The paper stage: numbers.tex from synthetic metric files (values, verdicts, determinism),
-every report macro defined, clear errors, and (when TeX is installed) the PDF build."""
+"""The paper stage: numbers.tex, results.tex and the README table from the metrics of the
+synthetic inputs (tests/synthetic.py): verdicts follow the data, every report macro is defined,
+output is byte-identical, metrics and figures of another configuration are refused, errors
+are clear, and (when TeX is installed) the PDF builds."""
 
+import json
 import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+import synthetic as syn  # tests/synthetic.py: the test-only input builders
 
-from core.config import load
-from core.metrics import write
-from core.schema import synthetic
-from figures import FAMILIES, paper
-from figures.inputs import Inputs
-from figures.paper import PaperError, trend_verdict
+from core.schema import metrics_hash
+from figures import FAMILIES, PROVENANCE_FILE
 from figures.style import FigureError
+from paper import build as paper
+from paper import numbers
+from paper.build import PaperError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFINED = re.compile(r"\\newcommand\{\\([A-Za-z]+)\}")
+TEX = shutil.which("latexmk") is not None and shutil.which("pdflatex") is not None
 
 
 @pytest.fixture(scope="module")
-def cfg():
-    return load(ROOT / "params.yaml", "ci")
+def inputs():
+    return syn.built_metrics()
 
 
-@pytest.fixture(scope="module")
-def metrics(tmp_path_factory):
-    d = tmp_path_factory.mktemp("metrics")
-    write(synthetic(), d)
-    return d
-
-
-def _numbers(metrics, cfg, gen):
+def _generate(inputs, gen: Path) -> dict[str, str]:
+    metrics, cfg, _ = inputs
     paper.build(metrics, gen / "nofig", gen / "out", cfg, gen=gen, compile_pdf=False)
-    return (gen / "numbers.tex").read_text()
+    return {p.stem: p.read_text() for p in gen.glob("*.tex")}
 
 
-def _macro(text: str, name: str) -> str:
-    m = re.search(rf"\\newcommand\{{\\{name}\}}\{{(.*)\}}", text)
-    assert m, name
-    return m.group(1)
+def test_results_follow_the_summary(inputs, tmp_path):
+    text = _generate(inputs, tmp_path)["results"]
+    summary = json.loads((inputs[0] / "summary.json").read_text())
+    last = summary["checkpoints"]["scl_30"]["families"]
+    for fam in ("original", "control"):
+        assert rf"\subsection{{Task family \texttt{{{fam}}}}}" in text
+        io = last[fam]["iomin"]
+        assert numbers.fmt_iv(io["same_task"], 1) in text
+        assert numbers.tex_escape(io["verdict"]) in text
+    # planted: control distinct and specific, original neither; no shape_rule masks here
+    assert "Modules: distinct" in text and "shape\\_rule" not in text
+    assert "specific (own-set drop above other-set drop)" in text
+    assert "degenerate evaluations not reported" in text
+    assert r"Side by side with the original study" in text
+    assert "sparsity reproduced" in text
 
 
-def test_numbers_match_an_independent_computation(metrics, cfg, tmp_path):
-    text = _numbers(metrics, cfg, tmp_path)
-    md = synthetic()["modules"]
-    for i, suffix in ((0, "First"), (-1, "Last")):
-        a = float(md["selected_alpha"][i])
-        sp = md["sparsity"].isel(checkpoint=i).sel(alpha=a).values  # task x seed
-        assert _macro(text, f"Sparsity{suffix}") == f"{np.nanmean(np.nanmean(sp, 0)):.1f}"
-        d = md["dispersity"].isel(checkpoint=i).sel(alpha=a).values
-        assert _macro(text, f"Disp{suffix}") == f"{np.nanmean(np.nanmean(d, 0)):.3f}"
-    assert _macro(text, "OrigSparsityLast") == "94"
-    assert _macro(text, "CkptLast") == r"SCL\_90"
-    assert _macro(text, "NSeeds") == "3"
-    # synthetic sparsity rises 65 -> 94 and dispersity falls: both trends reproduce
-    assert _macro(text, "VerdictSparsity") == "reproduced"
-    assert _macro(text, "VerdictDisp") == "reproduced"
-    assert _macro(text, "VerdictSharing").startswith("reproduced")
-
-
-def test_numbers_are_byte_identical(metrics, cfg, tmp_path):
-    a = _numbers(metrics, cfg, tmp_path / "a")
-    b = _numbers(metrics, cfg, tmp_path / "b")
+def test_generated_tex_is_byte_identical(inputs, tmp_path):
+    a, b = _generate(inputs, tmp_path / "a"), _generate(inputs, tmp_path / "b")
+    assert a.pop("paths") != b.pop("paths")  # the figures folder differs, nothing else
     assert a == b
 
 
-def test_every_report_macro_is_generated(metrics, cfg, tmp_path):
-    defined = set(DEFINED.findall(_numbers(metrics, cfg, tmp_path)))
-    tex = (ROOT / "paper" / "report.tex").read_text()
+def test_every_report_macro_is_generated(inputs, tmp_path):
+    gen = _generate(inputs, tmp_path)
+    defined = set(DEFINED.findall(gen["numbers"]))
+    tex = (ROOT / "paper" / "report.tex").read_text() + gen["results"]
     tex = re.sub(r"(?<!\\)%.*", "", tex)  # drop comments, keep \%
     used = set(re.findall(r"\\([A-Z][A-Za-z]+)", tex))
     assert used - defined == set()
     assert all(name.isalpha() for name in defined)
+    m = re.search(r"\\newcommand\{\\ConfigHash\}\{([0-9a-f]+)\}", gen["numbers"])
+    assert m and metrics_hash(inputs[1]).startswith(m.group(1))
 
 
-def test_sharing_verdict_follows_the_data(cfg, tmp_path):
-    ds = synthetic()
-    sh = ds["sharing"]
-    sh["iomin"][:] = (sh["iomin_chance"] - 1.0).values
-    write(ds, tmp_path / "m")
-    text = _numbers(tmp_path / "m", cfg, tmp_path / "g")
-    assert _macro(text, "VerdictSharing") == "not reproduced (no pair above chance)"
+def test_readme_table_is_generated_and_rewritten(inputs, tmp_path, capsys):
+    metrics, _, params = inputs
+    assert paper.main(["table", "--metrics", str(metrics), "--params", str(params)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("Profile `ci`") and "| SCL_30 |" in table
+    assert "| distinct | specific |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{paper.README_BEGIN}\nold\n{paper.README_END}\ntail\n")
+    assert paper.main(["readme", "--metrics", str(metrics), "--params", str(params),
+                       "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and table in text and text.endswith(f"{paper.README_END}\ntail\n")
+    readme.write_text("no markers\n")
+    assert paper.main(["readme", "--metrics", str(metrics), "--params", str(params),
+                       "--readme", str(readme)]) == 2
+    assert "markers missing" in capsys.readouterr().err
 
 
-def test_trend_verdict():
-    assert trend_verdict((60, 58, 62), (90, 88, 92), +1) == "reproduced"
-    assert trend_verdict((60, 50, 70), (65, 55, 75), +1) == "direction only (CIs overlap)"
-    assert trend_verdict((0.3, 0.29, 0.31), (0.35, 0.34, 0.36), -1) == "not reproduced"
-    assert trend_verdict((60, np.nan, np.nan), (90, np.nan, np.nan), +1).startswith("direction")
-    assert trend_verdict((np.nan,) * 3, (90, 88, 92), +1).startswith("not testable")
+def test_metrics_of_another_configuration_are_refused(inputs, tmp_path):
+    metrics, _, _ = inputs
+    other = syn.config(networks=(0, 1))
+    with pytest.raises(FigureError, match="another configuration"):
+        paper.build(metrics, tmp_path, tmp_path / "out", other, gen=tmp_path / "g",
+                    compile_pdf=False)
 
 
-def test_missing_metrics_file_is_named(cfg, tmp_path):
-    with pytest.raises(FigureError, match=r"modules\.nc: file not found"):
-        paper.numbers(Inputs(tmp_path, tmp_path, cfg))
+def test_missing_metrics_file_is_named(inputs, tmp_path):
+    with pytest.raises(FigureError, match=r"summary\.json: file not found"):
+        paper.build(tmp_path, tmp_path, tmp_path / "out", inputs[1], gen=tmp_path / "g",
+                    compile_pdf=False)
 
 
-def test_missing_figure_is_named(metrics, cfg, tmp_path):
-    with pytest.raises(PaperError, match=r"figure\(s\) missing: problem_instances\.pdf"):
-        paper.build(metrics, tmp_path, tmp_path / "out", cfg, gen=tmp_path / "g")
-
-
-def test_missing_tex_says_how_to_install(metrics, cfg, tmp_path, monkeypatch):
-    monkeypatch.setattr(paper.shutil, "which", lambda name: None)
-    with pytest.raises(PaperError, match=r"needs TeX: run `make tex`"):
-        paper.latex(tmp_path / "out", tmp_path)
-
-
-def _dummy_figures(folder: Path) -> Path:
+def _dummy_figures(folder: Path, config_hash: str) -> Path:
     """A valid one-page PDF per expected figure (the paper only includes them)."""
     import matplotlib
 
@@ -123,46 +115,50 @@ def _dummy_figures(folder: Path) -> Path:
     for mod in FAMILIES.values():
         for stem in mod.OUTPUTS:
             shutil.copy(folder / "x.pdf", folder / f"{stem}.pdf")
+    (folder / PROVENANCE_FILE).write_text(json.dumps({"config_hash": config_hash}))
     return folder
 
 
-@pytest.mark.skipif(shutil.which("latexmk") is None or shutil.which("pdflatex") is None,
-                    reason="TeX (latexmk, pdflatex) not installed: `make tex` installs it")
-def test_pdf_builds_and_is_reproducible(metrics, cfg, tmp_path, monkeypatch):
-    figs = _dummy_figures(tmp_path / "figs")
+def test_missing_or_stale_figures_are_named(inputs, tmp_path):
+    metrics, cfg, _ = inputs
+    with pytest.raises(PaperError, match=r"figure\(s\) missing: problem_instances\.pdf"):
+        paper.build(metrics, tmp_path, tmp_path / "out", cfg, gen=tmp_path / "g")
+    figs = _dummy_figures(tmp_path / "figs", "0" * 64)
+    with pytest.raises(PaperError, match=r"provenance.json: figures drawn from metrics of "
+                                         r"another configuration"):
+        paper.build(metrics, figs, tmp_path / "out", cfg, gen=tmp_path / "g")
+
+
+def test_missing_tex_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(paper.shutil, "which", lambda name: None)
+    with pytest.raises(PaperError, match=r"needs TeX: run `make tex`"):
+        paper.latex(tmp_path / "out", tmp_path)
+
+
+@pytest.mark.skipif(not TEX, reason="TeX (latexmk, pdflatex) not installed: `make tex`")
+def test_pdf_builds_and_is_reproducible(inputs, tmp_path, monkeypatch):
+    metrics, cfg, _ = inputs
+    figs = _dummy_figures(tmp_path / "figs", metrics_hash(cfg))
     monkeypatch.chdir(tmp_path)  # the second build gets a relative --out, as in dvc.yaml
     pdfs = []
     for k in range(2):
         out = tmp_path / "out0" if k == 0 else Path("out1")
-        paths = paper.build(metrics, figs, out, cfg, gen=tmp_path / f"g{k}")
-        pdf = paths[-1]
+        pdf = paper.build(metrics, figs, out, cfg, gen=tmp_path / f"g{k}")[-1]
         assert pdf.name == "report.pdf" and pdf.read_bytes().startswith(b"%PDF")
         assert not [p for p in pdf.parent.iterdir() if p.name.startswith(".tmp-")]
         pdfs.append(pdf.read_bytes())
-    # a clean build raises on undefined references and keeps no (time-stamped) log
     assert not (tmp_path / "out0" / "report.log").exists()
     assert pdfs[0] == pdfs[1]
 
 
-def test_specificity_verdict_needs_a_selective_ablation():
-    # removing the module kills both sets (what the default profile shows): not specific
-    assert paper.specificity_verdict(97.0, 12.0, 86.0, 14.0).startswith("no: removing it costs")
-    # task collapses, not-task keeps most of its accuracy: specific
-    assert paper.specificity_verdict(97.0, 12.0, 86.0, 80.0) == "yes"
-    # the module is not even necessary for its task
-    assert "only" in paper.specificity_verdict(97.0, 90.0, 86.0, 80.0)
-    assert "missing" in paper.specificity_verdict(float("nan"), 12.0, 86.0, 80.0)
-
-
-@pytest.mark.skipif(shutil.which("latexmk") is None or shutil.which("pdflatex") is None,
-                    reason="TeX (latexmk, pdflatex) not installed: `make tex` installs it")
+@pytest.mark.skipif(not TEX, reason="TeX (latexmk, pdflatex) not installed: `make tex`")
 def test_undefined_reference_fails_and_keeps_the_log(tmp_path):
     src, gen = tmp_path / "src", tmp_path / "gen"
     src.mkdir()
     gen.mkdir()
     (src / "report.tex").write_text("\\documentclass{article}\\begin{document}"
                                     "See Fig.~\\ref{fig:missing}.\\end{document}\n")
-    with pytest.raises(paper.PaperError, match="undefined references"):
+    with pytest.raises(PaperError, match="undefined references"):
         paper.latex(tmp_path / "out", gen, paper=src)
     assert (tmp_path / "out" / "report.log").exists()
     assert not (tmp_path / "out" / "report.pdf").exists()

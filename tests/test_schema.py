@@ -1,19 +1,21 @@
-"""Tests of core.schema: the spec is complete, synthetic datasets follow it (and survive a
-netCDF round trip byte-identically), validate() names what is missing or wrong."""
+"""Tests of core.schema: the spec is complete, the metric files written by core.metrics (from
+the synthetic inputs of tests/synthetic.py) follow it, validate() and open_metrics() name what
+is missing or wrong, and files of another configuration are refused."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+import synthetic as syn  # tests/synthetic.py: the test-only input builders
 import xarray as xr
 
 from core import schema
-from core.schema import FILES, SCHEMA, SchemaError, open_metrics, synthetic, validate
+from core.schema import FILES, SCHEMA, SchemaError, metrics_hash, open_metrics, validate
 
 
 @pytest.fixture(scope="module")
-def syn():
-    return synthetic()
+def files():
+    out, cfg, _ = syn.built_metrics()
+    return out, cfg, {n: open_metrics(out, n) for n in FILES}
 
 
 def test_spec_is_complete():
@@ -24,37 +26,16 @@ def test_spec_is_complete():
             assert v.long_name, (name, key)
             assert set(v.dims) <= set(spec["dims"]), (name, key)
         assert not set(spec["coords"]) & set(spec["vars"]), name
+        assert {"network", "checkpoint"} <= set(spec["dims"]), name
 
 
-def test_synthetic_follows_the_schema(syn, tmp_path):
+def test_written_files_follow_the_schema(files):
+    _, _, ds = files
     for name in FILES:
-        ds = syn[name]
-        validate(ds, name)
-        ds.to_netcdf(tmp_path / f"{name}.nc", engine="netcdf4")
-        back = open_metrics(tmp_path, name)
-        assert back.attrs["Conventions"] == schema.CONVENTIONS
-        for var in back.variables:
-            assert back[var].attrs["units"] and back[var].attrs["long_name"]
-    m = syn["modules"]
-    # realistic layout: the sweep only at the last checkpoint, first seed
-    assert np.isnan(m["sparsity"].sel(checkpoint="scl_50", alpha=1e-4)).all()
-    assert np.isfinite(m["sparsity"].sel(checkpoint="scl_90", alpha=1e-4, seed=0)).all()
-    sp = m["sparsity"].sel(alpha=1e-5).mean(["task", "seed"]).values
-    assert sp[0] < sp[-1] and (m["sparsity"].fillna(50) <= 100).all()
-
-
-def test_synthetic_is_deterministic_and_sized(tmp_path):
-    a = synthetic(rng_seed=3)
-    b = synthetic(rng_seed=3)
-    for name in FILES:
-        for i, ds in enumerate((a[name], b[name])):
-            ds.to_netcdf(tmp_path / f"{name}{i}.nc", engine="netcdf4")
-        assert (tmp_path / f"{name}0.nc").read_bytes() == (tmp_path / f"{name}1.nc").read_bytes()
-    small = synthetic(checkpoints=("scl_20", "scl_30"), milestones=(20.0, 30.0),
-                      tasks=("circle", "square"), alpha_sweep=(1e-4,), seeds=(0, 1))
-    assert dict(small["sharing"].sizes) == {"checkpoint": 2, "task": 2, "other_task": 2,
-                                            "seed": 2}
-    assert small["modules"]["alpha"].values.tolist() == [1e-5, 1e-4]
+        validate(ds[name], name)
+        assert ds[name].attrs["Conventions"] == schema.CONVENTIONS
+        for var in ds[name].variables:
+            assert ds[name][var].attrs["units"] and ds[name][var].attrs["long_name"]
 
 
 def _without_attr(ds: xr.Dataset, attr: str) -> xr.Dataset:
@@ -63,8 +44,8 @@ def _without_attr(ds: xr.Dataset, attr: str) -> xr.Dataset:
     return out
 
 
-def test_validate_names_what_is_wrong(syn):
-    m = syn["modules"]
+def test_validate_names_what_is_wrong(files):
+    m = files[2]["modules"]
     with pytest.raises(SchemaError, match="modules.nc: variable 'dispersity' missing"):
         validate(m.drop_vars("dispersity"), "modules")
     with pytest.raises(SchemaError, match="dimension 'seed' missing"):
@@ -76,16 +57,17 @@ def test_validate_names_what_is_wrong(syn):
         validate(bad, "modules")
     with pytest.raises(SchemaError, match="'sparsity' has dims"):
         validate(m.assign(sparsity=m["sparsity"].transpose("seed", ...)), "modules")
-    with pytest.raises(SchemaError, match="global attribute 'source' missing"):
-        validate(_without_attr(m, "source"), "modules")
+    for attr in ("source", "config_hash", "profile"):
+        with pytest.raises(SchemaError, match=f"global attribute '{attr}' missing"):
+            validate(_without_attr(m, attr), "modules")
     with pytest.raises(SchemaError, match="'milestone' is a data variable"):
         validate(m.reset_coords("milestone"), "modules")
     with pytest.raises(SchemaError, match="unknown metrics file 'figures'"):
         validate(m, "figures")
 
 
-def test_finalize_requires_every_variable(syn):
-    ds = syn["layers"].drop_vars("share")
+def test_finalize_requires_every_variable(files):
+    ds = files[2]["layers"].drop_vars("share")
     with pytest.raises(SchemaError, match="layers.nc: variable 'share' missing"):
         schema.finalize(ds, "layers", "test")
 
@@ -97,5 +79,14 @@ def test_open_metrics_errors(tmp_path):
     with pytest.raises(SchemaError, match="curves.nc: cannot be read as netCDF"):
         open_metrics(tmp_path, "curves")
     xr.Dataset({"x": ("a", [1.0])}).to_netcdf(tmp_path / "layers.nc")
-    with pytest.raises(SchemaError, match="layers.nc: .*dimension 'checkpoint' missing"):
+    with pytest.raises(SchemaError, match="layers.nc: .*dimension 'network' missing"):
         open_metrics(tmp_path, "layers")
+
+
+def test_files_of_another_configuration_are_refused(files):
+    out, cfg, _ = files
+    assert open_metrics(out, "sharing", metrics_hash(cfg)).sizes["network"] == 3
+    other = syn.config(networks=(0, 1, 2), seeds=(0, 1, 2))
+    with pytest.raises(SchemaError, match=r"sharing.nc: written for another configuration "
+                                          r"\(config_hash [0-9a-f]{12}, profile ci"):
+        open_metrics(out, "sharing", metrics_hash(other))
