@@ -6,16 +6,25 @@ Baseline: the original Python 2 RAVEN generator's published speed, ~15 problems/
 measured here (that code is GPL, Python 2, and not part of this project).
 
     python -m benchmarks.generator [--quick] [--profile]
+    python -m benchmarks.generator --loader [--n 1500]   # memory of the shard loader
+
+``--loader`` writes ``2 x n`` problems at 160 px twice (compressed and ``--mmap`` shards) and
+reads the train split of each in a fresh process, one epoch of random batches of 32: peak
+anonymous memory (``RssAnon``, what must fit in RAM) and peak RSS (``VmHWM``, which for the
+memory-mapped shards includes reclaimable page-cache pages).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,12 +92,76 @@ def profile(size: int = 160, n_per_config: int = 60, top: int = 12) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _status() -> dict[str, int]:
+    """MiB of this process's VmHWM, VmRSS, RssAnon, RssFile (Linux /proc)."""
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, value = line.split(":", 1)
+            if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) // 1024
+    return out
+
+
+def measure_loader(root: str, batch: int = 32) -> dict:
+    """Open the train split of ``root`` and read one epoch of random batches."""
+    import torch
+
+    from core.data import RavenDataset
+
+    before = _status()
+    t0 = time.perf_counter()
+    ds = RavenDataset(root, "train")
+    opened = time.perf_counter() - t0
+    at_open = _status()
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))
+    peak_anon = at_open["RssAnon"]
+    t0 = time.perf_counter()
+    for i in range(0, len(ds), batch):
+        ds.images[perm[i:i + batch]]
+        peak_anon = max(peak_anon, _status()["RssAnon"])
+    epoch = time.perf_counter() - t0
+    return {"n": len(ds), "images": type(ds.images).__name__, "open_s": opened,
+            "epoch_s": epoch, "before": before, "after_open": at_open, "end": _status(),
+            "peak_anon_mib": peak_anon, "panel_mib": ds.images.shape.numel() // 2**20}
+
+
+def loader(n: int) -> list[dict]:
+    """Peak memory of RavenDataset over compressed vs memory-mapped shards (see module doc)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-loader-"))
+    rows = []
+    try:
+        for mmap in (False, True):
+            out = tmp / ("mmap" if mmap else "zip")
+            generate(out, ["center_single", "distribute_four"], n, size=160, workers=2,
+                     progress=False, mmap=mmap)
+            res = subprocess.run([sys.executable, "-m", "benchmarks.generator",
+                                  "--measure-loader", str(out)],
+                                 check=True, capture_output=True, text=True)
+            rows.append({"mmap": mmap, **json.loads(res.stdout)})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m benchmarks.generator")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--profile", action="store_true", help="cProfile one run instead")
+    ap.add_argument("--loader", action="store_true", help="memory of the shard loader instead")
+    ap.add_argument("--n", type=int, default=1500, help="--loader: problems per configuration")
+    ap.add_argument("--measure-loader", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.profile:
+    if args.measure_loader:
+        print(json.dumps(measure_loader(args.measure_loader)))
+    elif args.loader:
+        for r in loader(args.n):
+            print(f"{'mmap' if r['mmap'] else 'compressed'}: {r['n']} train problems "
+                  f"({r['panel_mib']} MiB of panels, {r['images']}): open {r['open_s']:.2f} s, "
+                  f"epoch {r['epoch_s']:.2f} s; RssAnon {r['before']['RssAnon']} MiB before, "
+                  f"peak {r['peak_anon_mib']} MiB; VmHWM {r['end']['VmHWM']} MiB "
+                  f"(RssFile {r['end']['RssFile']} MiB at the end)")
+    elif args.profile:
         profile()
     else:
         for r in run(args.quick):
