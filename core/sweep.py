@@ -244,6 +244,8 @@ def run_inprocess(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, by
 
 def _ray_train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
                    comp: Arrays | None) -> tuple[bytes, float]:
+    if torch.device(job.device).type == "cuda":  # Ray makes the task's GPU the visible one
+        job = dataclasses.replace(job, device="cuda")
     return train_one(job, model, train, val, comp)
 
 
