@@ -5,7 +5,9 @@
 # Every target installs what it needs into .venv first, once (re-installs when pyproject changes).
 PROFILE ?= default
 SET ?=
-RESULTS ?= results/default
+RESULTS ?= $(firstword $(wildcard results/default) results/ci)
+# tqdm bars refresh at most every 10 s in logs (the pipeline log is not a terminal)
+export TQDM_MININTERVAL ?= 10
 DVC := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +17,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint repro figures results tex bench clean-venv
+.PHONY: install test lint repro figures results readme tex bench clean-venv
 
 install: $(STAMP)
 
@@ -65,6 +67,12 @@ figures: install tex
 results: install
 	$(PY) -m core.results export --params params.yaml --out results/$$($(PY) -c \
 	  "from core.config import load; print(load('params.yaml').profile)")
+
+# The README's results section, generated from the committed default-profile results.
+readme: install
+	$(PY) -m core.results check results/default
+	$(PY) -m paper readme --params results/default/params.yaml --metrics results/default/metrics \
+	  --readme README.md
 
 bench: install
 	$(PY) -m benchmarks $(if $(QUICK),--quick,)

@@ -92,6 +92,12 @@ def closure(cmd: str) -> set[Path]:
     return files
 
 
+def command(stage: str) -> str:
+    """The stage's command(s) as one line."""
+    cmd = STAGES[stage]["cmd"]
+    return " ; ".join(" ".join(c.split()) for c in ([cmd] if isinstance(cmd, str) else cmd))
+
+
 def covered(path: Path, deps: list[str]) -> bool:
     rel = path.relative_to(ROOT).as_posix()
     return any(rel == d.rstrip("/") or rel.startswith(d.rstrip("/") + "/") for d in deps)
@@ -101,7 +107,7 @@ def covered(path: Path, deps: list[str]) -> bool:
 def test_stage_deps_cover_the_import_closure(stage):
     spec = STAGES[stage]
     deps = [d for d in spec.get("deps", []) if isinstance(d, str)]
-    files = closure(" ".join(spec["cmd"].split()))
+    files = closure(command(stage))
     assert files, f"{stage}: no python module found in its command"
     missing = sorted(p.relative_to(ROOT).as_posix() for p in files if not covered(p, deps))
     assert not missing, (f"dvc.yaml stage {stage!r} runs code it does not list in deps "
@@ -109,7 +115,7 @@ def test_stage_deps_cover_the_import_closure(stage):
 
 
 def test_closure_follows_imports_inside_functions_and_notebooks():
-    files = {p.relative_to(ROOT).as_posix() for p in closure(STAGES["masks"]["cmd"])}
+    files = {p.relative_to(ROOT).as_posix() for p in closure(command("masks"))}
     assert {"core/sweep.py", "core/maskfile.py", "core/config.py", "core/__init__.py"} <= files
     assert "analysis/train_masks.ipynb" in files
 
@@ -144,10 +150,10 @@ def test_train_params_are_every_train_key_but_the_network_axis():
 def test_matrix_stages_expand_over_the_networks():
     for stage in ("train", "masks"):
         assert STAGES[stage]["matrix"] == {"net": "${train.networks}"}
-        assert "${item.net}" in STAGES[stage]["cmd"]
+        assert "${item.net}" in command(stage)
     masks_out = STAGES["masks"]["outs"][0]
     assert masks_out == {"data/masks/net${item.net}": {"persist": True}}
-    assert "--state data/state/train/net${item.net}" in " ".join(STAGES["train"]["cmd"].split())
+    assert "--state data/state/train/net${item.net}" in command("train")
 
 
 def test_metrics_and_plots_declared():
@@ -181,13 +187,21 @@ def locked_repo(tmp_path_factory):
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     C.write_params("ci", out=repo / "params.yaml", conf=repo / "conf")
     nets = C.load(repo / "params.yaml").train.networks
-    outs = ["data/raven/main/x", "data/raven/tasks/x", "data/metrics/x", "data/plots/x",
-            "data/figures/x", "data/paper/x", "paper/generated/x"]
-    for k in nets:
-        outs += [f"data/train/net{k}/x", f"data/masks/net{k}/x", f"data/reports/masks/net{k}.html"]
-    for o in outs:
-        (repo / o).parent.mkdir(parents=True, exist_ok=True)
-        (repo / o).write_text("placeholder\n")
+    for spec in STAGES.values():
+        for out in spec.get("outs", []):
+            out = next(iter(out)) if isinstance(out, dict) else out
+            for k in nets if "${item.net}" in out else [None]:
+                path = repo / out.replace("${item.net}", str(k))
+                path = path if path.suffix else path / "x"  # a folder output: one file in it
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("placeholder\n")
+    for spec in STAGES.values():  # data deps inside another stage's folder output
+        for dep in spec.get("deps", []):
+            for k in nets if "${item.net}" in dep else [None]:
+                path = repo / dep.replace("${item.net}", str(k))
+                if dep.startswith("data/") and not path.exists():
+                    (path / "x").parent.mkdir(parents=True, exist_ok=True)
+                    (path / "x").write_text("placeholder\n")
     from dvc.repo import Repo
 
     with contextlib.chdir(repo), Repo(str(repo)) as r:
