@@ -529,6 +529,17 @@ class Sweep:
                 "runs": timings, "device": str(self.device), "precision": self.precision}
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (interpreter start and imports included; Linux
+    /proc), or None where that is not readable."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return float(Path("/proc/uptime").read_text().split()[0]) - start
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def report(notebook: Path, html: Path, params: Path, network: int, masks: Path,
            timing: Path) -> None:
     """Run the per-network report notebook once through papermill."""
@@ -568,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
             DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    summary["process_wall_s"] = time.perf_counter() - t_start
+    summary["process_wall_s"] = time.perf_counter() - t_start  # from main(), imports excluded
+    summary["process_age_s"] = process_age()  # from the interpreter's start (before the report)
     share = summary["overhead_share"]
     print(f"{args.out}: {summary['trained']} trained, {summary['kept']} kept; wall "
           f"{summary['wall_s']:.1f} s, mask compute {summary['compute_s']:.1f} s, group "
