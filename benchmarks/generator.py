@@ -29,8 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from benchmarks.common import row
 from core.config import CONFIGURATIONS
+from core.data import RavenDataset
 from core.raven.__main__ import generate
 
 BASELINE = 15.0  # problems/s/core of the original RAVEN generator (published)
@@ -105,10 +108,6 @@ def _status() -> dict[str, int]:
 
 def measure_loader(root: str, batch: int = 32) -> dict:
     """Open the train split of ``root`` and read one epoch of random batches."""
-    import torch
-
-    from core.data import RavenDataset
-
     before = _status()
     t0 = time.perf_counter()
     ds = RavenDataset(root, "train")

@@ -34,6 +34,7 @@ import shutil
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,19 +63,13 @@ def load_npz(path: str | Path, required: tuple[str, ...] = ("image", "target"),
             out = {k: z[k] for k in z.files if keys is None or k in keys or k in required}
     except FileNotFoundError:
         raise RavenFileError(f"{path}: file not found") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib_error()) as err:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as err:
         raise RavenFileError(f"{path}: corrupt or not an npz file ({err})") from None
     missing = [k for k in required if k not in out]
     if missing:
         raise RavenFileError(f"{path}: missing array {missing[0]!r} "
                              f"(expected keys {', '.join(required)})")
     return out
-
-
-def zlib_error() -> type[Exception]:
-    import zlib
-
-    return zlib.error
 
 
 def check_problems(path: Path, image: np.ndarray, target: np.ndarray, batched: bool) -> None:
@@ -204,7 +199,7 @@ def member_shape(path: str | Path, name: str) -> tuple[int, ...]:
         raise RavenFileError(f"{path}: file not found") from None
     except KeyError:
         raise RavenFileError(f"{path}: missing array {name!r}") from None
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib_error()) as err:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as err:
         raise RavenFileError(f"{path}: corrupt or not an npz file ({err})") from None
 
 
