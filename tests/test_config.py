@@ -5,6 +5,7 @@ import copy
 import math
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,13 @@ def test_every_profile_composes_and_loads(profile):
 
 
 def test_committed_params_yaml_is_the_default_composition():
-    # edit conf/, then `python -m core.config compose` and commit both
-    assert (ROOT / "params.yaml").read_text() == C.compose_text("default"), (
-        "params.yaml is not conf/ composed: run `python -m core.config compose`")
+    # edit conf/, then `python -m core.config compose` and commit both. The committed file, not
+    # the working copy: `make repro PROFILE=ci` rewrites the working copy with the ci profile.
+    git = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True,
+                         text=True)
+    text = git.stdout if git.returncode == 0 else (ROOT / "params.yaml").read_text()
+    assert text == C.compose_text("default"), (
+        "params.yaml is not conf/ composed: run `python -m core.config compose` and commit it")
 
 
 def test_compose_gives_the_bytes_dvc_exp_run_writes(tmp_path):
