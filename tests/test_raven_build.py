@@ -4,6 +4,7 @@ generated or packed from a (fake) public RAVEN folder."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +200,8 @@ def test_force_replaces_only_our_folders(tmp_path, monkeypatch, capsys):
         build(cfg, other, force=True, progress=False)
     assert (other / "notes.txt").read_text() == "keep me"
     out = build(cfg, tmp_path / "raven", progress=False)
-    assert (out / MARKER).is_file()
+    about = json.loads((out / MARKER).read_text())  # what the folder was made from
+    assert about["command"] == "build" and about["data"]["families"] == ["control"]
     assert build(cfg, out, force=True, progress=False) == out  # ours: replaced
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / ".git").mkdir()

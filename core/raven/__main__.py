@@ -69,7 +69,10 @@ def generate(out: str | Path, configs: list[str], n: int, seed: int = 0, workers
     jobs = [(split, Job(c, subset, a, b, seed, size, answers))
             for c in configs for split, (a, b) in split_ranges(n).items() if b > a]
     splits = {id(j): s for s, j in jobs}
-    with staged_dir(out, force) as tmp:
+    about = {"command": "generate", "configs": list(configs), "n": n, "seed": seed,
+             "size": size, "answers": answers, "subset": subset.label, "layout": layout,
+             "mmap": mmap}
+    with staged_dir(out, force, about) as tmp:
         for job, arrays in run_jobs([j for _, j in jobs], workers, progress, "generate"):
             split = splits[id(job)]
             if layout == "shards":

@@ -22,6 +22,7 @@ sets are the problems selected by their shape metadata (our ``attrs`` or the RAV
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from pathlib import Path
 
@@ -147,6 +148,12 @@ def subset_exists(configuration: str, subset: Subset) -> bool:
     return True
 
 
+def made_from(cfg: Config) -> dict:
+    """What a built folder was made from (recorded in its marker file)."""
+    return {"command": "build", "profile": cfg.profile, "seed": cfg.seed,
+            "data": dataclasses.asdict(cfg.data)}
+
+
 def build(cfg: Config, out: str | Path, force: bool = False, progress: bool = True) -> Path:
     """Build the data set of ``cfg`` into ``out`` (atomically: all or nothing)."""
     out = check_out_dir(out, force)
@@ -157,7 +164,7 @@ def build(cfg: Config, out: str | Path, force: bool = False, progress: bool = Tr
     for _, job in jobs:
         validate(job.configuration, job.subset, job.size, job.answers, job.stop - job.start)
     paths = {id(job): rel for rel, job in jobs}
-    with staged_dir(out, force) as tmp:
+    with staged_dir(out, force, made_from(cfg)) as tmp:
         for job, arrays in run_jobs([j for _, j in jobs], cfg.data.workers, progress, "build"):
             write_shard(tmp / paths[id(job)], arrays, job.configuration, cfg.data.mmap)
     return out
@@ -185,7 +192,7 @@ def build_public(cfg: Config, out: Path, force: bool, progress: bool) -> Path:
                              f"use families: [original] with data.public_dir")
     if not root.is_dir():
         raise RavenFileError(f"data.public_dir: {root} is not a folder")
-    with staged_dir(out, force) as tmp:
+    with staged_dir(out, force, made_from(cfg)) as tmp:
         for split in SPLITS:
             files = [f for f in public_files(root, split) if f.parent.name in cfg.data.configs]
             if not files:

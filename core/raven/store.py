@@ -28,6 +28,7 @@ All writes go through :func:`core.io.atomic_path`: a crash never leaves a half-w
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -301,10 +302,11 @@ def clean_stale(out: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def staged_dir(out: str | Path, force: bool) -> Iterator[Path]:
+def staged_dir(out: str | Path, force: bool, about: dict | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out`` (by rename), on
     failure it is removed: a crash never leaves a half-built ``out``, and what a killed run
-    left is removed by the next one (:func:`clean_stale`)."""
+    left is removed by the next one (:func:`clean_stale`). The marker file records ``about``
+    (what the folder was made from, as JSON)."""
     out = check_out_dir(out, force)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +318,9 @@ def staged_dir(out: str | Path, force: bool) -> Iterator[Path]:
     try:
         yield tmp
         (tmp / PID_FILE).unlink()
-        (tmp / MARKER).write_text("made by python -m core.raven; `--force` may replace it\n")
+        (tmp / MARKER).write_text(json.dumps({"made_by": "python -m core.raven",
+                                              "note": "--force may replace this folder",
+                                              **(about or {})}, indent=1, sort_keys=True) + "\n")
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".old-{out.name}-", dir=out.parent))
             (old / PID_FILE).write_text(str(os.getpid()))
