@@ -7,6 +7,7 @@ paper without training (``make figures``).
 ``results/<profile>/`` holds (a few MB):
 
 - ``params.yaml``: the configuration of the run (as composed from ``conf/``);
+- ``dvc.lock``: DVC's record of the run (every stage's command, dependency and output hashes);
 - ``metrics/``: every metric netCDF file and ``summary.json`` of ``data/metrics``;
 - ``raven/tasks/<set>/<split>/``: the first problem of each task set's first shard, for the
   example-problem figure (``figures.problem_split``);
@@ -90,6 +91,9 @@ def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str 
         shutil.rmtree(out)
     (out / "metrics").mkdir(parents=True)
     shutil.copyfile(params, out / "params.yaml")
+    lock = Path(params).with_name("dvc.lock")
+    if lock.is_file():
+        shutil.copyfile(lock, out / "dvc.lock")
     for p in needed:
         shutil.copyfile(p, out / "metrics" / p.name)
     _sample_shards(raven, out, cfg.figures.problem_split)
