@@ -24,6 +24,7 @@ VARIANTS = (("mask", "model × mask"), ("inverted", "model × (1 − mask)"),
 
 
 def build(inp: Inputs, out: Path) -> list[Path]:
+    _ = inp.summary  # fail before drawing when summary.json is missing or stale
     paths = []
     for fam in FAMILIES:
         paths += _matrices(inp, out, fam)

@@ -26,6 +26,7 @@ NULLS = (("cross_task", "different tasks", "#0072B2"),
 
 
 def build(inp: Inputs, out: Path) -> list[Path]:
+    _ = inp.summary  # fail before drawing when summary.json is missing or stale
     paths = []
     for fam in FAMILIES:
         paths += _heatmaps(inp, out, fam)
