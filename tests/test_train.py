@@ -136,21 +136,59 @@ def test_adaptive_validation_keeps_milestones_within_tolerance(tmp_path):
     assert list(log["val_step"].values) == calls
 
 
+def pilot_curve(step):
+    """Validation accuracy of the default profile's pilot (a logistic through 50% at step 374
+    and 70% at step 600, from chance 12.5% to a plateau at 89%)."""
+    lo, hi = 12.5, 89.0
+    logit = [math.log((a - lo) / (hi - a)) for a in (50.0, 70.0)]
+    w = (600 - 374) / (logit[1] - logit[0])
+    return lo + (hi - lo) / (1 + math.exp(-(step - 374 + w * logit[0]) / w))
+
+
+@pytest.mark.filterwarnings("ignore::core.train.MilestoneWarning")
+def test_noisy_validation_keeps_milestones_within_tolerance(tmp_path):
+    # the real schedule (validate) on the pilot curve measured on 2000 problems (binomial
+    # noise), default settings: checkpoints within +-2 points, far fewer checks than steps
+    cfg = cfg_of(milestones=[50, 70, 85], val_min_every=10, val_every=100)
+    run = T.setup_run(cfg, 0, fake_splits(), CPU)
+    run.n_val = 2000
+    rng = np.random.default_rng(0)
+    errors, checks = [], []
+    for _ in range(30):
+        st = T.State(next_val=cfg.train.val_min_every)
+        while len(st.reached) < 3:
+            st.step = st.next_val
+            T.validate(run, st, lambda m, s: rng.binomial(2000, pilot_curve(s) / 100) / 20,
+                       tmp_path)
+        errors += [r["val_acc"] - m for m, r in st.reached.items()]
+        checks.append(len(st.val_steps))
+    errors = np.abs(errors)
+    assert (errors <= 2.0).mean() >= 0.95 and errors.max() < 4, sorted(errors)[-5:]
+    assert np.mean(checks) < 60  # of ~800 steps to 85%
+
+
 def test_validation_interval():
     vi = T.validation_interval
     assert vi([], 50, 2, 5, 100) == 5 and vi([(10, 20.0)], 50, 2, 5, 100) == 5
     assert vi([(10, 20.0), (20, 19.0)], 50, 2, 5, 100) == 100  # not rising: the longest
-    # slope 1 point/step, 32 points to 52: half of that is 16 steps
-    assert vi([(10, 10.0), (20, 20.0)], 50, 2, 5, 100) == 16
+    # slope 1 point/step, 32 points to 52: FRACTION of that
+    assert vi([(10, 10.0), (20, 20.0)], 50, 2, 5, 100) == int(T.FRACTION * 32)
     assert vi([(10, 10.0), (20, 49.0)], 50, 2, 5, 100) == 5  # steep and near: the shortest
     assert vi([(0, 12.0), (100, 13.0)], 50, 2, 5, 100) == 100
+    # near within tolerance + 2 x noise: the shortest, even when not rising
+    assert vi([(100, 45.0), (200, 45.0)], 50, 2, 5, 100, noise=1.6) == 5
+    assert vi([(100, 45.0), (200, 45.0)], 50, 2, 5, 100, noise=1.0) == 100
+    # the slope comes from the validations of the last 2 x hi steps, fitted through noise
+    # (hi 20: the jump at step 0 is outside, flat; hi 50: inside, rising)
+    hist = [(0, 0.0), (10, 20.0), (20, 21.0), (30, 19.0), (40, 22.0), (50, 20.0)]
+    assert vi(hist, 50, 2, 5, 20) == 20 and vi(hist, 50, 2, 5, 50) < 50
 
 
 def test_overshoot_keeps_the_validation_before_or_warns(tmp_path):
-    seq = {1: 30.0, 2: 49.0, 3: 60.0, 4: 60.0, 5: 95.0}  # 70 jumps from 60 to 95: no fallback
+    seq = {1: 30.0, 2: 49.0, 3: 60.0, 4: 60.0, 5: 80.0}  # 70: from 60 to 80, no closer one
 
     cfg = cfg_of(epochs=10, milestones=[50, 70], val_every=1)
-    with pytest.warns(T.MilestoneWarning, match=r"milestone 70%: val acc 95.00% .*\+25.00 "
+    with pytest.warns(T.MilestoneWarning, match=r"milestone 70%: val acc 80.00% .*\+10.00 "
                                                 r"points off"):
         res = fit(cfg, tmp_path, evaluate=lambda m, s: seq[s])
     # 50 was crossed at 60% (step 3): the model of step 2 (49%) is kept instead
@@ -172,7 +210,9 @@ def test_milestone_helpers():
     prev = {"val_acc": 48.5}
     assert T.keep_for(50, 53.0, prev, 2.0) is prev
     assert T.keep_for(50, 51.0, prev, 2.0) is None  # within tolerance: the crossing itself
-    assert T.keep_for(50, 53.0, {"val_acc": 47.0}, 2.0) is None
+    assert T.keep_for(50, 53.0, {"val_acc": 47.0}, 2.0) is None  # not closer
+    far = {"val_acc": 46.0}
+    assert T.keep_for(50, 55.0, far, 2.0) is far  # both off: the closer one
     assert T.keep_for(50, 53.0, None, 2.0) is None
     assert T.lr_factor(0, 10, 100, "cosine") == 0.1
     assert T.lr_factor(100, 10, 100, "cosine") == pytest.approx(0.0)
