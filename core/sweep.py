@@ -41,6 +41,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -73,6 +74,8 @@ from core.train import data_fingerprint
 
 EXECUTORS = ("inprocess", "ray")
 EVALS = "evals.nc"
+CKPT_DIR = re.compile(r"[a-z][a-z0-9_]*_\d+(p\d+)?")  # config.checkpoint_name: scl_90, scl_2p5
+MASK_FILE = re.compile(r".+-a\d+(p\d+)?e-?\d+-s\d+\.pt")  # maskfile.mask_name + .pt
 # mask settings a run's result depends on (recorded in each file; resume compares them);
 # threads, gpu_share and the run-list keys (tasks, seeds, ...) are not among them
 RUN_SETTINGS = ("steps", "lr", "init", "tau", "batch_size", "n_samples", "log_every", "eval_n",
@@ -395,20 +398,26 @@ class Sweep:
     # ----------------------------------------------------------------- resume
     def clean(self) -> None:
         """Remove ``.tmp-*`` litter, mask files and evaluations not in the plan, and empty
-        checkpoint folders; other files are left alone (and named)."""
+        checkpoint folders. Only what the sweep writes is touched (``<ckpt>/<set>-a<alpha>-
+        s<seed>.pt``, ``<ckpt>/evals.nc``, ``.tmp-*`` of those); other files are left alone
+        and named. A folder holding a git repository or the current directory is refused."""
         if not self.out.exists():
             return
         if not self.out.is_dir():
             raise SweepError(f"{self.out}: not a folder (expected the network's mask folder)")
+        if (self.out / ".git").exists() or self.out.resolve() == Path.cwd().resolve():
+            raise SweepError(f"{self.out}: refusing to use this folder as a mask folder (the "
+                             "current directory or a repository); give data/masks/net<k>")
         wanted = {r.relpath for r in self.runs} | {f"{c}/{EVALS}" for c in self.cfg.checkpoints}
-        for p in sorted(self.out.rglob(".tmp-*")):
-            if p.is_file():
-                p.unlink()
-                self.log(f"removed litter {p}")
-        for d in sorted(p for p in self.out.iterdir() if p.is_dir()):
+        for d in sorted(p for p in self.out.iterdir() if p.is_dir() and CKPT_DIR.fullmatch(p.name)):
             for p in sorted(d.iterdir()):
                 rel = f"{d.name}/{p.name}"
-                if p.is_file() and (p.suffix == ".pt" or p.name == EVALS) and rel not in wanted:
+                if not p.is_file():
+                    continue
+                if p.name.startswith(".tmp-") and (p.suffix in (".pt", ".nc")):
+                    p.unlink()
+                    self.log(f"removed litter {p}")
+                elif (MASK_FILE.fullmatch(p.name) or p.name == EVALS) and rel not in wanted:
                     p.unlink()
                     self.log(f"removed stale {p} (not in the plan of this configuration)")
             if not any(d.iterdir()):

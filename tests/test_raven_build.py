@@ -57,6 +57,15 @@ def test_build_layout_and_tasks(tmp_path):
     # in_center_single_out_center_single: the outer frame is never dark
     assert len(light) == 6 and len(dark) == 6 and set(dark.configs) == {"center_single"}
     assert light.images.float().mean() > dark.images.float().mean()
+    # every set of every family is there, each split readable, answers as the family says
+    for fam in FAMILIES.values():
+        for name in fam.sets:
+            for split in ("train", "val", "test"):
+                assert len(RavenDataset(out / "tasks" / name, split)) >= 2
+    for split in ("train", "test"):
+        z = np.load(out / "tasks" / "rule_circle" / split / "center_single.npz")
+        answer = z["attrs"][np.arange(len(z["target"])), 8 + z["target"]]
+        assert (answer[..., 0][answer[..., 0] >= 0] == SHAPES.index("circle")).all()
     # main problems differ from task problems (own seeds per subset)
     a = RavenDataset(out / "main", "train").images[0]
     assert not (a == RavenDataset(out / "tasks" / "circle", "train").images[0]).all()

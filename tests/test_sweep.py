@@ -194,6 +194,13 @@ def test_bad_inputs_name_the_file(inputs, tmp_path):
     s = sweep.Sweep(cfg, 0, train, data, tmp_path / "o", log=logs.append)
     assert not s.is_done(s.runs[0]) and not bad.exists()
     assert any("circle-a1e-4-s0.pt: not a readable mask file" in m for m in logs)
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "scl_1").mkdir()
+    (repo / "scl_1" / "circle-a5e-1-s0.pt").write_bytes(b"someone's file")
+    with pytest.raises(sweep.SweepError, match="repo: refusing to use this folder"):
+        sweep.Sweep(cfg, 0, train, data, repo).run()
+    assert (repo / "scl_1" / "circle-a5e-1-s0.pt").exists()
     r = subprocess.run(cli(params, train, data, tmp_path / "o2") + ["--executor", "nope"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "--executor" in r.stderr
