@@ -89,6 +89,11 @@ def test_shape_rule_answer_needs_the_shape(configuration, answers):
                          and (attrs[8 + c][..., 0] != ans[..., 0]).any()]
             assert only_type
     assert all(ts == {k} for ts in answer_types(task))
+    if configuration == "center_single" and answers == "iraven":
+        # the answer's shape is on exactly half the candidates: "pick the s candidate" without
+        # the context reaches 1/4 at most (chance 1/8), never the task
+        types = task["attrs"][:, 8:, 0, 0, 0]
+        assert ((types == k).sum(1) == 4).all()
     assert all(k not in ts for ts in answer_types(comp))
     assert any(k in ts for ts in (set(x[:8, ..., 0].ravel().tolist()) for x in comp["attrs"]))
 
