@@ -40,10 +40,11 @@ from tqdm import tqdm
 
 from core import __version__, stats
 from core.config import SUBNETS, Config, ConfigError, alpha_label, load
-from core.io import atomic_path, atomic_write_text, file_sha256
+from core.io import atomic_path, atomic_write_text
 from core.maskfile import MaskError, load_mask
 from core.schema import FILES, SchemaError, finalize, metrics_hash
 from core.tasks import FAMILIES, family_of
+from core.train import TrainingLogError, check_training_dir
 
 RUN = ("network", "checkpoint", "task", "alpha", "seed")
 VARIANTS = ("mask", "inverted", "selective")
@@ -384,28 +385,25 @@ def _parse_stem(stem: str, where: Path) -> tuple[str, float, int]:
         raise _fail(where, f"mask key {stem!r} is not <set>-a<alpha>-s<seed>") from None
 
 
-def read_training(path: Path, cfg: Config) -> xr.Dataset:
-    """A network's ``training.nc``, checked: every checkpoint of ``cfg`` is a milestone of the
-    log, and when the log records the checkpoints' sha256 (``checkpoint_sha256``), the files
-    ``<ckpt>.pt`` beside it match (a log from another run is refused)."""
-    ds = _open_nc(path, "training log (training.nc of the train stage)")
+def read_training(train_dir: Path, cfg: Config) -> xr.Dataset:
+    """A network's ``training.nc``, checked by :func:`core.train.check_training_dir` (the
+    checkpoint files match the recorded sha256s and the log was trained with these params: a
+    log from another run is refused) and for every checkpoint of ``cfg``."""
+    path = train_dir / "training.nc"
+    try:
+        ds = check_training_dir(train_dir, cfg)
+    except TrainingLogError as err:
+        raise MetricsError(str(err)) from None
+    except (OSError, ValueError) as err:
+        raise _fail(path, f"cannot read as netCDF ({type(err).__name__}: {err})") from None
     for var in ("loss", "acc", "val_acc", "milestone_step", "milestone_val_acc"):
         if var not in ds.variables:
             raise _fail(path, f"variable {var!r} missing")
-    names = ([str(c) for c in ds["checkpoint"].values] if "checkpoint" in ds.coords
-             else [f"{cfg.model.arch}_{m:g}" for m in ds["milestone"].values])
+    names = [str(c) for c in ds["checkpoint"].values]
     missing = [c for c in cfg.checkpoints if c not in names]
     if missing:
         raise _fail(path, f"checkpoint {missing[0]} (train.milestones) not in the log's "
                           f"milestones {names} (stale training.nc?)")
-    if "checkpoint_sha256" in ds.variables:
-        for name, want in zip(names, ds["checkpoint_sha256"].values):
-            ckpt = path.parent / f"{name}.pt"
-            if name in cfg.checkpoints and str(want) and (
-                    not ckpt.exists() or file_sha256(ckpt) != str(want)):
-                raise _fail(path, f"records checkpoint {name} with sha256 {str(want)[:12]}, "
-                                  f"but {ckpt} is {'missing' if not ckpt.exists() else 'another file'}"
-                                  " (training.nc from another run?)")
     return ds.assign_coords(checkpoint_name=("milestone", names))
 
 
@@ -646,7 +644,7 @@ def _ckpt_coords(train: str | Path, cfg: Config, nets: list[int], cks: list[str]
     checkpoint, from each network's training log."""
     vals = {"ckpt_val_acc": [], "ckpt_test_acc": [], "ckpt_step": []}
     for net in nets:
-        log = read_training(Path(train) / f"net{net}" / "training.nc", cfg)
+        log = read_training(Path(train) / f"net{net}", cfg)
         log = log.swap_dims(milestone="checkpoint_name")
         for key, var in (("ckpt_val_acc", "milestone_val_acc"),
                          ("ckpt_test_acc", "milestone_test_acc"), ("ckpt_step", "milestone_step")):

@@ -25,10 +25,11 @@ import torch
 import xarray as xr
 import yaml
 
-from core.config import Config, alpha_label, compose, from_dict
+from core.config import Config, alpha_label, compose, config_hash, from_dict
 from core.io import atomic_write_bytes, file_sha256
 from core.maskfile import ACCURACY_KEYS, FORMAT, fingerprint, save_mask
 from core.tasks import FAMILIES
+from core.train import TRAIN_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = (("vision.conv.weight", (8, 1, 3, 3)), ("vision.conv.bias", (8,)),
@@ -181,6 +182,8 @@ def _write_training(d: Path, cfg: Config, net: int) -> None:
         shas.append(file_sha256(atomic_write_bytes(d / f"{ck}.pt", f"{ck}-{net}".encode())))
     steps = np.arange(1, 41)
     vs = np.arange(5, 41, 5)
+    values = cfg.to_dict()
+    values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
     xr.Dataset(
         {"loss": ("step", 2.0 * np.exp(-steps / 20)), "acc": ("step", 12.5 + 2 * steps),
          "val_acc": ("val_step", 12.5 + 2 * vs - net),
@@ -190,6 +193,7 @@ def _write_training(d: Path, cfg: Config, net: int) -> None:
          "checkpoint_sha256": ("milestone", shas)},
         coords={"step": steps, "val_step": vs, "milestone": np.array(ms, float),
                 "checkpoint": ("milestone", cks)},
+        attrs={"train_hash": config_hash(values, TRAIN_SECTIONS), "network": net},
     ).to_netcdf(d / "training.nc", engine="netcdf4")
 
 

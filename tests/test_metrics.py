@@ -417,12 +417,16 @@ def test_mask_in_the_wrong_place_or_broken(inputs):
 
 def test_training_log_of_another_run_is_refused(inputs):
     masks, train, cfg = inputs
+    other = syn.config(networks=(0, 1), train={"milestones": [20.0], "lr": 0.1})
+    with pytest.raises(M.MetricsError, match=r"net0/training.nc: trained with other "
+                                             r"parameters than profile 'ci'"):
+        M.build(masks, train, other, progress=False)
     (train / "net1" / "scl_20.pt").write_bytes(b"another checkpoint")
-    with pytest.raises(M.MetricsError, match=r"net1/training.nc: records checkpoint scl_20 "
-                                             r"with sha256 .* another file"):
+    with pytest.raises(M.MetricsError, match=r"net1/training.nc: does not match .*scl_20.pt "
+                                             r"\(sha256 differs"):
         M.build(masks, train, cfg, progress=False)
     (train / "net0" / "training.nc").write_text("not netcdf")
-    with pytest.raises(M.MetricsError, match="cannot read as netCDF"):
+    with pytest.raises(M.MetricsError, match="net0/training.nc: cannot read as netCDF"):
         M.build(masks, train, cfg, progress=False)
 
 
