@@ -28,6 +28,7 @@ After the last mask of a checkpoint, ``core.masking.evaluate_group`` evaluates t
 checkpoint's masks (mask, inverted and selective ablations on every evaluation set of their
 families, select = ``val`` and report = ``test`` splits) into ``<out>/<checkpoint>/evals.nc``,
 kept on resume when its inputs (mask files, evaluation settings, data) are unchanged.
+Inference (final accuracies, evaluations) runs in batches of ``train.eval_batch_size``.
 
 Timing: each run records its compute seconds (training + its final evaluation); the sweep
 writes them with the stage wall time to ``<report>.json`` (beside the HTML report; outputs in
@@ -81,7 +82,8 @@ MASK_FILE = re.compile(r".+-a\d+(p\d+)?e-?\d+-s\d+\.pt")  # maskfile.mask_name +
 RUN_SETTINGS = ("steps", "lr", "init", "tau", "batch_size", "n_samples", "log_every", "eval_n",
                 "include", "curve_n", "snapshots", "snapshot_param", "mask_norm",
                 "converge_window", "converge_density", "converge_acc")
-EVAL_SETTINGS = ("eval_n", "batch_size", "degenerate_tol", "degenerate_max")
+EVAL_SETTINGS = ("eval_n", "degenerate_tol", "degenerate_max")
+# inference batches (final accuracies, evals.nc): train.eval_batch_size (measured there)
 
 
 class SweepError(ValueError):
@@ -191,6 +193,7 @@ class Job:
     image_size: int
     device: str
     precision: str
+    eval_batch: int
 
 
 Arrays = tuple[np.ndarray, np.ndarray]  # uint8 panels [N, 16, H, W], int64 targets [N]
@@ -223,7 +226,7 @@ def train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
     masked = masking.MaskedModel(model, names=result.names, device=dev, precision=job.precision)
     other = task_val if complement_val is None else _split(
         complement_val, f"{r.complement}/val", mc.eval_n)
-    acc = masking.evaluate(masked, result.mask, task_val, other, mc.batch_size)
+    acc = masking.evaluate(masked, result.mask, task_val, other, job.eval_batch)
     if complement_val is None:  # a reference set has no complement
         acc.update({k: float("nan") for k in ACCURACY_KEYS if k.startswith("not_task")})
     rec = mask_record(result, acc, checkpoint=r.checkpoint, task=r.task, alpha=r.alpha,
@@ -381,6 +384,7 @@ class Sweep:
             "checkpoint_sha256": self.checkpoint_sha(r.checkpoint), "family": r.family,
             "task": r.task, "complement": r.complement, "alpha": r.alpha, "seed": r.seed,
             "masks": {k: mc[k] for k in RUN_SETTINGS},
+            "eval_batch_size": self.cfg.train.eval_batch_size,
             "data": {s: self.data_sha(s) for s in sets},
             "device": self.device.type, "precision": self.precision}))
 
@@ -391,6 +395,7 @@ class Sweep:
         return _json_hash({
             "masks": {r.name: file_sha256(self.out / r.relpath) for r in runs},
             "settings": {k: mc[k] for k in EVAL_SETTINGS},
+            "eval_batch_size": self.cfg.train.eval_batch_size,
             "checkpoint_sha256": self.checkpoint_sha(ckpt),
             "data": {s: self.data_sha(s) for s in names},
             "device": self.device.type, "precision": self.precision})
@@ -472,7 +477,8 @@ class Sweep:
             model, {k: rec["mask"] for k, rec in recs.items()}, sets,
             info={k: {"task": rec["task"], "family": rec["family"], "seed": rec["seed"],
                       "alpha": rec["alpha"]} for k, rec in recs.items()},
-            batch_size=mc.batch_size, tol=mc.degenerate_tol, degenerate_max=mc.degenerate_max,
+            batch_size=self.cfg.train.eval_batch_size, tol=mc.degenerate_tol,
+            degenerate_max=mc.degenerate_max,
             device=self.device, precision=self.precision)
         ds.attrs.update({"network": self.network, "checkpoint": ckpt, "inputs_sha256": inputs})
         with atomic_path(path) as tmp:
@@ -502,7 +508,7 @@ class Sweep:
             model, meta = self.model(r.checkpoint)
             size = int(meta["image_size"])
             job = Job(r, self.network, self.cfg.masks, self.settings(r), str(meta["arch"]),
-                      size, str(self.device), self.precision)
+                      size, str(self.device), self.precision, self.cfg.train.eval_batch_size)
             comp = None if r.complement is None else self.arrays(r.complement, "val", size)
             tasks.append((job, model, self.arrays(r.task, "train", size),
                           self.arrays(r.task, "val", size), comp))
