@@ -466,3 +466,16 @@ def test_notebook_reports_a_training_dir(tmp_path):
     html = (tmp_path / "train.html").read_text()
     assert "milestone_test_acc" in html and "scl_70" in html
     assert not math.isnan(float(xr.open_dataset(out / "training.nc")["milestone_test_acc"][0]))
+
+
+def test_batches_from_memory_mapped_or_numpy_panels_match_tensors(tmp_path):
+    from core.data import ShardImages
+
+    ds = fake_split(12, 4)
+    arr = ds.images.numpy()
+    np.save(tmp_path / "panels.npy", arr)
+    mapped = np.load(tmp_path / "panels.npy", mmap_mode="r")
+    idx = torch.tensor([5, 0, 11, 5])
+    want = T.take(ds.images, idx, CPU.device)
+    for images in (arr, ShardImages([mapped[:7], mapped[7:]])):
+        assert torch.equal(T.take(images, idx, CPU.device), want)
