@@ -8,7 +8,7 @@ SET ?=
 RESULTS ?= $(firstword $(wildcard results/default) results/ci)
 # tqdm bars refresh at most every 10 s in logs (the pipeline log is not a terminal)
 export TQDM_MININTERVAL ?= 10
-DVC := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
+DVC = PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
