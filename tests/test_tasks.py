@@ -107,6 +107,12 @@ def test_shape_rule_complement_matches_the_rule_mix():
         table = [np.bincount(a["rules"][:, 0, g, 0], minlength=4) for a in (task, comp)]
         table = np.array(table)[:, np.array(table).sum(0) > 0]
         assert chi2_contingency(table).pvalue > 0.01, g
+    # the answer's size and colour values
+    for col, n_values in ((1, 6), (2, 10)):
+        table = np.array([np.bincount(a["attrs"][np.arange(n), 8 + a["target"], 0, 0, col],
+                                      minlength=n_values) for a in (task, comp)])
+        table = table[:, table.sum(0) > 0]
+        assert chi2_contingency(table).pvalue > 0.01, col
     # candidates: how many differ from the answer in type / size / color
     for col in range(3):
         counts = []
