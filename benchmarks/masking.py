@@ -16,8 +16,9 @@ load hits both alike):
    size and mask settings; overhead = process wall time - the runs' compute (each run's own
    training + final evaluation, measured inside the run) - the group evaluations; ratio =
    overhead / (compute + group evaluation), measured for K masks and projected to the
-   profile's masks per network (fixed costs: interpreter, imports, report; per-mask costs:
-   resume checks, writes). Goal <= 10% (issues 17/18; ~60% with one notebook per mask).
+   profile's masks per network (fixed costs: interpreter, imports, setup = checks,
+   fingerprints, resume, model and data loading, and the report; per-mask costs: what lies
+   between runs, e.g. writes). Goal <= 10% (issues 17/18; ~60% with one notebook per mask).
 
     python -m benchmarks.masking [--quick]
 
@@ -208,15 +209,17 @@ def sweep_overhead(quick: bool = False, k: int | None = None) -> dict:
         wall = time.perf_counter() - t0
         t = json.loads(html.with_suffix(".json").read_text())
     work = t["compute_s"] + t["group_eval_s"]
-    fixed = wall - t["wall_s"]  # interpreter, imports, report
-    per_mask = (t["wall_s"] - work) / k  # resume checks, writes, loading (inside the sweep)
+    loop = t["wall_s"] - t["setup_s"]  # from the first run to the last evaluation
+    fixed = wall - loop  # interpreter, imports, checks, fingerprints, data loading, report
+    per_mask = (loop - work) / k  # between runs: writes, bookkeeping
     n_profile = len(plan(cfg))
     projected = (fixed + per_mask * n_profile) / (work / k * n_profile)
     return row(f"mask stage overhead ({k} masks, projected to {n_profile})", wall - work, work,
                "s", "<= 0.10x",
                f"measured {k} masks of {raw['masks']['steps']} steps at {size} px: wall "
                f"{wall:.1f} s = compute {t['compute_s']:.1f} s + group evaluation "
-               f"{t['group_eval_s']:.1f} s + fixed {fixed:.1f} s (start, imports, report) + "
+               f"{t['group_eval_s']:.1f} s + fixed {fixed:.1f} s (start, imports, setup "
+               f"{t['setup_s']:.1f} s, report) + "
                f"{per_mask:.2f} s/mask; projected to the profile's {n_profile} masks per "
                f"network: overhead {100 * projected:.1f}% of compute",
                {"timing": t, "wall_s": wall, "fixed_s": fixed, "per_mask_overhead_s": per_mask,

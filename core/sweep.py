@@ -513,6 +513,7 @@ class Sweep:
             tasks.append((job, model, self.arrays(r.task, "train", size),
                           self.arrays(r.task, "val", size), comp))
         remaining = {c: sum(r.checkpoint == c for r in todo) for c in self.cfg.checkpoints}
+        setup = time.perf_counter() - t0  # checks, fingerprints, resume, models and data loaded
         timings: list[dict] = []
         evals: dict[str, float] = {}
 
@@ -538,7 +539,7 @@ class Sweep:
         eval_s = sum(evals.values())
         return {"network": self.network, "executor": executor, "workers": workers,
                 "masks": len(self.runs), "kept": kept, "trained": len(todo),
-                "wall_s": wall, "compute_s": compute, "group_eval_s": eval_s,
+                "wall_s": wall, "setup_s": setup, "compute_s": compute, "group_eval_s": eval_s,
                 "overhead_s": wall - compute - eval_s,
                 "overhead_share": (wall - compute - eval_s) / compute if compute else None,
                 "runs": timings, "device": str(self.device), "precision": self.precision}
