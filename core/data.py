@@ -91,8 +91,9 @@ class ShardImages:
         """(row indices, whether ``key`` picks one problem)."""
         if isinstance(key, torch.Tensor):
             key = key.numpy()
-        if isinstance(key, (int, np.integer)):
-            return np.array([key]), True
+        if isinstance(key, (int, np.integer)) or (isinstance(key, np.ndarray) and key.ndim == 0
+                                                  and key.dtype != bool):
+            return np.array([int(key)]), True
         if isinstance(key, slice):
             return np.arange(*key.indices(len(self))), False
         key = np.asarray(key)

@@ -158,6 +158,10 @@ def test_memory_mapped_shards_same_problems(tmp_path):
     idx = torch.tensor([23, 0, 13, 5, 13])
     assert torch.equal(mapped.images[idx], plain.images[idx])
     assert torch.equal(mapped.images[3], plain.images[3])
+    assert torch.equal(mapped.images[torch.tensor(4)], plain.images[torch.tensor(4)])
+    assert torch.equal(mapped.images[1, 8:], plain.images[1, 8:])
+    keep = torch.arange(24) % 3 == 0
+    assert torch.equal(mapped.images[keep], plain.images[keep])
     assert torch.equal(mapped.images[-1], plain.images[-1])
     assert torch.equal(mapped.images[2:9], plain.images[2:9])
     assert np.array_equal(mapped.images[np.array([1, 2])], plain.images[[1, 2]].numpy())
