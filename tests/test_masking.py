@@ -539,3 +539,20 @@ def test_non_finite_settings_weights_and_loss_stop_with_a_clear_error():
         broken.fc.weight[0, 0] = float("nan")
     with pytest.raises(MaskError, match="parameter 'fc.weight' has non-finite values"):
         train_mask(broken, cfg, data, data, alpha=1e-3, seed=0, steps=2)
+
+
+# ----------------------------------------------------------------------------- device, precision
+
+
+def test_bf16_autocast_trains_and_results_are_float32_cpu_tensors():
+    m = convbn()
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.randn(16, 1, 6, 6, generator=g), torch.randint(0, 3, (16,), generator=g))
+    cfg = dataclasses.replace(CFG, batch_size=8, log_every=2)
+    r = train_mask(m, cfg, data, data, alpha=1e-3, seed=0, steps=4, device="cpu",
+                   precision="bf16")
+    assert all(t.device.type == "cpu" and t.dtype == torch.float32 for t in r.logits.values())
+    assert all(t.device.type == "cpu" and t.dtype == torch.bool for t in r.mask.values())
+    mm = MaskedModel(m, device="cpu", precision="bf16")
+    assert mm(data.inputs[:2]).dtype == torch.float32  # outputs leave autocast as float32
+    assert all(math.isfinite(v) for v in r.curve["ce"])
