@@ -273,6 +273,19 @@ class Run:
                 "data_fingerprint": self.identity["data"]}
 
 
+def train_sections(cfg: Config) -> dict[str, Any]:
+    """The parameters one network's training depends on: ``TRAIN_SECTIONS`` without
+    ``train.networks`` (adding a network changes no other network's run)."""
+    values = cfg.to_dict()
+    values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
+    return {k: values[k] for k in TRAIN_SECTIONS}
+
+
+def train_hash(cfg: Config) -> str:
+    """``config_hash`` of :func:`train_sections` (recorded in training.nc and checkpoints)."""
+    return config_hash(train_sections(cfg))
+
+
 def setup_run(cfg: Config, network: int, splits: Splits, proc: Process) -> Run:
     """Model (seeded with ``network``), optimiser and schedule on ``proc.device``."""
     if network not in cfg.train.networks:
@@ -298,11 +311,8 @@ def setup_run(cfg: Config, network: int, splits: Splits, proc: Process) -> Run:
     t = cfg.train
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, t.warmup_steps, total, t.scheduler))
-    values = cfg.to_dict()
-    values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
     identity = {"network": network, "data": splits.fingerprint,
-                "config": {k: values[k] for k in TRAIN_SECTIONS},
-                "train_hash": config_hash(values, TRAIN_SECTIONS),
+                "config": train_sections(cfg), "train_hash": train_hash(cfg),
                 "device": proc.device.type, "precision_resolved": proc.precision,
                 "world": proc.world}
     n_val = len(val_indices(cfg, len(splits.val.targets)))
@@ -748,9 +758,8 @@ def write_log(path: Path, run: Run, st: State, test: dict[float, float]) -> None
 
 def check_training_dir(train_dir: str | Path, cfg: Config | None = None) -> xr.Dataset:
     """``training.nc`` of ``train_dir``, checked against its checkpoints: every reached
-    milestone's file exists with the recorded sha256; with ``cfg``, the recorded train hash
-    (``config_hash(cfg, TRAIN_SECTIONS)`` without ``train.networks``) matches. Raises
-    :class:`TrainingLogError` naming the file."""
+    milestone's file exists with the recorded sha256; with ``cfg``, the recorded
+    :func:`train_hash` matches. Raises :class:`TrainingLogError` naming the file."""
     train_dir = Path(train_dir)
     path = train_dir / LOG
     if not path.is_file():
@@ -770,9 +779,7 @@ def check_training_dir(train_dir: str | Path, cfg: Config | None = None) -> xr.D
             raise TrainingLogError(f"{path}: does not match {ck} (sha256 differs: the log and "
                                    "the checkpoint come from different runs)")
     if cfg is not None:
-        values = cfg.to_dict()
-        values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
-        if log.attrs.get("train_hash") != config_hash(values, TRAIN_SECTIONS):
+        if log.attrs.get("train_hash") != train_hash(cfg):
             raise TrainingLogError(f"{path}: trained with other parameters than profile "
                                    f"{cfg.profile!r} (train hash differs)")
     return log
