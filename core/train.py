@@ -60,9 +60,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.run as torchrun
 import torch.nn.functional as F
 import xarray as xr
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from tqdm import tqdm  # tqdm.auto warns in papermill kernels (no ipywidgets)
 
 from core.config import Config, ConfigError, checkpoint_name, config_hash, load
@@ -824,6 +826,20 @@ def train(cfg: Config, network: int, data_dir: str | Path, out_dir: str | Path,
     return result
 
 
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run this command in ``nproc`` processes under torchrun (this process is the launcher;
+    each worker prints its own errors)."""
+    args = torchrun.parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m",
+                                "core.train", *argv])
+    try:
+        torchrun.run(args)
+    except ChildFailedError as err:
+        print(f"error: {len(err.failures)} of {nproc} training processes failed (their errors "
+              "are above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml", help="params.yaml or active.yaml")
@@ -841,15 +857,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--net {args.net}: not one of train.networks "
                               f"{list(cfg.train.networks)} of {args.params}")
         if cfg.train.nproc > 1 and "LOCAL_RANK" not in os.environ:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc_per_node={cfg.train.nproc}", "-m", "core.train",
-                   *(argv if argv is not None else sys.argv[1:])]
-            sys.stdout.flush()
-            os.execv(sys.executable, cmd)
+            return launch(cfg.train.nproc, argv if argv is not None else sys.argv[1:])
         train(cfg, args.net, args.data, args.out, args.state, progress=not args.no_progress)
     except (ConfigError, DataError, DeviceError, ResumeError, NonFiniteError,
             MilestonesNotReached) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if not isinstance(err, MilestonesNotReached) or os.environ.get("RANK", "0") == "0":
+            print(f"error: {err}", file=sys.stderr)  # (the milestone summary: rank 0 only)
         return 1
     finally:
         if dist.is_initialized():
