@@ -47,6 +47,10 @@ from core.tasks import FAMILIES, family_of
 from core.train import TrainingLogError, check_training_dir
 
 RUN = ("network", "checkpoint", "task", "alpha", "seed")
+MODULE_COLUMNS = ("sparsity", "n_kept", "dispersity", "dispersity_random", "dispersity_norm",
+                  "n_kept_specific", "sparsity_specific", "dispersity_specific_norm",
+                  "converged", "density_change", "acc_change")
+PAIR_COLUMNS = ("iomin", "iou", "iomin_chance", "iou_chance", "iomin_specific")
 VARIANTS = ("mask", "inverted", "selective")
 SPLITS = ("select", "report")
 
@@ -181,23 +185,28 @@ def remove_shared(masks: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray
     return {t: np.asarray(m, bool) & ~shared for t, m in masks.items()}, shared
 
 
-def select_alpha(acc: xr.DataArray, full: xr.DataArray, tolerance: float, min_seeds: int
-                 ) -> tuple[xr.DataArray, xr.DataArray]:
+def select_alpha(acc: xr.DataArray, full: xr.DataArray, tolerance: float, min_seeds: int,
+                 exists: xr.DataArray | None = None) -> tuple[xr.DataArray, xr.DataArray]:
     """The alpha-selection rule on the select split: (``alpha_ok`` (checkpoint, task, alpha),
-    ``selected_alpha`` (checkpoint)); inputs have dims :data:`RUN`, NaN where no run exists.
+    ``selected_alpha`` (checkpoint)); inputs have dims :data:`RUN`. ``exists`` marks the runs
+    that exist (default: where ``acc`` is not NaN); an existing run whose accuracy is NaN
+    (its masked model is degenerate) fails the tolerance.
 
     An alpha is ok for a task when every network has at least ``min_seeds`` seeds and the mean
     (over networks and seeds) masked accuracy is at most ``tolerance`` points below the
     unmasked one. Candidates of a checkpoint are the alphas with enough seeds for every task;
     the selected alpha is the largest candidate that is ok for every task (the sparsest
-    faithful modules), else the candidate with the best worst-task margin; NaN without one.
+    faithful modules), else the candidate with the best worst-task margin, else (every
+    candidate degenerate) the smallest candidate; NaN without candidates.
     """
-    n = acc.notnull().sum("seed").min("network")
-    margin = (acc.mean(["network", "seed"], skipna=True)
+    exists = acc.notnull() if exists is None else exists
+    n = exists.sum("seed").min("network")
+    scored = acc.where(~(exists & acc.isnull()), -np.inf)
+    margin = (scored.mean(["network", "seed"], skipna=True)
               - full.mean(["network", "seed"], skipna=True) + tolerance)
     enough = n >= min_seeds
-    exists = acc.notnull().any(["network", "seed"])
-    ok = xr.where(exists, (enough & (margin >= 0)).astype(np.float64), np.nan)
+    ok = xr.where(exists.any(["network", "seed"]),
+                  (enough & (margin >= 0)).astype(np.float64), np.nan)
     candidate = enough.all("task")
     worst = margin.min("task", skipna=False)
     selected = []
@@ -208,9 +217,9 @@ def select_alpha(acc: xr.DataArray, full: xr.DataArray, tolerance: float, min_se
         if good.size:
             selected.append(float(good.max()))
         elif np.isfinite(w).any():
-            selected.append(float(alphas[int(np.nanargmax(w))]))
+            selected.append(float(alphas[int(np.nanargmax(np.where(np.isnan(w), -np.inf, w)))]))
         else:
-            selected.append(float("nan"))
+            selected.append(float(alphas.min()) if alphas.size else float("nan"))
     sel = xr.DataArray(selected, dims=["checkpoint"],
                        coords={"checkpoint": acc["checkpoint"].values})
     return ok.transpose("checkpoint", "task", "alpha"), sel
@@ -411,16 +420,15 @@ def read_training(train_dir: Path, cfg: Config) -> xr.Dataset:
 
 
 def to_dataset(rows: Iterable[Mapping[str, Any]], index: Sequence[str],
-               coords: Mapping[str, Sequence]) -> xr.Dataset:
-    """Records (dicts) keyed by ``index`` -> a Dataset on exactly ``coords`` (missing -> NaN).
-    Two records with the same key are an error."""
-    df = pd.DataFrame(list(rows))
-    if df.empty:
-        return xr.Dataset(coords={k: list(coords[k]) for k in index})
+               coords: Mapping[str, Sequence], columns: Sequence[str] = ()) -> xr.Dataset:
+    """Records (dicts) keyed by ``index`` -> a Dataset on exactly ``coords`` (missing -> NaN;
+    a ``columns`` entry no record has -> all NaN). Two records with one key are an error."""
+    df = pd.DataFrame(list(rows), columns=list(dict.fromkeys(
+        [*index, *columns, *(k for r in rows for k in r)])) if rows else [*index, *columns])
     dup = df.duplicated(list(index))
     if dup.any():
         raise MetricsError(f"two records for {dict(df.loc[dup, list(index)].iloc[0])}")
-    ds = df.set_index(list(index)).to_xarray()
+    ds = df.astype({c: np.float64 for c in columns}).set_index(list(index)).to_xarray()
     return ds.reindex({k: list(coords[k]) for k in index})
 
 
@@ -438,15 +446,18 @@ def _module_scalars(run: Run, flat: np.ndarray, suffix: str, ref: tuple[int, int
 
 def _specific(runs: Sequence[Run]) -> dict[tuple, np.ndarray]:
     """Task-specific masks: within (family, alpha, seed) groups holding every task of the
-    family, each mask AND NOT the AND of the group (shared-weight removal)."""
+    family that has masks here (at least two), each mask AND NOT the AND of the group
+    (shared-weight removal)."""
     groups: dict[tuple, dict[str, Run]] = {}
+    present: dict[str, set[str]] = {}
     for r in runs:
         fam = family_of(r.task)
         if r.task in fam.tasks:
             groups.setdefault((fam.name, r.alpha, r.seed), {})[r.task] = r
+            present.setdefault(fam.name, set()).add(r.task)
     out = {}
     for (fam, alpha, seed), group in groups.items():
-        if len(group) == len(FAMILIES[fam].tasks):
+        if len(group) == len(present[fam]) >= 2:
             spec, _ = remove_shared({t: r.flat for t, r in group.items()})
             out.update({(t, alpha, seed): m for t, m in spec.items()})
     return out
@@ -574,8 +585,10 @@ def compute(masks: str | Path, train: str | Path, cfg: Config, progress: bool = 
     full = ablation["full_accuracy"].broadcast_like(masked)
     acc = {f"acc{p}_{s}": _diag(x.sel(split=s, drop=True))
            for p, x in (("", masked), ("_full", full)) for s in SPLITS}
+    exists = _diag(ablation["degenerate"].sel(variant="mask", split="select", drop=True)
+                   ).notnull()
     ok, selected = select_alpha(acc["acc_select"], acc["acc_full_select"],
-                                cfg.metrics.alpha_tolerance, cfg.metrics.alpha_min_seeds)
+                                cfg.metrics.alpha_tolerance, cfg.metrics.alpha_min_seeds, exists)
     ablation = ablation.assign(complement_drops(masked.sel(split="report", drop=True), tasks))
 
     ref = (cfg.metrics.dispersity_samples, cfg.seed)
@@ -603,16 +616,16 @@ def compute(masks: str | Path, train: str | Path, cfg: Config, progress: bool = 
     ckc = _ckpt_coords(train, cfg, nets, cks)
     fam = ("task", [family_of(t).name for t in tasks])
     sizes = [int(np.prod(s)) for s in shapes]
-    modules = to_dataset(mods, RUN, base).assign(
+    modules = to_dataset(mods, RUN, base, MODULE_COLUMNS).assign(
         n_masked=float(sum(sizes)), **acc, alpha_ok=ok, selected_alpha=selected)
     modules = modules.assign(density=100 - modules["sparsity"])
-    layers_ds = to_dataset(layers, RUN + ("param",), {**base, "param": list(names)}
-                           ).assign_coords(
+    layers_ds = to_dataset(layers, RUN + ("param",), {**base, "param": list(names)},
+                           ("kept", "share", "share_specific")).assign_coords(
         subnet=("param", [n.split(".", 1)[0] for n in names]), param_size=("param", sizes),
         param_shape=("param", ["x".join(map(str, s)) or "scalar" for s in shapes]))
     sharing = to_dataset(pairs, ("network", "checkpoint", "task", "other_task", "seed",
                                  "other_seed"),
-                         {**base, "other_task": tasks, "other_seed": seeds}
+                         {**base, "other_task": tasks, "other_seed": seeds}, PAIR_COLUMNS
                          ).assign_coords(alpha=("checkpoint", selected.values))
     curves_ds, snap_param = _curves(curves, snaps, train, base, cks, tasks, selected)
     out = {"modules": modules, "layers": layers_ds, "sharing": sharing, "ablation": ablation,
@@ -662,7 +675,8 @@ def _curves(rows: list[dict], snaps: Mapping[str, Mapping[str, dict]], train: st
     """Mask-training curves (union of logged steps), SCL curves per network and the
     keep-probability snapshots of the first network at the selected alpha."""
     steps = sorted({int(r["mask_step"]) for r in rows})
-    mask = to_dataset(rows, RUN + ("mask_step",), {**base, "mask_step": steps})
+    mask = to_dataset(rows, RUN + ("mask_step",), {**base, "mask_step": steps},
+                      ("loss", "acc_task", "density"))
     scl, val = [], []
     for net in base["network"]:
         log = xr.open_dataset(Path(train) / f"net{net}" / "training.nc", engine="netcdf4")

@@ -92,7 +92,7 @@ def write_inputs(root: Path, cfg: Config, families: Sequence[str] = ("original",
     shapes = [list(s) for _, s in PARAMS]
     cks = cfg.checkpoints
     for net in cfg.train.networks:
-        _write_training(train / f"net{net}", cfg, net)
+        write_training(train / f"net{net}", cfg, net)
         for c, ck in enumerate(cks):
             density = 0.6 - 0.3 * c + 0.01 * net
             core = rng.random(N) < density * 0.6
@@ -173,13 +173,15 @@ def write_evals(path: Path, keys: list[tuple[str, str, float]], sets: list[str],
     ds.to_netcdf(path, engine="netcdf4")
 
 
-def _write_training(d: Path, cfg: Config, net: int) -> None:
+def write_training(d: Path, cfg: Config, net: int) -> None:
     """training.nc and tiny checkpoint files whose sha256 the log records."""
     d.mkdir(parents=True, exist_ok=True)
     cks, ms = cfg.checkpoints, list(cfg.train.milestones)
     shas = []
-    for ck in cks:
-        shas.append(file_sha256(atomic_write_bytes(d / f"{ck}.pt", f"{ck}-{net}".encode())))
+    for ck in cks:  # real checkpoints are kept (and hashed), placeholders written otherwise
+        path = d / f"{ck}.pt"
+        shas.append(file_sha256(path if path.exists() else
+                                atomic_write_bytes(path, f"{ck}-{net}".encode())))
     steps = np.arange(1, 41)
     vs = np.arange(5, 41, 5)
     values = cfg.to_dict()

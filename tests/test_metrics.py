@@ -178,6 +178,14 @@ def test_alpha_selection_rule():
     assert M.select_alpha(gap, full, 5.0, 2)[1].sel(checkpoint="c1") == 1e-6
     ok_e, sel_e = M.select_alpha(xr.full_like(acc, nan), full, 5.0, 1)
     assert np.isnan(sel_e).all() and np.isnan(ok_e).all()
+    # runs that exist but are degenerate (accuracy NaN) fail the tolerance; all degenerate:
+    # the smallest candidate alpha
+    deg = acc.where(acc.alpha != 1e-5)
+    ok_d, sel_d = M.select_alpha(deg, full, 5.0, 2, exists=xr.ones_like(acc, bool))
+    assert sel_d.sel(checkpoint="c1") == 1e-6 and ok_d.sel(checkpoint="c1", alpha=1e-5).all() == 0
+    _, sel_all = M.select_alpha(xr.full_like(acc, nan), full, 5.0, 2,
+                                exists=xr.ones_like(acc, bool))
+    assert sel_all.values.tolist() == [1e-6, 1e-6]
 
 
 def test_mean_ci_and_nested_ci():
@@ -453,3 +461,23 @@ def test_notebook_stage(inputs, tmp_path):
     for name in FILES:
         assert open_metrics(out, name, M.metrics_hash(cfg)).sizes["network"] == 2
     assert json.loads((out / "summary.json").read_text())["profile"] == "ci"
+
+
+def test_real_sweep_output(tmp_path):
+    """The interface with core.sweep / core.masking: metrics on what a (tiny) sweep writes."""
+    import test_sweep  # its tiny checkpoints, task sets and params
+
+    from core import sweep
+    from core.config import load
+
+    train, data = test_sweep.make_inputs(tmp_path)
+    params = test_sweep.small_params(tmp_path, steps=2)
+    cfg = load(params)
+    sweep.Sweep(cfg, 0, train, data, tmp_path / "masks" / "net0", log=lambda m: None).run()
+    syn.write_training(train, cfg, 0)
+    res = M.run(tmp_path / "masks", tmp_path / "train", params, tmp_path / "metrics",
+                progress=False)
+    md = res["modules"]
+    assert md["task"].values.tolist() == ["circle"] and md.sizes["network"] == 1
+    assert np.isfinite(md["sparsity"]).sum() == len(sweep.plan(cfg))
+    assert set(res["summary"]["checkpoints"]) == set(cfg.checkpoints)
