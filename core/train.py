@@ -1,6 +1,6 @@
 """Train one network to validation-accuracy milestones: checkpoints, training log, resume.
 
-    python -m core.train --params active.yaml --net 0 --data data/raven \\
+    python -m core.train --params params.yaml --net 0 --data data/raven \\
         --out data/train/net0 --state data/state/train/net0
 
 ``--net K`` names one of ``train.networks``; K is the network's seed (weight initialisation and
@@ -38,7 +38,15 @@ that becomes non-finite stops the run (:class:`NonFiniteError`, naming step and 
 
 DDP: ``train.batch_size`` is the *global* batch, split evenly over the processes; the data
 order, step count, schedule and milestone logic are the same as with one process. BatchNorm
-normalises each process's share of the batch with its own statistics.
+normalises each process's share of the batch with its own statistics; validation uses rank 0's
+running statistics (those its checkpoint holds).
+
+Parts (each testable alone; the test seams are their parameters, not :func:`train`'s):
+:func:`open_splits` (data, read once, and its fingerprint), :func:`setup_process` (device,
+precision, DDP), :func:`setup_run` (model, optimiser, schedule, resume identity),
+:func:`start` (fresh or resumed :class:`State`), :func:`train_step`, :func:`validate`
+(milestones, :func:`save_checkpoint`), :func:`train_loop` (``evaluate``, ``stop_after``),
+:func:`finish` (test accuracy, outputs, cleanup).
 """
 
 from __future__ import annotations
