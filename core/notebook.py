@@ -10,8 +10,9 @@ executed notebook (with the traceback) is still rendered so the failure can be r
 report written also refreshes ``index.html`` in the reports folder (the nearest parent named
 ``reports``): one page linking every report with its time and size.
 
-The kernel runs without the debugger's frozen-modules warning (``PYDEVD_DISABLE_FILE_VALIDATION``)
-so that the pipeline log shows the notebook's own progress lines only.
+The kernel runs without its own log lines (:data:`KERNEL_ARGS`) and without the debugger's
+frozen-modules warning (``PYDEVD_DISABLE_FILE_VALIDATION``), so that the pipeline log shows the
+notebook's own output only.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def to_html(notebook: Path, html: Path) -> None:
     exporter = nbconvert.HTMLExporter()
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     atomic_write_text(html, body)
+
+
+# The kernel's own log (not the notebook's output): without this every kernel start prints
+# "[IPKernelApp] WARNING | Kernel is running over TCP without encryption" and its shutdown a
+# "KeyboardInterrupt caught in kernel" error into the pipeline log.
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def reports_root(report: Path) -> Path:
@@ -85,7 +92,8 @@ def run(notebook: str | Path, report: str | Path | None, parameters: dict[str, o
         try:
             pm.execute_notebook(str(notebook), str(executed), parameters=parameters,
                                 kernel_name="python3", cwd=str(cwd), progress_bar=False,
-                                log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr)
+                                log_output=True, stdout_file=sys.stdout, stderr_file=sys.stderr,
+                                extra_arguments=KERNEL_ARGS)
         except pm.PapermillExecutionError as err:
             if report and executed.exists():
                 to_html(executed, Path(report))

@@ -26,6 +26,14 @@ def test_run_injects_parameters_and_writes_report(tmp_path):
     assert report.exists() and "<html" in report.read_text()[:500].lower()
 
 
+def test_pipeline_log_has_no_kernel_warnings(tmp_path, capfd):
+    nb = make_nb(tmp_path / "a.ipynb", "print('step 10: loss 2.0')")
+    notebook.run(nb, None, {}, cwd=tmp_path)
+    err = capfd.readouterr()
+    assert "step 10: loss 2.0" in err.out
+    assert "IPKernelApp" not in err.out + err.err and "Debugger warning" not in err.out + err.err
+
+
 def test_failure_names_notebook_and_error(tmp_path):
     nb = make_nb(tmp_path / "bad.ipynb", "raise ValueError('milestone 90 not reached')")
     report = tmp_path / "bad.html"
