@@ -216,15 +216,17 @@ def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_
     proc = subprocess.Popen(cli(params, train, data, out), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.rglob("*-s*.pt"))) < 2:
+    def finished() -> list[Path]:
+        return [p for p in out.rglob("*.pt") if not p.name.startswith(".tmp-")]
+
+    while time.time() < deadline and len(finished()) < 2:
         if proc.poll() is not None:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
-    done = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.rglob("*.pt")
-            if not p.name.startswith(".tmp-")}
+    done = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished()}
     assert 2 <= len(done) < 5
     # litter of an interrupted write, and a mask of a run that is no longer planned
     (out / "scl_1" / ".tmp-circle-a1e-4-s1-x1y2.pt").write_bytes(b"partial")
