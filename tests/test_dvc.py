@@ -232,6 +232,7 @@ def test_clean_after_commit(locked_repo):
     (["train.networks=[0,1,2]"], {"train@2", "masks@2", "metrics", "plots", "paper"}),
     (["train.networks=[1]"], {"metrics", "plots", "paper"}),
     (["figures.dpi=300"], {"figures", "paper"}),
+    (["train.eval_batch_size=16"], {"train@0", "train@1", "masks@0", "masks@1", "paper"}),
     (["seed=3"], {"data", "paper"}),
 ])
 def test_editing_params_changes_exactly_the_affected_stages(locked_repo, overrides, expected):
