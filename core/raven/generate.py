@@ -7,6 +7,8 @@ so a problem does not depend on which process made it or on what was made before
 
 from __future__ import annotations
 
+import collections
+import itertools
 import multiprocessing as mp
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,6 +155,22 @@ def chunks(jobs: list[Job], size: int = 32) -> list[Job]:
     return out
 
 
+def bounded_imap(pool, pieces: list[Job], window: int) -> Iterator[dict[str, np.ndarray]]:
+    """``pool.imap(run_job, pieces)`` with at most ``window`` pieces in flight: results are
+    yielded in order and never pile up in memory when the writer is slower than the workers
+    (``Pool.imap`` buffers every finished result)."""
+    pending: collections.deque = collections.deque()
+    todo = iter(pieces)
+    for piece in itertools.islice(todo, window):
+        pending.append(pool.apply_async(run_job, (piece,)))
+    while pending:
+        result = pending.popleft().get()
+        nxt = next(todo, None)
+        if nxt is not None:
+            pending.append(pool.apply_async(run_job, (nxt,)))
+        yield result
+
+
 def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True,
              desc: str = "problems") -> Iterator[tuple[Job, dict[str, np.ndarray]]]:
     """Run ``jobs`` (in order; pieces of them in parallel) and yield each with its arrays."""
@@ -163,7 +181,7 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True,
     bar = tqdm(total=total, desc=desc, unit="problem", disable=not progress, leave=False)
     pool = mp.get_context("fork").Pool(workers) if workers > 1 and len(pieces) > 1 else None
     try:
-        results = pool.imap(run_job, pieces) if pool else map(run_job, pieces)
+        results = bounded_imap(pool, pieces, 4 * workers) if pool else map(run_job, pieces)
         it = iter(zip(pieces, results))
         for job in jobs:
             parts = []
