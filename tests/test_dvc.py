@@ -243,3 +243,19 @@ def test_profile_switch_changes_every_stage_it_touches(locked_repo):
     got = changed_stages(locked_repo, profile="default")
     assert {"data", "train@0", "train@1", "masks@0", "masks@1", "metrics", "figures",
             "paper"} <= got
+
+
+def test_litter_of_killed_writes_leaves_dvc_status_clean(locked_repo):
+    # issue 20: `.tmp-*` files in data/masks made `dvc status` report changes
+    litter = [locked_repo / "data/masks/net0/.tmp-circle-a3e-5-s0-x1.pt",
+              locked_repo / "data/.tmp-raven-123/main/x.npz",
+              locked_repo / "data/.old-raven-123/x.npz",
+              locked_repo / "data/state/train/net0/last.pt"]
+    for p in litter:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"partial")
+    try:
+        assert changed_stages(locked_repo) == set()
+    finally:
+        for p in litter:
+            p.unlink()
