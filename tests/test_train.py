@@ -267,6 +267,14 @@ def test_resume_state_of_other_parameters_or_data_is_refused(tmp_path):
     # more networks in the profile do not change network 0's run
     res = fit(cfg_of(milestones=[99], networks=[0, 1, 2]), tmp_path, splits)
     assert res.steps == 10
+    # resume state of the old single-network layout, or a broken file: one clear error
+    (tmp_path / "state").mkdir()
+    torch.save({"fingerprint": {}, "state": {}}, tmp_path / "state" / "last.pt")
+    with pytest.raises(T.ResumeError, match=r"last\.pt: not resume state of core\.train"):
+        fit(cfg_of(milestones=[99]), tmp_path, splits)
+    (tmp_path / "state" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(T.ResumeError, match=r"last\.pt: not a readable resume state"):
+        fit(cfg_of(milestones=[99]), tmp_path, splits)
 
 
 def test_data_fingerprint_follows_content(tmp_path):
