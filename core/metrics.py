@@ -779,7 +779,9 @@ def _family_summary(ds: Mapping[str, xr.Dataset], fam: str, ck: str, alpha: floa
     c_oth = a["complement_drop_other"].sel(task=tasks).where(ok)
     co, cot = stats.interval(c_own, level), stats.interval(c_oth, level)
     out["complement_drop"] = {"own": co.as_dict(), "other": cot.as_dict(),
-                              "verdict": stats.drop_verdict(co, cot)}
+                              "verdict": stats.drop_verdict(co, cot),
+                              "per_task": {t: {"own": iv(c_own.sel(task=t)),
+                                               "other": iv(c_oth.sel(task=t))} for t in tasks}}
     return out
 
 

@@ -86,24 +86,34 @@ def _matrices(inp: Inputs, out: Path, fam: str) -> list[Path]:
 
 
 def _complement(inp: Inputs, out: Path) -> list[Path]:
+    """Per family: each task's relative drop on its own set (colour of the task) beside the
+    family's mean drop on the other tasks (grey), per checkpoint, mean ± CI across networks."""
     summ, md = inp.summary, inp["modules"]
     cks = list(summ["checkpoints"])
     fams = inp.families()
-    fig, axes = style.figure(inp.cfg.figures, "two", 2.4, ncols=max(1, len(fams)),
+    fig, axes = style.figure(inp.cfg.figures, "two", 2.6, ncols=max(1, len(fams)),
                              squeeze=False, sharey=True)
     x = np.arange(len(cks))
     for ax, fam in zip(axes[0], fams):
-        for k, (key, label, color) in enumerate((("own", "on the task's own set", "#D55E00"),
-                                                 ("other", "on the family's other tasks",
-                                                  "0.4"))):
-            vals = [summ["checkpoints"][ck]["families"].get(fam, {}).get(
-                "complement_drop", {}).get(key, {}) for ck in cks]
-            m, lo, hi = (np.array([np.nan if v.get(f) is None else 100 * v[f] for v in vals])
+        comp = [summ["checkpoints"][ck]["families"].get(fam, {}).get("complement_drop", {})
+                for ck in cks]
+        series = [(t, style.task_color(t), [c.get("per_task", {}).get(t, {}).get("own", {})
+                                            for c in comp]) for t in inp.tasks(fam)]
+        series.append(("other tasks (mean)", "0.55", [c.get("other", {}) for c in comp]))
+        drawn = 0
+        for k, (label, color, ivs) in enumerate(series):
+            m, lo, hi = (np.array([np.nan if v.get(f) is None else 100 * v[f] for v in ivs])
                          for f in ("mean", "lower", "upper"))
-            ax.errorbar(x + (k - 0.5) * 0.12, m, yerr=np.nan_to_num(np.abs(np.stack(
-                [m - lo, hi - m]))), color=color, marker="o", lw=1.0, label=label)
-        if not any(summ["checkpoints"][ck]["families"].get(fam, {}).get(
-                "complement_drop", {}).get("own", {}).get("mean") is not None for ck in cks):
+            if not np.isfinite(m).any():
+                continue
+            drawn += 1
+            off = (k - (len(series) - 1) / 2) * 0.05
+            ax.errorbar(x + off, m, yerr=np.nan_to_num(np.abs(np.stack([m - lo, hi - m]))),
+                        color=color, marker=style.task_marker(label), lw=1.0, label=label,
+                        ls="--" if label.startswith("other") else "-")
+        if drawn:
+            ax.legend(fontsize=inp.cfg.figures.font_size - 2.5, loc="upper left")
+        else:
             ax.text(0.5, 0.5, "no complement / reference masks", transform=ax.transAxes,
                     ha="center", va="center", fontsize=inp.cfg.figures.font_size - 1)
         ax.axhline(0, **style.CHANCE_STYLE)
@@ -111,8 +121,7 @@ def _complement(inp: Inputs, out: Path) -> list[Path]:
                           for c, v in zip(cks, md["milestone"].values)])
         ax.set_title(fam)
     axes[0, 0].set_ylabel("relative accuracy drop (%)\ncomplement vs reference mask")
-    h, lab = axes[0, 0].get_legend_handles_labels()
-    fig.legend(h, lab, loc="outside lower center", ncol=2,
-               title=f"complement protocol (Csordás et al.): mean ± {100 * inp.level:g}% CI "
-                     "across networks")
+    fig.suptitle(f"complement protocol (Csordás et al.): drop on the task's own set vs the "
+                 f"family's other tasks, mean ± {100 * inp.level:g}% CI across networks",
+                 fontsize=inp.cfg.figures.font_size - 1)
     return style.save(fig, out, "complement")

@@ -49,7 +49,7 @@ def build(inp: Inputs, out: Path) -> list[Path]:
                           + (f"(val {a:.0f}%)" if np.isfinite(a) else "(val n/a)")
                           for c, v, a in zip(cks, ms, val)])
         ax.set_xlim(-0.4, len(cks) - 0.6)
-        ax.set_xlabel("checkpoint (mean validation accuracy)")
+        ax.set_xlabel("checkpoint (mean val. accuracy)")
         ax.set_ylabel(label)
     handles, labels = [], []
     for ax in axes:

@@ -25,6 +25,7 @@ import torch
 import xarray as xr
 import yaml
 
+from core import metrics
 from core.config import Config, alpha_label, compose, config_hash, from_dict
 from core.io import atomic_write_bytes, file_sha256
 from core.maskfile import ACCURACY_KEYS, FORMAT, fingerprint, save_mask
@@ -206,8 +207,6 @@ def built_metrics() -> tuple[Path, Config, Path]:
     """(metrics folder, config, params file) of one synthetic run, built once per test process
     (metrics, figures and paper tests share it; callers must not modify the files)."""
     if "dir" not in _CACHE:
-        from core import metrics  # the code under test
-
         root = Path(tempfile.mkdtemp(prefix="modules-avr-syn-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         cfg = config(**SMALL)
