@@ -135,3 +135,12 @@ def test_panel_size_mismatch_between_splits_names_the_file(tmp_path, mmap):
             RavenDataset(tmp_path, split)
     with pytest.raises(RavenFileError, match=str(bad)):
         RavenDataset(tmp_path, "train")
+
+
+@pytest.mark.parametrize("stored", [(), ("image",)])
+def test_streamed_parts_write_the_same_bytes(tmp_path, stored):
+    image, target, _ = fake(7)
+    whole = write_npz(tmp_path / "a.npz", {"image": image, "target": target}, stored=stored)
+    parts = write_npz(tmp_path / "b.npz", {"image": [image[:3], image[3:4], image[4:]],
+                                           "target": [target[:5], target[5:]]}, stored=stored)
+    assert whole.read_bytes() == parts.read_bytes()

@@ -165,7 +165,8 @@ def build(cfg: Config, out: str | Path, force: bool = False, progress: bool = Tr
         validate(job.configuration, job.subset, job.size, job.answers, job.stop - job.start)
     paths = {id(job): rel for rel, job in jobs}
     with staged_dir(out, force, made_from(cfg)) as tmp:
-        for job, arrays in run_jobs([j for _, j in jobs], cfg.data.workers, progress, "build"):
+        for job, arrays in run_jobs([j for _, j in jobs], cfg.data.workers, progress, "build",
+                                    concat=False):  # streamed into the shard: no 2nd copy
             write_shard(tmp / paths[id(job)], arrays, job.configuration, cfg.data.mmap)
     return out
 

@@ -171,9 +171,10 @@ def bounded_imap(pool, pieces: list[Job], window: int) -> Iterator[dict[str, np.
         yield result
 
 
-def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True,
-             desc: str = "problems") -> Iterator[tuple[Job, dict[str, np.ndarray]]]:
-    """Run ``jobs`` (in order; pieces of them in parallel) and yield each with its arrays."""
+def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True, desc: str = "problems",
+             concat: bool = True) -> Iterator[tuple[Job, dict]]:
+    """Run ``jobs`` (in order; pieces of them in parallel) and yield each with its arrays
+    (``concat=False``: each array as the list of its pieces, for writers that stream them)."""
     if workers < 1:
         raise ValueError(f"--workers: expected >= 1, got {workers!r}")
     pieces = chunks(jobs)
@@ -189,7 +190,8 @@ def run_jobs(jobs: list[Job], workers: int = 1, progress: bool = True,
                 piece, arrays = next(it)
                 parts.append(arrays)
                 bar.update(piece.stop - piece.start)
-            yield job, {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            lists = {k: [p[k] for p in parts] for k in parts[0]}
+            yield job, {k: np.concatenate(v) for k, v in lists.items()} if concat else lists
     finally:
         bar.close()
         if pool:

@@ -139,8 +139,24 @@ def write_npz(path: str | Path, arrays: dict[str, Any], level: int = 1,
                 info.compress_type = zipfile.ZIP_STORED if name in stored else zipfile.ZIP_DEFLATED
                 info._compresslevel = level  # type: ignore[attr-defined]  # as ZipFile does
                 with zf.open(info, "w", force_zip64=True) as fh:
-                    np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
+                    if isinstance(value, list):
+                        _write_parts(fh, value)
+                    else:
+                        np.lib.format.write_array(fh, np.asanyarray(value), allow_pickle=False)
     return Path(path)
+
+
+def _write_parts(fh, parts: list[np.ndarray]) -> None:
+    """The ``.npy`` of ``np.concatenate(parts)``, written part by part (never concatenated):
+    the same bytes as ``np.lib.format.write_array`` of the whole."""
+    parts = [np.ascontiguousarray(p) for p in parts]
+    head = np.lib.format.header_data_from_array_1_0(parts[0])
+    head["shape"] = (sum(len(p) for p in parts), *parts[0].shape[1:])
+    if any(p.dtype != parts[0].dtype or p.shape[1:] != parts[0].shape[1:] for p in parts):
+        raise ValueError("parts of one array must share dtype and trailing shape")
+    np.lib.format.write_array_header_1_0(fh, head)
+    for p in parts:
+        fh.write(p.tobytes())
 
 
 def _member_header(path: Path, fh, start: int) -> tuple[tuple[int, ...], bool, np.dtype, int]:
@@ -339,7 +355,7 @@ def write_shard(path: str | Path, arrays: dict[str, np.ndarray], configuration: 
     """One packed shard (all problems of one split and configuration); ``mmap``: panels
     stored uncompressed, for loaders that memory-map them (``data.mmap``)."""
     keys = ("image", "target", "shapes", "attrs", "rules", "index")
-    out = {k: arrays[k] for k in keys if k in arrays}
+    out = {k: arrays[k] for k in keys if k in arrays}  # arrays, or lists of parts to stream
     out["configuration"] = np.array(configuration)
     return write_npz(path, out, stored=("image",) if mmap else ())
 
