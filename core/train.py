@@ -850,8 +850,9 @@ def launch(nproc: int, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default="params.yaml", help="params.yaml or active.yaml")
-    ap.add_argument("--profile", default=None, help="profile of params.yaml (ci/default/paper)")
+    ap.add_argument("--params", default="params.yaml", help="parameters file (params.yaml)")
+    ap.add_argument("--profile", default=None,
+                    help="profile to use (composed from conf/ if the file holds another)")
     ap.add_argument("--net", type=int, required=True, help="network seed, one of train.networks")
     ap.add_argument("--data", required=True, help="problem folder (data/raven or data/raven/main)")
     ap.add_argument("--out", required=True, help="output folder (checkpoints, training.nc)")
