@@ -73,7 +73,8 @@ def generate(out: str | Path, configs: list[str], n: int, seed: int = 0, workers
              "size": size, "answers": answers, "subset": subset.label, "layout": layout,
              "mmap": mmap}
     with staged_dir(out, force, about) as tmp:
-        for job, arrays in run_jobs([j for _, j in jobs], workers, progress, "generate"):
+        for job, arrays in run_jobs([j for _, j in jobs], workers, progress, "generate",
+                                    concat=layout == "public"):  # shards are streamed
             split = splits[id(job)]
             if layout == "shards":
                 write_shard(tmp / split / f"{job.configuration}.npz", arrays, job.configuration,
