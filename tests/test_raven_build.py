@@ -17,7 +17,7 @@ from core.data import RavenDataset
 from core.raven.__main__ import generate, main
 from core.raven.attributes import Subset
 from core.raven.build import build, spread, subset_exists
-from core.raven.store import RavenFileError
+from core.raven.store import MARKER, RavenFileError
 from core.tasks import FAMILIES, SET_SPECS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def test_build_cli_force_and_determinism(tmp_path, capsys):
     shards = sum(subset_exists(c, Subset(**SET_SPECS.get(s, {"color": s})))
                  for c in cfg.data.configs for s in sets)
     assert len(files) == 3 * (len(cfg.data.configs) + shards)
-    for f in files:
+    for f in [*files, MARKER]:  # the marker too: it does not record the worker count
         assert (tmp_path / "a" / f).read_bytes() == (b / f).read_bytes()
 
 
@@ -203,7 +203,7 @@ def test_sets_too_small_fail_in_the_data_stage(tmp_path):
 
 
 def test_force_replaces_only_our_folders(tmp_path, monkeypatch, capsys):
-    from core.raven.store import MARKER, OutDirError, check_out_dir
+    from core.raven.store import OutDirError, check_out_dir
 
     cfg = small(families=["control"])
     other = tmp_path / "mine"

@@ -149,9 +149,10 @@ def subset_exists(configuration: str, subset: Subset) -> bool:
 
 
 def made_from(cfg: Config) -> dict:
-    """What a built folder was made from (recorded in its marker file)."""
-    return {"command": "build", "profile": cfg.profile, "seed": cfg.seed,
-            "data": dataclasses.asdict(cfg.data)}
+    """What a built folder was made from (recorded in its marker file); not the worker
+    count, which changes no byte of the problems."""
+    data = {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "workers"}
+    return {"command": "build", "profile": cfg.profile, "seed": cfg.seed, "data": data}
 
 
 def build(cfg: Config, out: str | Path, force: bool = False, progress: bool = True) -> Path:
