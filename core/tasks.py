@@ -129,6 +129,18 @@ def family_of(name: str) -> Family:
     raise ValueError(f"task: unknown task set {name!r} (expected one of {', '.join(known)})")
 
 
+def shape_of(name: str) -> str | None:
+    """The shape a set is defined by (``circle`` for ``circle``, ``not_circle``,
+    ``rule_circle``, ``rule_not_circle``), or None (``all``, ``color_rule``, ...)."""
+    if name not in SET_SPECS:
+        family_of(name)  # raises, naming the known sets
+    spec = SET_SPECS[name]
+    for key in ("shape", "exclude_shape", "answer_shape", "answer_not_shape"):
+        if spec.get(key) is not None:
+            return spec[key]
+    return None
+
+
 def all_tasks() -> tuple[str, ...]:
     """Every mask task of every family, family by family."""
     return tuple(t for f in FAMILIES.values() for t in f.tasks)

@@ -3,7 +3,7 @@
 import pytest
 
 from core.config import SHAPES
-from core.tasks import ALL, FAMILIES, SET_SPECS, all_tasks, family_of
+from core.tasks import ALL, FAMILIES, SET_SPECS, all_tasks, family_of, shape_of
 
 
 def test_original_keeps_the_study_names():
@@ -28,6 +28,14 @@ def test_every_family_is_consistent():
     assert FAMILIES["control"].complement("color_rule") == "size_rule"
     assert FAMILIES["shape_rule"].complement("rule_circle") == "rule_not_circle"
     assert len(all_tasks()) == len(set(all_tasks()))
+
+
+def test_shape_of():
+    assert [shape_of(n) for n in ("circle", "not_circle", "rule_circle", "rule_not_circle")] == \
+        ["circle"] * 4
+    assert shape_of("all") is shape_of("rule_all") is shape_of("color_rule") is None
+    with pytest.raises(ValueError, match="'star'"):
+        shape_of("star")
 
 
 def test_unknown_names_are_named():
