@@ -441,6 +441,10 @@ def test_cli_errors(tmp_path, capsys):
             "--state", str(tmp_path / "s"), "--no-progress"]
     assert T.main([*base, "--net", "5"]) == 1
     assert "--net 5: not one of train.networks [0, 1]" in capsys.readouterr().err
+    write_params(params, raw_cfg(val_min_every=50, val_every=10))
+    assert T.main([*base, "--net", "0"]) == 1
+    assert "train.val_min_every (50) must not exceed train.val_every (10)" in \
+        capsys.readouterr().err
 
 
 def test_data_errors(tmp_path):
