@@ -540,8 +540,12 @@ class Sweep:
         return {"network": self.network, "executor": executor, "workers": workers,
                 "masks": len(self.runs), "kept": kept, "trained": len(todo),
                 "wall_s": wall, "setup_s": setup, "compute_s": compute, "group_eval_s": eval_s,
+                # one run after another: wall = compute + evaluation + overhead; on Ray runs
+                # overlap, so the speed-up (compute + evaluation) / wall says more
                 "overhead_s": wall - compute - eval_s,
-                "overhead_share": (wall - compute - eval_s) / compute if compute else None,
+                "overhead_share": ((wall - compute - eval_s) / compute
+                                   if compute and executor == "inprocess" else None),
+                "speedup": (compute + eval_s) / wall if wall > 0 else None,
                 "runs": timings, "device": str(self.device), "precision": self.precision}
 
 
