@@ -130,6 +130,7 @@ class MaskConfig:
     snapshot_param: str | None = f()  # that parameter; null: the most nearly square 2-D one
     threads: int = f(ge=1)  # torch intra-op threads of a mask run
     mask_norm: bool = f()  # also mask BatchNorm/LayerNorm scale and shift (the original study)
+    lr_anneal: float = f(ge=0, le=1)  # last fraction of the run whose lr falls to 0 (cosine)
     converge_window: float = f(gt=0, le=1)  # last fraction of the run the convergence check reads
     converge_density: float = f(ge=0)  # max read-out density change (points) in that window
     converge_acc: float = f(ge=0)  # max masked task accuracy change (points) in that window

@@ -23,34 +23,31 @@ parameters); four-dimensional (convolution) weights and their mask views are cha
 which makes oneDNN convolutions ~1.6x faster on CPU, so a masked step costs about what a plain
 step of the model costs. Several masks in one ``torch.func.vmap`` forward showed no
 consistent gain over one after the other on a shared 2-core CPU (0.6x to 3.7x the sequential
-time across runs; ``benchmarks/masking.py``), so every run is independent (one DVC stage per
-mask).
+time across runs; ``benchmarks/masking.py``), so runs are independent (``core.sweep`` runs
+them one after the other).
 
-File format (``data/masks/<key>.pt``): see ``docs/architecture.md``; :func:`load_mask`
-validates one, and against a model when given.
-
-    python -m core.masking --params active.yaml --checkpoint data/train/scl_90.pt \\
-        --task circle --alpha 1e-5 --seed 0 --data data/raven --out data/masks/x.pt
+Mask files: :mod:`core.maskfile`; the sweep over checkpoints, tasks, alphas and seeds, and the
+per-checkpoint ``evals.nc``: :mod:`core.sweep`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import xarray as xr
 from torch import nn
 from torch.func import functional_call
+from tqdm import tqdm
 
-from core.config import SHAPES, ConfigError, MaskConfig
-from core.device import autocast, resolve_device, resolve_precision, set_deterministic, to_cpu
+from core.config import MaskConfig
+from core.device import autocast
 from core.maskfile import (  # noqa: F401  (the mask file's home; re-exported for callers)
     ACCURACY_KEYS,
     CURVE_KEYS,
@@ -392,8 +389,6 @@ def evaluate_group(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
     (eval_set, split): ``full_accuracy`` and ``full_degenerate`` of the unmasked model; over
     (mask, variant): ``kept`` (weights the variant keeps of the masked ones, percent).
     """
-    import xarray as xr
-
     if not masks:
         raise MaskError("evaluate_group: no masks given")
     keys = list(masks)
@@ -528,6 +523,19 @@ def is_converged(conv: dict[str, float], cfg: MaskConfig) -> bool:
                 and conv["acc_change"] <= cfg.converge_acc)
 
 
+def lr_factor(step: int, steps: int, anneal: float) -> float:
+    """The mask learning rate of ``step`` (0-based) as a fraction of ``masks.lr``: 1, then
+    over the last ``anneal`` fraction of the run a cosine from 1 to 0 (after the last step).
+    With a constant rate the logits of weights near the read-out threshold keep crossing 0
+    (SCL: the read-out task accuracy swings 54-76% between logged steps at steps 200-400);
+    annealing lets the read-out settle, the constant part lets weak but consistent
+    gradients (harmful weights) act."""
+    start = (1.0 - anneal) * steps
+    if anneal <= 0 or step < start:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (step - start) / (steps - start)))
+
+
 def _batches(n: int, size: int, generator: torch.Generator):
     """Endless batches of indices: a fresh permutation per epoch, the incomplete rest dropped."""
     while True:
@@ -585,6 +593,7 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
         steps, cfg.log_every, cfg.snapshots)
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.Adam([masked.flat], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, steps, cfg.lr_anneal))
     curve: dict[str, list] = {k: [] for k in TRAIN_CURVE_KEYS}
     snap_logits: list[torch.Tensor] = []
 
@@ -607,7 +616,6 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
     window: list[float] = []
     bar = range(steps)
     if progress:
-        from tqdm import tqdm
         bar = tqdm(bar, desc="mask", unit="step", mininterval=2.0, file=sys.stderr)
     for t in bar:
         x, y = train.batch(next(batches), dev)
@@ -622,11 +630,12 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
         ce_value, loss_value = ce.item(), loss.item()
         if not math.isfinite(loss_value):
             raise MaskError(f"mask training: non-finite loss at step {t} (cross-entropy "
-                            f"{ce_value!r}, regulariser {alpha * float(masked.flat.sum())!r}); "
+                            f"{ce_value!r}, regulariser {alpha * float(masked.flat.detach().sum())!r}); "
                             "check the checkpoint, masks.init, masks.lr and alpha")
         if t == 0:
             log(0, ce_value)
         opt.step()
+        sched.step()
         if not bool(torch.isfinite(masked.flat).all()):
             raise MaskError(f"mask training: non-finite mask logits after step {t + 1} "
                             f"(masks.lr {cfg.lr!r}, alpha {alpha!r})")
@@ -641,99 +650,3 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
     return MaskResult(masked.names, masked.shapes, masked.fingerprint, logits, mask, curve,
                       {"param": snap_name, "steps": snaps, "logits": torch.stack(snap_logits)},
                       conv, is_converged(conv, cfg))
-
-
-# --------------------------------------------------------------------------- one run (CLI)
-
-
-def run(params: str | Path, checkpoint: str | Path, task: str, alpha: float, seed: int,
-        data: str | Path, out: str | Path, steps: int | None = None,
-        profile: str | None = None, progress: bool = True) -> dict:
-    """Train the mask of ``task`` at ``checkpoint``; write it to ``out``; return the record.
-
-    Data: ``<data>/tasks/<task>/train`` trains; the final accuracies use the ``val`` splits
-    of ``tasks/<task>`` and ``tasks/not_<task>`` (first ``masks.eval_n`` problems, 0 = all);
-    the curve uses the first ``masks.curve_n`` of the task's ``val`` split.
-    """
-    from core.config import load
-
-    cfg = load(params, profile)
-    mc = cfg.masks
-    if task not in SHAPES:
-        raise MaskError(f"task: unknown task {task!r} (expected one of {', '.join(SHAPES)})")
-    steps = mc.steps if steps is None else steps
-    check_settings(mc, alpha, steps, n_train=mc.batch_size)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(mc.threads)
-    set_deterministic(resolve_device(cfg.device))
-    try:
-        return _run(cfg, checkpoint, task, alpha, seed, data, out, steps, progress)
-    finally:  # a caller (a notebook, a test) keeps its own torch settings
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-
-
-def _run(cfg: Any, checkpoint: str | Path, task: str, alpha: float, seed: int,
-         data: str | Path, out: str | Path, steps: int, progress: bool) -> dict:
-    from core.data import RavenDataset, to_float
-    from core.models import load_checkpoint
-
-    mc = cfg.masks
-    model, meta = load_checkpoint(checkpoint, arch=cfg.model.arch)
-    root = Path(data) / "tasks"
-
-    def split(name: str, part: str, n: int = 0) -> Split:
-        ds = RavenDataset(root / name, split=part)
-        if ds.image_size != meta["image_size"]:
-            raise MaskError(f"{root / name}: {ds.image_size} px panels, but checkpoint "
-                            f"{checkpoint} was trained on {meta['image_size']} px")
-        return Split(ds.images, ds.targets, to_float, str(root / name / part)).head(n)
-
-    train = split(task, "train")
-    task_val, not_val = split(task, "val", mc.eval_n), split(f"not_{task}", "val", mc.eval_n)
-    dev = resolve_device(cfg.device)
-    prec = resolve_precision(cfg.precision, dev)
-    result = train_mask(model, mc, train, task_val.head(mc.curve_n), alpha=alpha, seed=seed,
-                        steps=steps, progress=progress, device=dev, precision=prec)
-    masked = MaskedModel(model, names=result.names, device=dev, precision=prec)
-    acc = evaluate(masked, result.mask, task_val, not_val, mc.batch_size)
-    rec = to_cpu(mask_record(result, acc, checkpoint=Path(checkpoint).stem, task=task,
-                             alpha=alpha, seed=seed, steps=steps, arch=meta["arch"],
-                             image_size=meta["image_size"]))
-    for key in ("converged", "convergence"):  # until core.maskfile's record carries them
-        rec.setdefault(key, getattr(result, key))
-    save_mask(out, rec)
-    return rec
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m core.masking",
-                                 description="Train one binary weight mask (a functional module).")
-    ap.add_argument("--params", default="params.yaml", help="params.yaml or active.yaml")
-    ap.add_argument("--profile", default=None, help="profile of a params.yaml")
-    ap.add_argument("--checkpoint", required=True, help="a data/train/<name>.pt checkpoint")
-    ap.add_argument("--task", required=True, help=f"shape task: {', '.join(SHAPES)}")
-    ap.add_argument("--alpha", type=float, required=True, help="regularisation strength (> 0)")
-    ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--steps", type=int, default=None, help="default: masks.steps")
-    ap.add_argument("--data", default="data/raven", help="folder holding tasks/<task>/...")
-    ap.add_argument("--out", required=True, help="mask file to write (.pt)")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    from core.data import RavenFileError
-    from core.models import CheckpointError
-
-    try:
-        rec = run(args.params, args.checkpoint, args.task, args.alpha, args.seed, args.data,
-                  args.out, args.steps, args.profile, progress=not args.no_progress)
-    except (MaskError, ConfigError, CheckpointError, RavenFileError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    acc = rec["accuracy"]
-    print(f"{args.out}: density {rec['curve']['density'][-1]:.2f}%  " +
-          "  ".join(f"{k} {acc[k]:.1f}%" for k in ACCURACY_KEYS))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

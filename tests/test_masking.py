@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
-from core.config import compose, load
+from core.config import load
 from core.masking import (
     ACCURACY_KEYS,
     FORMAT,
@@ -263,82 +262,6 @@ def test_fingerprint_and_log_steps():
     assert log_steps(7, 3) == [0, 3, 6, 7]
 
 
-# ----------------------------------------------------------------------------- CLI, real model
-
-
-@pytest.fixture(scope="module")
-def scl_setup(tmp_path_factory):
-    """A tiny SCL checkpoint (16 px panels) and task folders of random problems."""
-    from core.config import load
-    from core.models import build_model, checkpoint_dict
-    from core.raven.store import write_shard
-
-    root = tmp_path_factory.mktemp("scl")
-    raw = compose("ci")
-    raw["masks"]["threads"] = 1
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))  # one thread: the CPU is shared
-    cfg = load(root / "params.yaml", "ci")
-    torch.manual_seed(0)
-    model = build_model(cfg.model, 16)
-    torch.save(checkpoint_dict(model, cfg.model, 16, 90, 10, 1, 91.0), root / "scl_90.pt")
-    other = dataclasses.replace(cfg.model, arch="cnn_mlp")
-    torch.save(checkpoint_dict(build_model(other, 16), other, 16, 90, 10, 1, 91.0),
-               root / "cnn_mlp_90.pt")
-    rng = np.random.default_rng(0)
-    for task, n in (("circle", 24), ("not_circle", 12)):
-        for split in ("train", "val"):
-            arrays = {"image": rng.integers(0, 256, (n, 16, 16, 16), dtype=np.uint8),
-                      "target": rng.integers(0, 8, n).astype(np.int64)}
-            write_shard(root / "raven" / "tasks" / task / split / "center_single.npz", arrays,
-                        "center_single")
-    return root
-
-
-def test_cli_writes_a_valid_mask_file(scl_setup):
-    from core.masking import main
-    from core.models import load_checkpoint
-
-    root = scl_setup
-    out = root / "masks" / "scl_90-circle-a1e-5-s0.pt"
-    args = ["--params", str(root / "params.yaml"), "--profile", "ci", "--checkpoint", str(root / "scl_90.pt"),
-            "--task", "circle", "--alpha", "1e-5", "--seed", "0", "--steps", "3", "--data",
-            str(root / "raven"), "--out", str(out), "--no-progress"]
-    assert main(args) == 0
-    model, _ = load_checkpoint(root / "scl_90.pt")
-    rec = load_mask(out, model)
-    assert (rec["checkpoint"], rec["task"], rec["alpha"], rec["seed"], rec["steps"]) == \
-        ("scl_90", "circle", 1e-5, 0, 3)
-    assert (rec["arch"], rec["image_size"]) == ("scl", 16)
-    assert rec["names"] == select_parameters(model)
-    assert rec["converged"] in (True, False) and "acc_change" in rec["convergence"]
-    assert rec["snapshots"]["param"] == "relation.2.weight"
-    assert all(0 <= v <= 100 for v in rec["accuracy"].values())
-    assert rec["curve"]["step"] == [0, 3]
-
-
-@pytest.mark.parametrize("change,match", [
-    ({"--task": "star"}, "task: unknown task 'star'"),
-    ({"--alpha": "0"}, "alpha: expected a finite number > 0"),
-    ({"--steps": "-2"}, "steps: expected an integer > 0"),
-    ({"--checkpoint": "cnn_mlp_90.pt"}, "cnn_mlp_90.pt: architecture 'cnn_mlp', expected 'scl'"),
-    ({"--data": "nowhere"}, "nowhere/tasks/circle: no such folder"),
-])
-def test_cli_bad_inputs_give_one_clear_error(scl_setup, capsys, change, match):
-    from core.masking import main
-
-    root = scl_setup
-    args = {"--params": "params.yaml", "--profile": "ci", "--checkpoint": "scl_90.pt",
-            "--task": "circle", "--alpha": "1e-5", "--seed": "0", "--steps": "2",
-            "--data": "raven", "--out": "x.pt"}
-    args.update(change)
-    for k in ("--params", "--checkpoint", "--data", "--out"):
-        args[k] = str(root / args[k])
-    assert main([a for kv in args.items() for a in kv] + ["--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and match in err
-    assert not (root / "x.pt").exists()
-
-
 @pytest.mark.parametrize("init", [-1.0, 0.0, 0.9, 2.0])
 def test_sampled_keep_rate_is_sigmoid_of_logit(init):
     """Logistic noise: P(sigmoid(s + l) > 0.5) = P(l > -s) = sigmoid(s)."""
@@ -556,3 +479,13 @@ def test_bf16_autocast_trains_and_results_are_float32_cpu_tensors():
     mm = MaskedModel(m, device="cpu", precision="bf16")
     assert mm(data.inputs[:2]).dtype == torch.float32  # outputs leave autocast as float32
     assert all(math.isfinite(v) for v in r.curve["ce"])
+
+
+def test_lr_anneal():
+    from core.masking import lr_factor
+
+    assert [lr_factor(t, 4, 0.0) for t in range(4)] == [1.0] * 4
+    assert [lr_factor(t, 4, 1.0) for t in (0, 2)] == pytest.approx([1.0, 0.5])
+    assert lr_factor(3, 4, 1.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))
+    assert [lr_factor(t, 10, 0.5) for t in (0, 4, 5)] == [1.0, 1.0, 1.0]
+    assert lr_factor(9, 10, 0.5) == pytest.approx(0.5 * (1 + math.cos(0.8 * math.pi)))
