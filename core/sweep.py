@@ -2,7 +2,7 @@
 
     python -m core.sweep --params params.yaml --net 0 --train data/train/net0 \\
         --data data/raven --out data/masks/net0 --report data/reports/masks/net0.html \\
-        [--executor inprocess|ray] [--workers N]
+        [--executor inprocess|ray] [--workers N]      (or MASKS_EXECUTOR=ray in the environment)
 
 The mask list (:func:`plan`) comes from the configuration: for every checkpoint
 (``train.milestones``), every task of ``masks.families`` (``core.tasks``; a task that names a
@@ -579,7 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data/raven", help="data folder holding tasks/<set>/")
     ap.add_argument("--out", required=True, help="the network's mask folder (data/masks/netK)")
     ap.add_argument("--report", default=None, help="HTML report (+ timing .json beside it)")
-    ap.add_argument("--executor", choices=EXECUTORS, default="inprocess")
+    ap.add_argument("--executor", default=None,
+                    help="inprocess or ray (default: $MASKS_EXECUTOR, else inprocess); the "
+                    "files are byte-identical either way, so DVC need not track it")
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2),
                     help="runs at a time on a local Ray (default: CPU cores / 2)")
     ap.add_argument("--notebook", default=str(Path(__file__).resolve().parents[1] /
@@ -590,11 +592,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.net not in cfg.train.networks:
             raise SweepError(f"--net {args.net}: not one of train.networks "
                              f"{cfg.train.networks} in {args.params}")
+        where = "--executor" if args.executor else "MASKS_EXECUTOR"
+        executor = args.executor or os.environ.get("MASKS_EXECUTOR") or "inprocess"
+        if executor not in EXECUTORS:
+            raise SweepError(f"{where}: expected one of {', '.join(EXECUTORS)}, got "
+                             f"{executor!r}")
         if args.workers < 1:
             raise SweepError(f"--workers: expected an integer >= 1, got {args.workers}")
         sweep = Sweep(cfg, args.net, Path(args.train), Path(args.data), Path(args.out),
                       log=lambda m: print(m, flush=True))
-        summary = sweep.run(args.executor, args.workers)
+        summary = sweep.run(executor, args.workers)
     except (SweepError, MaskError, ConfigError, CheckpointError, RavenFileError,
             DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)

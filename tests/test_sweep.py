@@ -203,7 +203,10 @@ def test_bad_inputs_name_the_file(inputs, tmp_path):
     assert (repo / "scl_1" / "circle-a5e-1-s0.pt").exists()
     r = subprocess.run(cli(params, train, data, tmp_path / "o2") + ["--executor", "nope"],
                        capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and "--executor" in r.stderr
+    assert r.returncode == 2 and "--executor: expected one of inprocess, ray, got 'nope'" in r.stderr
+    r = subprocess.run(cli(params, train, data, tmp_path / "o2"), capture_output=True, text=True,
+                       cwd=ROOT, env={**os.environ, "MASKS_EXECUTOR": "dask"})
+    assert r.returncode == 2 and "MASKS_EXECUTOR: expected one of inprocess, ray" in r.stderr
 
 
 def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_path):
