@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import types
 
 import torch
 from torch import nn
@@ -23,6 +24,7 @@ from benchmarks.naive_scl import NaiveSCL
 from core.config import load
 from core.data import to_float
 from core.models import build_model
+from core.train import Process, accuracy
 
 
 def _model(size: int) -> nn.Module:
@@ -109,7 +111,27 @@ def run(quick: bool = False) -> list[dict]:
                             "problems/s", goal=">= 10x",
                             notes="in-memory uint8 indexing + to_float vs one training step",
                             raw={"load": t_load}))
+    rows.append(eval_batch_row(quick))
     return rows
+
+
+def eval_batch_row(quick: bool) -> dict:
+    """Validation inference (``core.train.accuracy``: eval mode, batched) at the configured
+    ``train.eval_batch_size`` vs a 4x larger batch, default image size, same problems."""
+    cfg = load("params.yaml", "default")
+    size, bs = cfg.data.image_size, cfg.train.eval_batch_size
+    n = 4 * bs if quick else 16 * bs
+    g = torch.Generator().manual_seed(0)
+    split = types.SimpleNamespace(
+        images=torch.randint(0, 256, (n, 16, size, size), dtype=torch.uint8, generator=g),
+        targets=torch.randint(0, 8, (n,), generator=g))
+    model, proc, idx = _model(size), Process(torch.device("cpu"), "fp32"), torch.arange(n)
+    res = paired({"infer_configured": lambda: accuracy(model, split, idx, bs, proc),
+                  "infer_large": lambda: accuracy(model, split, idx, 4 * bs, proc)},
+                 model, 1 if quick else 3)
+    return row(f"SCL validation inference, {size} px: batch {bs} vs {4 * bs}",
+               n / res["infer_configured"]["median"], n / res["infer_large"]["median"],
+               "problems/s", notes="train.eval_batch_size vs 4x (core.train.accuracy)", raw=res)
 
 
 def profile(size: int = 80, batch: int = 32) -> str:
