@@ -398,8 +398,13 @@ def save_state(run: Run, st: State, state_dir: Path) -> None:
 
 def start(run: Run, out_dir: Path, state_dir: Path) -> State:
     """The state to continue from: ``state_dir/last.pt`` if present and of this run (else a
-    :class:`ResumeError`), or a fresh state (stale outputs of an earlier run removed)."""
+    :class:`ResumeError`), or a fresh state (stale outputs of an earlier run removed).
+    Temporary ``.tmp-*`` files left by a killed write are removed either way."""
     last = state_dir / LAST
+    if run.proc.rank == 0:  # temporary files of a killed write (atomic_path) go first
+        for folder in (out_dir, state_dir):
+            for tmp in folder.glob(".tmp-*") if folder.is_dir() else ():
+                tmp.unlink(missing_ok=True)
     if not last.exists():
         if run.proc.rank == 0:
             for m in run.milestones:

@@ -245,6 +245,7 @@ def test_interrupted_run_resumes_to_identical_bytes(tmp_path):
     fit(cfg, a, splits, evaluate=acc)
     assert fit(cfg, b, splits, evaluate=acc, stop_after=10) is None
     assert (b / "state" / "last.pt").exists() and not (b / "training.nc").exists()
+    (b / "state" / ".tmp-last-k1ll3d.pt").write_bytes(b"a write cut short by SIGKILL")
     res = fit(cfg, b, splits, evaluate=acc)
     assert res.steps == 15
     names = sorted(p.name for p in a.iterdir())
