@@ -449,6 +449,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[f
     loss.backward()
     if run.cfg.train.grad_clip > 0:
         nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+    lr = run.opt.param_groups[0]["lr"]
     run.opt.step()
     run.sched.step()
     stats = torch.stack([loss.detach().double() * len(y),
@@ -459,7 +460,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[f
     total, correct, count = stats.tolist()
     if not math.isfinite(total):
         raise NonFiniteError(f"step {step}: training loss is {total / count} (not finite); "
-                             f"lr {run.opt.param_groups[0]['lr']:g}, check train.lr, "
+                             f"lr {lr:g} at this step, check train.lr, "
                              "train.weight_decay and the data")
     check_finite(run.model, step)
     return total / count, 100.0 * correct / count
