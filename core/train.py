@@ -93,8 +93,9 @@ from core.raven.store import RavenFileError
 LAST = "last.pt"
 LOG = "training.nc"
 SPLITS = ("train", "val", "test")
-# What a training run depends on (config_hash of these sections is the run's train hash).
-TRAIN_SECTIONS = ["seed", "precision", "data", "model", "train"]
+# The parameters a training run depends on (with train.networks left out; the data enter
+# through their fingerprint, so data keys that do not change main/ do not count).
+TRAIN_SECTIONS = ["seed", "precision", "model", "train"]
 
 
 class MilestonesNotReached(RuntimeError):
