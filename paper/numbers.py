@@ -129,7 +129,7 @@ def _table(summary: Mapping[str, Any], fam: str, ms: Mapping[str, float]) -> lis
             rf"\caption{{Family \texttt{{{tex_escape(fam)}}} per checkpoint: mean "
             rf"[\CILevel\% CI across \NNetworks{{}} networks, mask seeds nested], converged "
             r"masks at the selected $\alpha$. Accuracies on the report split.}",
-            r"\begin{tabular}{@{}lllllll@{}}", r"\toprule",
+            r"\resizebox{\textwidth}{!}{%", r"\begin{tabular}{@{}lllllll@{}}", r"\toprule",
             r"checkpoint & converged & sparsity (\%) & dispersity & normalised & "
             r"masked / unmasked acc.\ (\%) & IoMin cross / same-task / chance (\%) \\",
             r"\midrule"]
@@ -147,7 +147,7 @@ def _table(summary: Mapping[str, Any], fam: str, ms: Mapping[str, float]) -> lis
             f"{fmt_iv(f['acc_report'], 1)} / {fmt_iv(f['acc_full_report'], 1)}",
             f"{fmt_iv(io['cross_task'], 0)} / {fmt_iv(io['same_task'], 0)} / "
             f"{fmt_iv(io['chance'], 0)}"]) + r" \\")
-    rows += [r"\bottomrule", r"\end{tabular}", rf"\label{{tab:fam{fam.replace('_', '')}}}",
+    rows += [r"\bottomrule", r"\end{tabular}}", rf"\label{{tab:fam{fam.replace('_', '')}}}",
              r"\end{table}"]
     return rows
 

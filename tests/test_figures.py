@@ -32,8 +32,10 @@ def _raven(root: Path, subsets=SHAPES, split="test") -> Path:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    metrics, cfg, params = syn.built_metrics()
+    metrics, _, params = syn.built_metrics()
     raven = _raven(tmp_path_factory.mktemp("raven"), (*SHAPES, "light"))
+    # figure settings are outside the metrics' config hash: a low dpi keeps the tests fast
+    cfg = syn.config(**syn.SMALL, figures={"dpi": 40})
     return metrics, raven, cfg, params
 
 
