@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="figure families to build (default: all; see --list)")
     ap.add_argument("--list", action="store_true", help="name the figure families and exit")
     ap.add_argument("--metrics", "--data", dest="metrics", default="data/metrics",
-                    help="folder of modules.nc, layers.nc, sharing.nc, curves.nc")
+                    help="folder of the metric files (core.metrics: *.nc, summary.json)")
     ap.add_argument("--raven", default="data/raven", help="generated problems (core.raven)")
     ap.add_argument("--out", default="data/figures", help="output folder")
-    ap.add_argument("--params", default="active.yaml", help="parameters (figures section)")
+    ap.add_argument("--params", default="params.yaml",
+                    help="parameters the metrics were made with (their config hash)")
     ap.add_argument("--profile", default=None)
     args = ap.parse_args(argv)
     if args.list:
