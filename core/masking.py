@@ -14,7 +14,10 @@ Csordas' beta, divided by the batch size B, is ``alpha * B``). The read-out is d
 Ablations (:func:`evaluate_group`): model * mask, model * (1 - mask) (the inverted mask) and the
 selective ablation (only the module's task-specific part removed), each with its *degenerate*
 fraction (problems whose 8 candidate logits are constant, where "accuracy" only counts answers
-at index 0). Every run reports whether it converged (:func:`convergence`).
+at index 0). Measured on SCL_70 (circle and square modules, ~9% of the weights): the inverted
+ablation is degenerate on 100% of problems even with norms unmasked (removing a whole module cuts
+a bottleneck), the selective one (~2% removed) on none; so specificity comes from the selective
+ablation. Every run reports whether it converged (:func:`convergence`).
 
 ``masks.n_samples`` > 1 splits each batch into that many chunks, each run with its own mask
 sample (more samples per step at the same cost). Speed: all logits live in one flat tensor
