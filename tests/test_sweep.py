@@ -174,7 +174,7 @@ def test_changed_setting_retrains_only_what_it_touches(inputs, reference, tmp_pa
     assert load_mask(work / "scl_1" / "circle-a1e-4-s0.pt")["steps"] == 2
 
 
-def test_bad_inputs_name_the_file(inputs, tmp_path):
+def test_bad_inputs_name_the_file(inputs, tmp_path, capsys, monkeypatch):
     tmp, train, data = inputs
     params = small_params(tmp_path)
     cfg = load(params)
@@ -201,12 +201,14 @@ def test_bad_inputs_name_the_file(inputs, tmp_path):
     with pytest.raises(sweep.SweepError, match="repo: refusing to use this folder"):
         sweep.Sweep(cfg, 0, train, data, repo).run()
     assert (repo / "scl_1" / "circle-a5e-1-s0.pt").exists()
-    r = subprocess.run(cli(params, train, data, tmp_path / "o2") + ["--executor", "nope"],
-                       capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and "--executor: expected one of inprocess, ray, got 'nope'" in r.stderr
-    r = subprocess.run(cli(params, train, data, tmp_path / "o2"), capture_output=True, text=True,
-                       cwd=ROOT, env={**os.environ, "MASKS_EXECUTOR": "dask"})
-    assert r.returncode == 2 and "MASKS_EXECUTOR: expected one of inprocess, ray" in r.stderr
+    args = cli(params, train, data, tmp_path / "o2")[3:]  # the CLI's arguments, in-process
+    assert sweep.main([*args, "--executor", "nope"]) == 2
+    assert "--executor: expected one of inprocess, ray, got 'nope'" in capsys.readouterr().err
+    monkeypatch.setenv("MASKS_EXECUTOR", "dask")
+    assert sweep.main(args) == 2
+    assert "MASKS_EXECUTOR: expected one of inprocess, ray" in capsys.readouterr().err
+    assert sweep.main([*args[:3], "7", *args[4:]]) == 2
+    assert "--net 7: not one of train.networks [0]" in capsys.readouterr().err
 
 
 def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_path):
