@@ -205,7 +205,8 @@ _CACHE: dict[str, Path] = {}
 
 def built_metrics() -> tuple[Path, Config, Path]:
     """(metrics folder, config, params file) of one synthetic run, built once per test process
-    (metrics, figures and paper tests share it; callers must not modify the files)."""
+    (metrics, figures and paper tests share it; callers must not modify the files). The
+    config is the one the metrics were made with, composed once (conf/ may change meanwhile)."""
     if "dir" not in _CACHE:
         root = Path(tempfile.mkdtemp(prefix="modules-avr-syn-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
@@ -213,6 +214,6 @@ def built_metrics() -> tuple[Path, Config, Path]:
         masks, train = write_inputs(root, cfg)
         metrics.run(masks, train, write_params(root / "params.yaml", **SMALL), root / "metrics",
                     progress=False)
-        _CACHE.update(dir=root)
+        _CACHE.update(dir=root, cfg=cfg)
     root = _CACHE["dir"]
-    return root / "metrics", config(**SMALL), root / "params.yaml"
+    return root / "metrics", _CACHE["cfg"], root / "params.yaml"

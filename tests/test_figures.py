@@ -3,6 +3,7 @@ tests/synthetic.py, and tiny problem shards: every family builds, outputs are no
 byte-identical on a rebuild, metrics of another configuration are refused, and missing inputs
 give one clear error naming what is missing."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -32,10 +33,10 @@ def _raven(root: Path, subsets=SHAPES, split="test") -> Path:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    metrics, _, params = syn.built_metrics()
+    metrics, cfg, params = syn.built_metrics()
     raven = _raven(tmp_path_factory.mktemp("raven"), (*SHAPES, "light"))
     # figure settings are outside the metrics' config hash: a low dpi keeps the tests fast
-    cfg = syn.config(**syn.SMALL, figures={"dpi": 40})
+    cfg = dataclasses.replace(cfg, figures=dataclasses.replace(cfg.figures, dpi=40))
     return metrics, raven, cfg, params
 
 

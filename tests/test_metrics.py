@@ -21,6 +21,7 @@ from hypothesis.extra.numpy import arrays
 
 from core import metrics as M
 from core import stats as S
+from core.config import load
 from core.schema import FILES, open_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -452,9 +453,10 @@ def test_cli_reports_errors_and_writes_nothing(inputs, tmp_path, capsys):
 def test_notebook_stage(inputs, tmp_path):
     from core.notebook import run
 
-    masks, train, cfg = inputs
+    masks, train, _ = inputs
     params = syn.write_params(tmp_path / "params.yaml", networks=(0, 1),
                               train={"milestones": [20.0]})
+    cfg = load(params)
     out = tmp_path / "nb"
     run(ROOT / "analysis" / "module_metrics.ipynb", None,
         {"params": str(params), "masks": str(masks), "train": str(train), "out": str(out)})
@@ -468,7 +470,6 @@ def test_real_sweep_output(tmp_path):
     import test_sweep  # its tiny checkpoints, task sets and params
 
     from core import sweep
-    from core.config import load
 
     train, data = test_sweep.make_inputs(tmp_path)
     params = test_sweep.small_params(tmp_path, steps=2)
