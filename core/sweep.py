@@ -77,11 +77,12 @@ EXECUTORS = ("inprocess", "ray")
 EVALS = "evals.nc"
 CKPT_DIR = re.compile(r"[a-z][a-z0-9_]*_\d+(p\d+)?")  # config.checkpoint_name: scl_90, scl_2p5
 MASK_FILE = re.compile(r".+-a\d+(p\d+)?e-?\d+-s\d+\.pt")  # maskfile.mask_name + .pt
-# mask settings a run's result depends on (recorded in each file; resume compares them);
-# threads, gpu_share and the run-list keys (tasks, seeds, ...) are not among them
-RUN_SETTINGS = ("steps", "lr", "init", "tau", "batch_size", "n_samples", "log_every", "eval_n",
-                "include", "curve_n", "snapshots", "snapshot_param", "mask_norm",
-                "converge_window", "converge_density", "converge_acc")
+# masks.* keys a run's file does NOT depend on: which runs exist (the run's own alpha, seed and
+# set are recorded separately), the Ray GPU share and the group evaluation's settings. Every
+# other masks.* key (a new one too) is recorded in each file's settings and compared on resume;
+# masks.threads among them: the thread count changes float reduction order (~1e-7 in logits).
+NOT_RUN_SETTINGS = ("tasks", "alpha", "alpha_sweep", "seeds", "families", "complement_masks",
+                    "gpu_share", "degenerate_tol", "degenerate_max")
 EVAL_SETTINGS = ("eval_n", "degenerate_tol", "degenerate_max")
 # inference batches (final accuracies, evals.nc): train.eval_batch_size (measured there)
 
@@ -383,7 +384,7 @@ class Sweep:
             "format": FORMAT, "network": self.network, "checkpoint": r.checkpoint,
             "checkpoint_sha256": self.checkpoint_sha(r.checkpoint), "family": r.family,
             "task": r.task, "complement": r.complement, "alpha": r.alpha, "seed": r.seed,
-            "masks": {k: mc[k] for k in RUN_SETTINGS},
+            "masks": {k: v for k, v in mc.items() if k not in NOT_RUN_SETTINGS},
             "eval_batch_size": self.cfg.train.eval_batch_size,
             "data": {s: self.data_sha(s) for s in sets},
             "device": self.device.type, "precision": self.precision}))

@@ -135,6 +135,10 @@ def test_sweep_writes_every_mask_and_evals(inputs, reference):
         assert rec["settings"]["checkpoint_sha256"] == file_sha256(
             train / f"{r.checkpoint}.pt")
         assert rec["settings"]["data"].keys() == {"circle", "not_circle"}
+        # every masks.* key but the run list's is part of the settings (threads included)
+        assert set(rec["settings"]["masks"]) == set(cfg.masks.__dataclass_fields__) - set(
+            sweep.NOT_RUN_SETTINGS)
+        assert rec["settings"]["masks"]["threads"] == 1
         assert all(t.device.type == "cpu" for t in rec["mask"].values())
     ds = xr.load_dataset(out / "scl_2" / "evals.nc")
     assert list(ds["mask"].values) == ["circle-a1e-4-s0", "circle-a1e-4-s1", "circle-a1e-3-s0"]
