@@ -42,6 +42,7 @@ from core import __version__, stats
 from core.config import SUBNETS, Config, ConfigError, alpha_label, load
 from core.io import atomic_path, atomic_write_text
 from core.maskfile import MaskError, load_mask
+from core.masking import SPLITS, VARIANTS  # evals.nc axes, defined where it is written
 from core.schema import FILES, SchemaError, finalize, metrics_hash
 from core.tasks import FAMILIES, family_of
 from core.train import TrainingLogError, check_training_dir
@@ -51,8 +52,6 @@ MODULE_COLUMNS = ("sparsity", "n_kept", "dispersity", "dispersity_random", "disp
                   "n_kept_specific", "sparsity_specific", "dispersity_specific_norm",
                   "converged", "density_change", "acc_change")
 PAIR_COLUMNS = ("iomin", "iou", "iomin_chance", "iou_chance", "iomin_specific")
-VARIANTS = ("mask", "inverted", "selective")
-SPLITS = ("select", "report")
 
 
 class MetricsError(ValueError):
