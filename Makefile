@@ -60,7 +60,8 @@ figures: install tex
 	$(PY) -m figures --params $(RESULTS)/params.yaml --metrics $(RESULTS)/metrics \
 	  --raven $(RESULTS)/raven --out build/$(RESULTS)/figures
 	$(PY) -m paper --params $(RESULTS)/params.yaml --metrics $(RESULTS)/metrics \
-	  --figures build/$(RESULTS)/figures --out build/$(RESULTS)/paper
+	  --figures build/$(RESULTS)/figures --out build/$(RESULTS)/paper \
+	  --generated build/$(RESULTS)/generated
 
 # Copy the small results of the last `make repro` (metrics, summary, params, a few example
 # problems, provenance) to results/<profile>/ for committing.

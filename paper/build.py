@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--out", default="data/paper")
         ap.add_argument("--numbers-only", action="store_true",
                         help="write paper/generated/*.tex and stop (no TeX needed)")
+        ap.add_argument("--generated", default=str(PAPER_DIR / "generated"),
+                        help="folder for the generated TeX (the paper stage's output)")
     if cmd == "readme":
         ap.add_argument("--readme", default="README.md")
     args = ap.parse_args(argv)
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if cmd == "readme":
             print(rewrite_readme(args.readme, table(args.metrics, cfg)))
             return 0
-        paths = build(args.metrics, args.figures, args.out, cfg,
+        paths = build(args.metrics, args.figures, args.out, cfg, gen=args.generated,
                       compile_pdf=not args.numbers_only)
     except (FigureError, PaperError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
