@@ -375,7 +375,10 @@ def read_evals(path: Path, stems: Sequence[str]) -> xr.Dataset:
         raise _fail(path, "unmasked accuracy missing (variable 'full_accuracy' on (eval_set, "
                           "split) or variant 'full')")
     parsed = [_parse_stem(k, path) for k in keys]
-    ev = ev[["accuracy", "degenerate"]].sel(variant=list(VARIANTS), split=list(SPLITS))
+    if "n_problems" not in ev.variables:
+        raise _fail(path, "variable 'n_problems' missing")
+    ev = ev[["accuracy", "degenerate", "n_problems"]].sel(variant=list(VARIANTS),
+                                                         split=list(SPLITS))
     index = pd.MultiIndex.from_tuples(parsed, names=["task", "alpha", "seed"])
     ev = ev.drop_vars("mask").assign_coords(xr.Coordinates.from_pandas_multiindex(index, "mask")
                                             ).unstack("mask")
@@ -800,9 +803,14 @@ def _trend(md: xr.Dataset, var: str, tasks: list[str], level: float, sign: int) 
             "verdict": stats.trend_verdict(change, spread, sign)}
 
 
+def _min_int(da: xr.DataArray) -> int | None:
+    v = da.values[np.isfinite(da.values)]
+    return int(v.min()) if v.size else None
+
+
 def summarize(ds: Mapping[str, xr.Dataset], cfg: Config) -> dict[str, Any]:
     """``summary.json``: per checkpoint the achieved val/test accuracy (across networks), the
-    selected alpha and per task family the module scalars, sharing beside its nulls, ablation
+    selected alpha, the fewest report-split problems behind an accuracy, and per task family the module scalars, sharing beside its nulls, ablation
     and complement drops with verdicts and the convergence counts; per family the trends from
     the first to the last checkpoint. Intervals: mean over mask seeds within each network,
     then the ``metrics.ci`` t-interval across networks; converged runs only."""
@@ -818,7 +826,10 @@ def summarize(ds: Mapping[str, xr.Dataset], cfg: Config) -> dict[str, Any]:
                                       ()).as_dict(),
             "test_acc": stats.interval(md["ckpt_test_acc"].sel(checkpoint=ck), level,
                                        ()).as_dict(),
-            "alpha": a if np.isfinite(a) else None, "families": {}}
+            "alpha": a if np.isfinite(a) else None,
+            "report_problems_min": _min_int(ds["ablation"]["n_problems"].sel(
+                checkpoint=ck, split="report", variant="mask")),
+            "families": {}}
         if np.isfinite(a):
             entry["families"] = {f: _family_summary(ds, f, str(ck), a, cfg) for f in fams}
         out["checkpoints"][str(ck)] = entry

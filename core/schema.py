@@ -216,6 +216,7 @@ SCHEMA: dict[str, dict] = {
                                 "share of problems whose 8 candidate logits are equal within "
                                 "tolerance; above metrics.degenerate_max the accuracy is not "
                                 "reported", dims=_EVAL),
+            "n_problems": _runs("1", "problems evaluated", "from evals.nc", dims=_EVAL),
             "full_accuracy": Var(("network", "checkpoint", "eval_set", "split"), "percent",
                                  "accuracy of the unmasked model"),
             "complement_drop_own": _runs("1", "complement protocol: relative drop on the task",

@@ -119,7 +119,7 @@ def _fam(summary: Mapping[str, Any], ck: str, fam: str) -> dict[str, Any]:
     return summary["checkpoints"][ck]["families"].get(fam, {})
 
 
-def _label(ck: str, summary: Mapping[str, Any], milestones: Mapping[str, float]) -> str:
+def _label(ck: str, milestones: Mapping[str, float]) -> str:
     return tex_escape(checkpoint_label(ck, milestones[ck]))
 
 
@@ -136,12 +136,12 @@ def _table(summary: Mapping[str, Any], fam: str, ms: Mapping[str, float]) -> lis
     for ck in cks:
         f = _fam(summary, ck, fam)
         if not f:
-            rows.append(rf"{_label(ck, summary, ms)} & \multicolumn{{6}}{{l}}{{no alpha "
+            rows.append(rf"{_label(ck, ms)} & \multicolumn{{6}}{{l}}{{no alpha "
                         r"selected}} \\")
             continue
         io = f["iomin"]
         rows.append(" & ".join([
-            _label(ck, summary, ms), f"{f['converged']} of {f['runs']}",
+            _label(ck, ms), f"{f['converged']} of {f['runs']}",
             fmt_iv(f["sparsity"], 1), fmt_iv(f["dispersity"], 3),
             fmt_iv(f["dispersity_norm"], 2),
             f"{fmt_iv(f['acc_report'], 1)} / {fmt_iv(f['acc_full_report'], 1)}",
@@ -158,7 +158,7 @@ def _verdicts(summary: Mapping[str, Any], fam: str, ms: Mapping[str, float]) -> 
         f = _fam(summary, ck, fam)
         if not f:
             continue
-        lab = _label(ck, summary, ms)
+        lab = _label(ck, ms)
         io, sel, inv, comp = (f["iomin"], f["selective_drop"], f["inverted_drop"],
                               f["complement_drop"])
         out.append(
@@ -241,8 +241,8 @@ def original_comparison(summary: Mapping[str, Any], ms: Mapping[str, float]) -> 
     ]
     out = [r"\subsection{Side by side with the original study (family \texttt{original})}",
            r"\begin{table}[ht]", r"\centering\footnotesize",
-           rf"\caption{{Ours (first $\to$ last checkpoint, {_label(cks[0], summary, ms)} "
-           rf"$\to$ {_label(cks[-1], summary, ms)}; mean [\CILevel\% CI across networks]) "
+           rf"\caption{{Ours (first $\to$ last checkpoint, {_label(cks[0], ms)} "
+           rf"$\to$ {_label(cks[-1], ms)}; mean [\CILevel\% CI across networks]) "
            r"beside the original study's SCL\_50 $\to$ SCL\_90 (one mask per setting, no "
            r"intervals, no nulls). Verdicts from our data.}",
            r"\begin{tabular}{@{}p{3.4cm}p{4.6cm}p{2.6cm}p{4.2cm}@{}}", r"\toprule",

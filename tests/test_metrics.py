@@ -356,6 +356,7 @@ def test_verdicts_on_planted_data(summary):
     # planted: density falls over checkpoints -> sparsity trend beyond the network spread
     assert summary["trends"]["original"]["sparsity"]["verdict"] == "reproduced"
     assert summary["checkpoints"]["scl_20"]["val_acc"]["n"] == 3
+    assert summary["checkpoints"]["scl_20"]["report_problems_min"] == 400
 
 
 def test_curves(data):
