@@ -562,11 +562,10 @@ def complement_drops(ab: xr.DataArray, tasks: Sequence[str]) -> xr.Dataset:
                        "complement_drop_other": xr.concat(other, idx)})
 
 
-def compute(masks: str | Path, train: str | Path, cfg: Config, progress: bool = False
-            ) -> dict[str, Any]:
-    """Every dataset (not yet finalised) and the snapshot parameter, from the inputs."""
-    places = folders(masks, cfg)
-    nets, cks = sorted(cfg.train.networks), list(cfg.checkpoints)
+def read_ablation(places: Mapping[tuple[int, str], Path], cfg: Config
+                  ) -> tuple[xr.Dataset, dict[tuple[int, str], list[str]]]:
+    """Every checkpoint folder's ``evals.nc`` stacked on (network, checkpoint) with the
+    complement drops added, and the mask-file stems per folder."""
     evals, stems = {}, {}
     for (net, ck), d in places.items():
         stems[net, ck] = sorted(p.stem for p in d.glob("*.pt"))
@@ -575,14 +574,27 @@ def compute(masks: str | Path, train: str | Path, cfg: Config, progress: bool = 
     tasks = [s for f in FAMILIES.values() for s in f.sets if s in present]
     unknown = sorted(present - set(tasks))
     if unknown:
-        raise MetricsError(f"{masks}: mask set {unknown[0]!r} belongs to no family of "
-                           "core.tasks")
-    alphas = sorted({float(a) for e in evals.values() for a in e["alpha"].values})
-    seeds = sorted({int(s) for e in evals.values() for s in e["seed"].values})
-    eval_sets = list(dict.fromkeys(str(s) for e in evals.values() for s in e["eval_set"].values))
-    ablation = _combine(evals, nets, cks, {"task": tasks, "alpha": alphas, "seed": seeds,
-                                           "variant": list(VARIANTS), "eval_set": eval_sets,
-                                           "split": list(SPLITS)})
+        raise MetricsError(f"{next(iter(places.values())).parent.parent}: mask set "
+                           f"{unknown[0]!r} belongs to no family of core.tasks")
+    coords = {"task": tasks,
+              "alpha": sorted({float(a) for e in evals.values() for a in e["alpha"].values}),
+              "seed": sorted({int(s) for e in evals.values() for s in e["seed"].values}),
+              "variant": list(VARIANTS),
+              "eval_set": list(dict.fromkeys(str(s) for e in evals.values()
+                                             for s in e["eval_set"].values)),
+              "split": list(SPLITS)}
+    ablation = _combine(evals, sorted(cfg.train.networks), list(cfg.checkpoints), coords)
+    masked = ablation["accuracy"].sel(variant="mask", split="report", drop=True)
+    return ablation.assign(complement_drops(masked, tasks)), stems
+
+
+def compute(masks: str | Path, train: str | Path, cfg: Config, progress: bool = False
+            ) -> dict[str, Any]:
+    """Every dataset (not yet finalised) and the snapshot parameter, from the inputs."""
+    places = folders(masks, cfg)
+    nets, cks = sorted(cfg.train.networks), list(cfg.checkpoints)
+    ablation, stems = read_ablation(places, cfg)
+    tasks, alphas, seeds = (list(ablation[k].values) for k in ("task", "alpha", "seed"))
     masked = ablation["accuracy"].sel(variant="mask")
     full = ablation["full_accuracy"].broadcast_like(masked)
     acc = {f"acc{p}_{s}": _diag(x.sel(split=s, drop=True))
@@ -591,7 +603,6 @@ def compute(masks: str | Path, train: str | Path, cfg: Config, progress: bool = 
                    ).notnull()
     ok, selected = select_alpha(acc["acc_select"], acc["acc_full_select"],
                                 cfg.metrics.alpha_tolerance, cfg.metrics.alpha_min_seeds, exists)
-    ablation = ablation.assign(complement_drops(masked.sel(split="report", drop=True), tasks))
 
     ref = (cfg.metrics.dispersity_samples, cfg.seed)
     mods, layers, curves, pairs, snaps = [], [], [], [], {}
