@@ -573,8 +573,9 @@ def report(notebook: Path, html: Path, params: Path, network: int, masks: Path,
 def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     ap = argparse.ArgumentParser(prog="python -m core.sweep", description=__doc__.split("\n")[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--profile", default=None, help="profile of a multi-profile params file")
+    ap.add_argument("--params", default="params.yaml", help="the parameters file (params.yaml)")
+    ap.add_argument("--profile", default=None,
+                    help="use this profile (composed from conf/ when the file holds another)")
     ap.add_argument("--net", type=int, required=True, help="network seed (train.networks)")
     ap.add_argument("--train", required=True, help="the network's checkpoints (data/train/netK)")
     ap.add_argument("--data", default="data/raven", help="data folder holding tasks/<set>/")
@@ -586,7 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2),
                     help="runs at a time on a local Ray (default: CPU cores / 2)")
     ap.add_argument("--notebook", default=str(Path(__file__).resolve().parents[1] /
-                                              "analysis" / "train_masks.ipynb"))
+                                              "analysis" / "train_masks.ipynb"),
+                    help="the report notebook (run once through papermill)")
     args = ap.parse_args(argv)
     try:
         cfg = load(args.params, args.profile)
