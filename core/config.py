@@ -144,7 +144,6 @@ class MaskConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     alpha_tolerance: float = f(ge=0)  # points of task accuracy an alpha may lose to be chosen
-    chance_samples: int = f(ge=0)  # random-mask samples for sampled chance levels
     ci: float = f(gt=0, lt=1)  # confidence level of intervals across seeds
     alpha_min_seeds: int = f(ge=1)  # seeds an alpha needs to be a selection candidate
     dispersity_samples: int = f(ge=0)  # random masks per tensor, dispersity reference
