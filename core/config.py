@@ -276,11 +276,12 @@ def _check_value(value: Any, tp: Any, where: str, meta: dict[str, Any]) -> Any:
             raise ConfigError(f"{where}: expected strictly increasing values, got {value!r}")
         return out
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
+        return build_section(tp, value, where)
     return _check_scalar(value, tp, where, meta)
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def build_section(cls: type, raw: Any, where: str) -> Any:
+    """A validated ``cls`` (a config dataclass) from ``raw``; errors name ``where`` + key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where or 'parameters'}: expected a mapping of {cls.__name__} keys, "
                           f"got {raw!r}")
@@ -378,7 +379,7 @@ def from_dict(values: dict[str, Any], source: str = "params.yaml") -> Config:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of parameters")
     try:
-        return _build(Config, values, "")
+        return build_section(Config, values, "")
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 

@@ -63,6 +63,7 @@ from core.maskfile import (  # noqa: F401  (the mask file's home; re-exported fo
     mask_record,
     save_mask,
 )
+from core.models import percent_correct, predict  # noqa: F401  (the one accuracy loop)
 
 # --------------------------------------------------------------------------- the masked model
 
@@ -262,22 +263,6 @@ class Split:
         if device is not None:
             x, y = x.to(device), y.to(device)
         return (self.prepare(x) if self.prepare else x), y
-
-
-@torch.no_grad()
-def predict(forward: Callable[[torch.Tensor], torch.Tensor], data: Split,
-            batch_size: int = 64, device: torch.device | None = None) -> torch.Tensor:
-    """The outputs of ``forward`` on every problem of ``data``: a float32 CPU tensor [N, C]."""
-    out = []
-    for i in range(0, len(data), batch_size):
-        x, _ = data.batch(slice(i, i + batch_size), device)
-        out.append(forward(x).float().cpu())
-    return torch.cat(out)
-
-
-def percent_correct(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Percent of rows whose argmax is the target."""
-    return 100.0 * int((logits.argmax(-1) == targets.cpu()).sum()) / len(targets)
 
 
 def degenerate_rows(logits: torch.Tensor, tol: float) -> torch.Tensor:

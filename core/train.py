@@ -87,7 +87,7 @@ from core.device import (
     to_cpu,
 )
 from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes, torch_load
-from core.models import build_model, checkpoint_dict
+from core.models import build_model, checkpoint_dict, predict
 from core.raven.store import RavenFileError
 
 LAST = "last.pt"
@@ -484,17 +484,36 @@ def check_finite(model: nn.Module, step: int) -> None:
 # --------------------------------------------------------------------------- evaluation
 
 
+@dataclass(frozen=True)
+class _Problems:
+    """Problems ``indices`` of a split as :class:`core.models.Batches` (read per batch, so a
+    memory-mapped split is never loaded whole)."""
+
+    images: Any
+    targets: torch.Tensor
+    indices: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def batch(self, idx: slice, device: torch.device | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.indices[idx]
+        return take(self.images, rows, device or torch.device("cpu")), self.targets[rows]
+
+
 def accuracy(model: nn.Module, split: Any, indices: torch.Tensor, batch_size: int,
              proc: Process) -> float:
     """Percent correct on problems ``indices`` of ``split``: batched eval-mode inference on
-    ``proc.device`` in ``proc.precision``, sharded over DDP ranks and summed."""
+    ``proc.device`` in ``proc.precision`` (the one loop, ``core.models.predict``), sharded over
+    DDP ranks and summed."""
     mine = indices[proc.rank::proc.world]
     correct = 0
-    with inference(model, proc.device, proc.precision):
-        for i in range(0, len(mine), batch_size):
-            idx = mine[i:i + batch_size]
-            pred = model(take(split.images, idx, proc.device)).argmax(1)
-            correct += int((pred == split.targets[idx].to(proc.device)).sum())
+    if len(mine):
+        with inference(model, proc.device, proc.precision):
+            logits = predict(model, _Problems(split.images, split.targets, mine), batch_size,
+                             proc.device)
+        correct = int((logits.argmax(1) == split.targets[mine].cpu()).sum())
     counts = torch.tensor([correct, len(mine)], dtype=torch.float64, device=proc.device)
     if proc.world > 1:
         dist.all_reduce(counts)

@@ -9,13 +9,14 @@ docs/architecture.md) and validates it; ``subnet_of(name)`` maps a parameter nam
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from core.config import SUBNETS, ConfigError, ModelConfig, _build
+from core.config import SUBNETS, ConfigError, ModelConfig, build_section
 from core.io import torch_load
 from core.models.cnn_mlp import CNNMLP
 from core.models.scl import SCL
@@ -80,7 +81,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Modul
     if arch is not None and ckpt["arch"] != arch:
         raise CheckpointError(f"{path}: architecture {ckpt['arch']!r}, expected {arch!r}")
     try:
-        cfg = _build(ModelConfig, ckpt["model"], f"{path}: model")
+        cfg = build_section(ModelConfig, ckpt["model"], f"{path}: model")
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
     if cfg.arch != ckpt["arch"]:
@@ -99,3 +100,34 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> tuple[nn.Modul
 
 __all__ = ["ARCHS", "CheckpointError", "SCL", "CNNMLP", "build_model", "checkpoint_dict",
            "load_checkpoint", "subnet_of"]
+
+
+# --------------------------------------------------------------------------- the accuracy loop
+
+
+class Batches(Protocol):
+    """Problems that hand out model-ready batches: ``len`` and ``batch(slice, device)``."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, idx: slice, device: torch.device | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@torch.no_grad()
+def predict(forward: Callable[[torch.Tensor], torch.Tensor], data: Batches,
+            batch_size: int = 64, device: torch.device | None = None) -> torch.Tensor:
+    """The outputs of ``forward`` on every problem of ``data``: a float32 CPU tensor [N, C].
+
+    The project's one inference loop: training validation/test (``core.train.accuracy``),
+    mask curves, final mask accuracies and the ablations (``core.masking``) all use it."""
+    out = []
+    for i in range(0, len(data), batch_size):
+        x, _ = data.batch(slice(i, i + batch_size), device)
+        out.append(forward(x).float().cpu())
+    return torch.cat(out)
+
+
+def percent_correct(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Percent of rows whose argmax is the target."""
+    return 100.0 * int((logits.argmax(-1) == targets.cpu()).sum()) / len(targets)
