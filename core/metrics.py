@@ -912,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.metrics", description=__doc__.split("\n")[0])
     ap.add_argument("--masks", required=True, help="folder of net<k>/<ckpt>/ mask folders")
     ap.add_argument("--train", required=True, help="folder of net<k>/ training outputs")
-    ap.add_argument("--params", default="active.yaml")
+    ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--profile", default=None)
     ap.add_argument("--out", required=True, help="folder for the .nc files and summary.json")
     args = ap.parse_args(argv)
