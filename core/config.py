@@ -400,26 +400,6 @@ def load(path: str | Path = "params.yaml", profile: str | None = None) -> Config
     return from_dict(compose(profile, conf=conf), f"{conf}/profile/{profile}.yaml")
 
 
-def mask_runs(cfg: Config) -> list[dict[str, Any]]:
-    """Every mask to train: checkpoint x task x seed at ``alpha``, plus the alpha sweep at the
-    last checkpoint with the first seed. Keys are short and filesystem-safe (DVC stage names)."""
-    runs: dict[str, dict[str, Any]] = {}
-    last = cfg.checkpoints[-1]
-
-    def add(ckpt: str, task: str, alpha: float, seed: int) -> None:
-        key = f"{ckpt}-{task}-a{alpha_label(alpha)}-s{seed}"
-        runs[key] = {"key": key, "checkpoint": ckpt, "task": task, "alpha": alpha, "seed": seed}
-
-    for ckpt in cfg.checkpoints:
-        for task in cfg.masks.tasks:
-            for seed in cfg.masks.seeds:
-                add(ckpt, task, cfg.masks.alpha, seed)
-    for task in cfg.masks.tasks:
-        for alpha in cfg.masks.alpha_sweep:
-            add(last, task, alpha, cfg.masks.seeds[0])
-    return list(runs.values())
-
-
 def alpha_label(alpha: float) -> str:
     """A short, filesystem-safe label: 1e-05 -> ``1e-5``, 2.2e-06 -> ``2p2e-6``."""
     mantissa, exponent = f"{alpha:.3e}".split("e")

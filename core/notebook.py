@@ -25,6 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbconvert
+import nbformat
+import papermill as pm
+
 from core.io import atomic_write_text
 
 
@@ -39,9 +43,6 @@ def _value(text: str) -> object:
 
 
 def to_html(notebook: Path, html: Path) -> None:
-    import nbconvert
-    import nbformat
-
     exporter = nbconvert.HTMLExporter()
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     atomic_write_text(html, body)
@@ -81,8 +82,6 @@ def write_index(root: Path) -> Path:
 
 def run(notebook: str | Path, report: str | Path | None, parameters: dict[str, object],
         cwd: str | Path = ".") -> None:
-    import papermill as pm
-
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # inherited by the kernel
     notebook = Path(notebook)
     if not notebook.is_file():

@@ -70,6 +70,7 @@ from core.maskfile import (
     mask_record,
 )
 from core.models import CheckpointError, load_checkpoint
+from core.notebook import run as run_notebook
 from core.tasks import FAMILIES
 from core.train import data_fingerprint
 
@@ -564,8 +565,6 @@ def process_age() -> float | None:
 def report(notebook: Path, html: Path, params: Path, network: int, masks: Path,
            timing: Path) -> None:
     """Run the per-network report notebook once through papermill."""
-    from core.notebook import run as run_notebook
-
     run_notebook(notebook, html, {"params": str(params), "network": int(network),
                                   "masks_dir": str(masks), "timing": str(timing)})
 
