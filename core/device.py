@@ -115,8 +115,7 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, Mapping):
-        return type(obj)((k, to_cpu(v)) for k, v in obj.items()) if not isinstance(
-            obj, dict) else {k: to_cpu(v) for k, v in obj.items()}
+        return {k: to_cpu(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [to_cpu(v) for v in obj]
     if isinstance(obj, tuple):
