@@ -107,6 +107,7 @@ class TrainConfig:
     checkpoint_every: int = f(gt=0)  # steps between last.pt saves
     threads: int = f(ge=1)  # torch intra-op threads
     nproc: int = f(ge=1)  # processes; > 1 launches torchrun
+    jobs: int = f(ge=1)  # networks trained at once (`--net all`), one process each
     networks: list[int] = f(ge=0, nonempty=True, unique=True)  # one SCL per seed: data/train/net<s>
 
 
@@ -129,6 +130,7 @@ class MaskConfig:
     snapshots: int = f(ge=1)  # logged steps whose logits of one parameter are kept (figure)
     snapshot_param: str | None = f()  # that parameter; null: the most nearly square 2-D one
     threads: int = f(ge=1)  # torch intra-op threads of a mask run
+    workers: int = f(ge=1)  # mask runs at a time (core.sweep's process executor / local Ray)
     mask_norm: bool = f()  # also mask BatchNorm/LayerNorm scale and shift (the original study)
     lr_anneal: float = f(ge=0, le=1)  # last fraction of the run whose lr falls to 0 (cosine)
     converge_window: float = f(gt=0, le=1)  # last fraction of the run the convergence check reads

@@ -3,7 +3,9 @@
     python -m core.train --params params.yaml --net 0 --data data/raven \\
         --out data/train/net0 --state data/state/train/net0
 
-``--net K`` names one of ``train.networks``; K is the network's seed (weight initialisation and
+``--net all`` trains every network of ``train.networks``, ``train.jobs`` processes at a time,
+into ``<out>/net<K>`` and ``<state>/net<K>`` (:func:`train_all`). ``--net K`` names one of
+``train.networks``; K is the network's seed (weight initialisation and
 data order; ``seed`` is the data generation's). ``--data`` is the ``main`` problem folder (or
 the folder holding it). With ``train.nproc`` > 1 the same command re-launches itself under
 ``torchrun`` (gloo on CPU, nccl on CUDA with one GPU per rank); only rank 0 writes.
@@ -57,6 +59,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import subprocess
 import sys
 import time
 import warnings
@@ -878,12 +881,54 @@ def launch(nproc: int, argv: list[str]) -> int:
     return 0
 
 
+def train_all(params: str | Path, profile: str | None, cfg: Config, data: str | Path,
+              out: str | Path, state: str | Path, *, progress: bool = True) -> int:
+    """Every network of ``train.networks``, ``train.jobs`` at a time, each in its own process
+    (``python -m core.train --net K``, outputs ``out/net<K>``, state ``state/net<K>``). A
+    process per network: two 1-thread processes train ~1.3x more problems/s than one 2-thread
+    process on the default machine (SCL 64 px, batch 32: 154 vs 115 problems/s, measured). The
+    bytes of a network do not depend on ``jobs``. A failed network does not stop the others;
+    the return code names every failure."""
+    nets = list(cfg.train.networks)
+    cmd = lambda k: [sys.executable, "-m", "core.train", "--params", str(params),  # noqa: E731
+                     *(["--profile", profile] if profile else []), "--net", str(k),
+                     "--data", str(data), "--out", str(Path(out) / f"net{k}"),
+                     "--state", str(Path(state) / f"net{k}"),
+                     *([] if progress else ["--no-progress"])]
+    running: dict[int, subprocess.Popen] = {}
+    failed: list[int] = []
+    todo = list(nets)
+    try:
+        while todo or running:
+            while todo and len(running) < cfg.train.jobs:
+                k = todo.pop(0)
+                running[k] = subprocess.Popen(cmd(k))
+            time.sleep(0.5)
+            for k, p in list(running.items()):
+                if p.poll() is not None:
+                    del running[k]
+                    if p.returncode:
+                        failed.append(k)
+    finally:
+        for p in running.values():  # interrupted: stop the others (their state resumes)
+            p.terminate()
+        for p in running.values():
+            p.wait()
+    if failed:
+        print(f"error: training failed for network(s) {', '.join(map(str, failed))} "
+              f"(see above); the others finished", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml", help="parameters file (params.yaml)")
     ap.add_argument("--profile", default=None,
                     help="profile to use (composed from conf/ if the file holds another)")
-    ap.add_argument("--net", type=int, required=True, help="network seed, one of train.networks")
+    ap.add_argument("--net", required=True,
+                    help="network seed, one of train.networks; 'all': every network, "
+                         "train.jobs at a time, into <out>/net<K> and <state>/net<K>")
     ap.add_argument("--data", required=True, help="problem folder (data/raven or data/raven/main)")
     ap.add_argument("--out", required=True, help="output folder (checkpoints, training.nc)")
     ap.add_argument("--state", required=True,
@@ -892,6 +937,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = load(args.params, args.profile)
+        if args.net == "all":
+            return train_all(args.params, args.profile, cfg, args.data, args.out, args.state,
+                             progress=not args.no_progress)
+        try:
+            args.net = int(args.net)
+        except ValueError:
+            raise ConfigError(f"--net: expected a network seed or 'all', got {args.net!r}"
+                              ) from None
         if args.net not in cfg.train.networks:
             raise ConfigError(f"--net {args.net}: not one of train.networks "
                               f"{list(cfg.train.networks)} of {args.params}")

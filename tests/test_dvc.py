@@ -137,23 +137,25 @@ def stage_params(stage: str) -> set[str]:
     return out
 
 
-def test_train_params_are_every_train_key_but_the_network_axis():
+def test_train_params_are_every_train_key_but_jobs():
     import dataclasses
 
-    keys = {f"train.{f.name}" for f in dataclasses.fields(C.TrainConfig)} - {"train.networks"}
+    keys = {f"train.{f.name}" for f in dataclasses.fields(C.TrainConfig)} - {"train.jobs"}
     params = stage_params("train")
     assert keys <= params, f"train stage misses params {sorted(keys - params)} in dvc.yaml"
-    assert "train.networks" not in params and "train" not in params
+    assert "train.jobs" not in params and "train" not in params
     assert {"model", "device", "precision"} <= params
 
 
 def test_matrix_stages_expand_over_the_networks():
-    for stage in ("train", "masks"):
+    for stage in ("train_report", "masks"):
         assert STAGES[stage]["matrix"] == {"net": "${train.networks}"}
         assert "${item.net}" in command(stage)
     masks_out = STAGES["masks"]["outs"][0]
     assert masks_out == {"data/masks/net${item.net}": {"persist": True}}
-    assert "--state data/state/train/net${item.net}" in command("train")
+    # every network in one stage (train.jobs at a time), resume state outside its output
+    assert "--net all" in command("train") and "--state data/state/train" in command("train")
+    assert STAGES["train"]["outs"] == ["data/train"]
 
 
 def test_metrics_and_plots_declared():
@@ -228,11 +230,13 @@ def test_clean_after_commit(locked_repo):
 @pytest.mark.parametrize("overrides,expected", [
     (["masks.alpha=1e-4"], {"masks@0", "masks@1", "metrics", "plots", "paper"}),
     (["masks.seeds=[0,1,2]"], {"masks@0", "masks@1", "metrics", "paper"}),
-    (["train.lr=1e-3"], {"train@0", "train@1", "paper"}),
-    (["train.networks=[0,1,2]"], {"train@2", "masks@2", "metrics", "plots", "paper"}),
-    (["train.networks=[1]"], {"metrics", "plots", "paper"}),
+    (["train.lr=1e-3"], {"train", "paper"}),
+    (["train.jobs=1"], {"paper"}),
+    (["train.networks=[0,1,2]"], {"train", "train_report@2", "masks@2", "metrics", "plots",
+                                  "paper"}),
+    (["train.networks=[1]"], {"train", "metrics", "plots", "paper"}),
     (["figures.dpi=300"], {"figures", "paper"}),
-    (["train.eval_batch_size=16"], {"train@0", "train@1", "masks@0", "masks@1", "paper"}),
+    (["train.eval_batch_size=16"], {"train", "masks@0", "masks@1", "paper"}),
     (["seed=3"], {"data", "paper"}),
 ])
 def test_editing_params_changes_exactly_the_affected_stages(locked_repo, overrides, expected):
@@ -241,7 +245,7 @@ def test_editing_params_changes_exactly_the_affected_stages(locked_repo, overrid
 
 def test_profile_switch_changes_every_stage_it_touches(locked_repo):
     got = changed_stages(locked_repo, profile="default")
-    assert {"data", "train@0", "train@1", "masks@0", "masks@1", "metrics", "figures",
+    assert {"data", "train", "masks@0", "masks@1", "metrics", "figures",
             "paper"} <= got
 
 

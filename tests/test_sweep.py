@@ -207,10 +207,10 @@ def test_bad_inputs_name_the_file(inputs, tmp_path, capsys, monkeypatch):
     assert (repo / "scl_1" / "circle-a5e-1-s0.pt").exists()
     args = cli(params, train, data, tmp_path / "o2")[3:]  # the CLI's arguments, in-process
     assert sweep.main([*args, "--executor", "nope"]) == 2
-    assert "--executor: expected one of inprocess, ray, got 'nope'" in capsys.readouterr().err
+    assert "--executor: expected one of inprocess, process, ray, got 'nope'" in capsys.readouterr().err
     monkeypatch.setenv("MASKS_EXECUTOR", "dask")
     assert sweep.main(args) == 2
-    assert "MASKS_EXECUTOR: expected one of inprocess, ray" in capsys.readouterr().err
+    assert "MASKS_EXECUTOR: expected one of inprocess, process, ray" in capsys.readouterr().err
     assert sweep.main([*args[:3], "7", *args[4:]]) == 2
     assert "--net 7: not one of train.networks [0]" in capsys.readouterr().err
 
@@ -255,6 +255,20 @@ def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_
     assert len(timing["runs"]) == 5 - len(done) and timing["wall_s"] >= timing["compute_s"]
     text = html.read_text()
     assert "network 0: 5 masks over 2 checkpoints" in text and "overhead" in text
+
+
+def test_process_two_workers_byte_identical_to_inprocess(inputs, reference, tmp_path):
+    tmp, train, data = inputs
+    params, ref_out, _ = reference
+    out = tmp_path / "masks"
+    summary = sweep.Sweep(load(params), 0, train, data, out, log=lambda m: None).run(
+        "process", workers=2)
+    assert summary["trained"] == 5 and summary["executor"] == "process"
+    assert files(out) == files(ref_out)
+    # an error inside a worker arrives as the run's own error
+    bad = small_params(tmp_path, batch_size=64)
+    with pytest.raises(MaskError, match="exceeds the 24 training problems"):
+        sweep.Sweep(load(bad), 0, train, data, tmp_path / "bad").run("process", workers=2)
 
 
 def test_ray_two_workers_byte_identical_to_inprocess(inputs, reference, tmp_path):
