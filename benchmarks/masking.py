@@ -181,7 +181,7 @@ def sweep_overhead(quick: bool = False, k: int | None = None) -> dict:
     raw = cfg.to_dict()
     raw["train"].update(milestones=[cfg.train.milestones[-1]], networks=[0])
     raw["masks"].update(tasks=["circle"], families=["original"], seeds=list(range(k)),
-                        alpha_sweep=[], complement_masks=False,
+                        alpha_sweep=[], complement_masks=[],
                         steps=min(mc.steps, 20) if quick else mc.steps)
     n = {"train": max(64, mc.batch_size), "val": 64, "test": 64}
     with tempfile.TemporaryDirectory() as tmp_name:

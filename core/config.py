@@ -139,7 +139,8 @@ class MaskConfig:
     degenerate_tol: float = f(gt=0)  # 8 logits 'constant': spread <= tol * max(1, max |logit|)
     degenerate_max: float = f(ge=0, le=1)  # above this degenerate fraction: no accuracy reported
     families: list[str] = f(nonempty=True, unique=True)  # core.tasks families whose masks train
-    complement_masks: bool = f()  # also train on each task's complement and the reference set
+    complement_masks: list[str] = f(unique=True)  # families whose complements + reference get masks (seeds[0])
+    families_last: list[str] = f(unique=True)  # families masked at the last checkpoint only
     gpu_share: float = f(gt=0, le=1)  # GPU fraction one mask run requests (ray executor, CUDA)
 
 

@@ -348,12 +348,15 @@ def task_specific(mask: dict[str, torch.Tensor], others: Sequence[dict[str, torc
 def selective_partners(info: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """For every run key, the runs whose union is removed from its module for the selective
     ablation: the *other* tasks of the same family, at the same alpha and seed (all masks of
-    one ``evaluate_group`` call come from one checkpoint)."""
+    one ``evaluate_group`` call come from one checkpoint). Runs whose ``role`` is not ``task``
+    (complement and reference masks) neither get nor give a union."""
     out = {}
+    task = lambda i: i.get("role", "task") == "task"  # noqa: E731
     for key, me in info.items():
         out[key] = sorted(k for k, o in info.items()
                           if k != key and o["family"] == me["family"] and o["task"] != me["task"]
-                          and o["seed"] == me["seed"] and float(o["alpha"]) == float(me["alpha"]))
+                          and o["seed"] == me["seed"] and float(o["alpha"]) == float(me["alpha"])
+                          and task(o)) if task(me) else []
     return out
 
 
@@ -361,7 +364,8 @@ def evaluate_group(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
                    sets: dict[str, tuple[Split, Split]], *,
                    info: dict[str, dict[str, Any]] | None = None, batch_size: int = 64,
                    tol: float = 1e-4, degenerate_max: float = 0.5,
-                   device: torch.device | str | None = None, precision: str = "fp32"):
+                   device: torch.device | str | None = None, precision: str = "fp32",
+                   plan: dict[str, dict[str, set[tuple[str, str]]]] | None = None):
     """The ablation matrix of one checkpoint's masks, as an ``xarray.Dataset``.
 
     ``masks``: run key -> mask (bool tensors per parameter, the same parameters for all);
@@ -376,6 +380,9 @@ def evaluate_group(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
     ``degenerate`` (fraction of problems with constant logits), ``n_problems``; over
     (eval_set, split): ``full_accuracy`` and ``full_degenerate`` of the unmasked model; over
     (mask, variant): ``kept`` (weights the variant keeps of the masked ones, percent).
+    ``plan``: run key -> variant -> the (eval set, split) pairs to evaluate (others stay NaN,
+    ``n_problems`` 0); None: every variant on every set and split. ``info`` may mark a run's
+    ``role`` (``task``, ``complement``, ``reference``): only task runs enter selective unions.
     """
     if not masks:
         raise MaskError("evaluate_group: no masks given")
@@ -417,8 +424,11 @@ def evaluate_group(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
             j = VARIANTS.index(v)
             on = sum(int(t.sum()) for t in mk.values())
             kept[i, j] = 100.0 * ((total - on) if invert else on) / total
+            todo = None if plan is None else plan.get(k, {}).get(v, set())
             for e in range(len(set_names)):
                 for s in range(len(SPLITS)):
+                    if todo is not None and (set_names[e], SPLITS[s]) not in todo:
+                        continue
                     m = run(masked.forward_fn(mk, invert), e, s)
                     acc[i, j, e, s], deg[i, j, e, s], n_prob[i, j, e, s] = (
                         m.accuracy, m.degenerate, m.n_problems)

@@ -195,7 +195,8 @@ def select_alpha(acc: xr.DataArray, full: xr.DataArray, tolerance: float, min_se
     (over networks and seeds) masked accuracy is at most ``tolerance`` points below the
     unmasked one. Candidates of a checkpoint are the alphas with enough seeds for every task;
     the selected alpha is the largest candidate that is ok for every task (the sparsest
-    faithful modules), else the candidate with the best worst-task margin, else (every
+    faithful modules; tasks with no mask at a checkpoint, e.g. ``masks.families_last``, do not
+    count there), else the candidate with the best worst-task margin, else (every
     candidate degenerate) the smallest candidate; NaN without candidates.
     """
     exists = acc.notnull() if exists is None else exists
@@ -206,12 +207,15 @@ def select_alpha(acc: xr.DataArray, full: xr.DataArray, tolerance: float, min_se
     enough = n >= min_seeds
     ok = xr.where(exists.any(["network", "seed"]),
                   (enough & (margin >= 0)).astype(np.float64), np.nan)
-    candidate = enough.all("task")
-    worst = margin.min("task", skipna=False)
+    present = exists.any(["network", "seed", "alpha"])  # tasks masked at this checkpoint
+    candidate = ((enough | ~present).all("task")  # (masks.families_last: absent elsewhere)
+                 & present.any("task"))
+    worst = margin.where(present, np.inf).min("task", skipna=False)
     selected = []
     for c in acc["checkpoint"].values:
         alphas = acc["alpha"].values[candidate.sel(checkpoint=c).values]
-        good = alphas[(ok.sel(checkpoint=c, alpha=alphas) == 1).all("task").values]
+        here = present.sel(checkpoint=c)
+        good = alphas[((ok.sel(checkpoint=c, alpha=alphas) == 1) | ~here).all("task").values]
         w = worst.sel(checkpoint=c, alpha=alphas).values
         if good.size:
             selected.append(float(good.max()))

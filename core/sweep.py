@@ -5,11 +5,12 @@
         [--executor inprocess|process|ray] [--workers N]   (or MASKS_EXECUTOR=ray in the environment)
 
 The mask list (:func:`plan`) comes from the configuration: for every checkpoint
-(``train.milestones``), every task of ``masks.families`` (``core.tasks``; a task that names a
-shape only when the shape is in ``masks.tasks``; with ``masks.complement_masks`` also each
-task's complement and the family's reference set) and every seed of ``masks.seeds`` at
-``masks.alpha``; plus the alpha sweep (``masks.alpha_sweep``) of every task at the last
-checkpoint with ``seeds[0]``. Each run is written atomically to
+(``train.milestones``; only the last for the families in ``masks.families_last``), every task
+of ``masks.families`` (``core.tasks``; a task that names a shape only when the shape is in
+``masks.tasks``) and every seed of ``masks.seeds`` at ``masks.alpha``; for the families in
+``masks.complement_masks`` also each task's complement and the family's reference set (the
+complement protocol; ``seeds[0]`` only); plus the alpha sweep (``masks.alpha_sweep``) of every
+task of the families masked at every checkpoint, at the last checkpoint with ``seeds[0]``. Each run is written atomically to
 ``<out>/<checkpoint>/<set>-a<alpha>-s<seed>.pt`` (``core.maskfile``).
 
 Every checkpoint and every data split is loaded once per process (no per-mask start-up).
@@ -39,6 +40,7 @@ writes them with the stage wall time to ``<report>.json`` (beside the HTML repor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -84,7 +86,7 @@ MASK_FILE = re.compile(r".+-a\d+(p\d+)?e-?\d+-s\d+\.pt")  # maskfile.mask_name +
 # other masks.* key (a new one too) is recorded in each file's settings and compared on resume;
 # masks.threads among them: the thread count changes float reduction order (~1e-7 in logits).
 NOT_RUN_SETTINGS = ("tasks", "alpha", "alpha_sweep", "seeds", "families", "complement_masks",
-                    "gpu_share", "degenerate_tol", "degenerate_max", "workers")
+                    "families_last", "gpu_share", "degenerate_tol", "degenerate_max", "workers")
 EVAL_SETTINGS = ("eval_n", "degenerate_tol", "degenerate_max")
 # inference batches (final accuracies, evals.nc): train.eval_batch_size (measured there)
 
@@ -126,6 +128,11 @@ def _shape_selected(task: str, shapes: Sequence[str]) -> bool:
 
 def mask_sets(mc: MaskConfig) -> list[tuple[str, str, str | None, bool]]:
     """(family, set, complement, is_task) of every set masks are trained on, in order."""
+    for key in ("complement_masks", "families_last"):  # (a family not in families: no masks)
+        extra = [f for f in getattr(mc, key) if f not in FAMILIES]
+        if extra:
+            raise ConfigError(f"masks.{key}: unknown family {extra[0]!r} (expected one of "
+                              f"{', '.join(FAMILIES)})")
     out: dict[str, tuple[str, str, str | None, bool]] = {}
     for fam_name in mc.families:
         if fam_name not in FAMILIES:
@@ -135,7 +142,7 @@ def mask_sets(mc: MaskConfig) -> list[tuple[str, str, str | None, bool]]:
         tasks = [t for t in fam.tasks if _shape_selected(t, mc.tasks)]
         for t in tasks:
             out.setdefault(t, (fam_name, t, fam.complement(t), True))
-        if mc.complement_masks:
+        if fam_name in mc.complement_masks:
             for t in tasks:
                 c = fam.complement(t)
                 out.setdefault(c, (fam_name, c, t, False))
@@ -152,24 +159,60 @@ def plan(cfg: Config) -> list[Run]:
     mc = cfg.masks
     sets = mask_sets(mc)
     runs: dict[str, Run] = {}
+    last = cfg.checkpoints[-1]
     for ckpt in cfg.checkpoints:
-        for fam, task, comp, _ in sets:
-            for seed in mc.seeds:
+        for fam, task, comp, is_task in sets:
+            if fam in mc.families_last and ckpt != last:
+                continue
+            for seed in mc.seeds if is_task else mc.seeds[:1]:
                 r = Run(ckpt, fam, task, comp, float(mc.alpha), int(seed))
                 runs.setdefault(r.relpath, r)
-        if ckpt == cfg.checkpoints[-1]:
+        if ckpt == last:
             for fam, task, comp, is_task in sets:
-                for alpha in mc.alpha_sweep if is_task else ():
+                if not is_task or fam in mc.families_last:
+                    continue
+                for alpha in mc.alpha_sweep:
                     r = Run(ckpt, fam, task, comp, float(alpha), int(mc.seeds[0]))
                     runs.setdefault(r.relpath, r)
     return list(runs.values())
 
 
+def role(r: Run) -> str:
+    """``task``, ``complement`` or ``reference``: what the run's set is to its family."""
+    fam = FAMILIES[r.family]
+    return "task" if r.task in fam.tasks else "reference" if r.task == fam.reference else \
+        "complement"
+
+
+def eval_plan(runs: Sequence[Run], mc: MaskConfig) -> dict[str, dict[str, set[tuple[str, str]]]]:
+    """What ``evals.nc`` evaluates for each run (key: the run's name), all on the family's
+    task sets (those selected by ``masks.tasks``): a task mask at ``masks.alpha``: the mask
+    on its own set (select and report split) and the other tasks' sets (report), the inverted
+    and selective ablations on every task set (report); an alpha-sweep mask: the mask on its
+    own set (both splits: the selection rule reads select); a complement or reference mask:
+    its own set (both splits) and every task set (report; the complement protocol). The
+    specificity, sharing and complement numbers read nothing else, so nothing else is paid
+    for (measured: evaluating 3 variants x 10 sets x 2 splits per mask cost more than
+    training it)."""
+    out: dict[str, dict[str, set[tuple[str, str]]]] = {}
+    for r in runs:
+        tasks = [t for t in FAMILIES[r.family].tasks if _shape_selected(t, mc.tasks)]
+        own = {(r.task, "select"), (r.task, "report")}
+        report = {(t, "report") for t in tasks}
+        if role(r) != "task":
+            out[r.name] = {"mask": own | report}
+        elif r.alpha == float(mc.alpha):
+            out[r.name] = {"mask": own | report, "inverted": report, "selective": report}
+        else:
+            out[r.name] = {"mask": own}
+    return out
+
+
 def eval_sets(runs: Sequence[Run], shapes: Sequence[str]) -> list[str]:
-    """Evaluation sets of a checkpoint's masks: their families' ``eval_sets`` (those naming a
+    """Evaluation sets of a checkpoint's masks: their families' task sets (those naming a
     shape only when it is in ``shapes`` = ``masks.tasks``), plus every set a mask was trained
-    on (a reference set, for instance)."""
-    names = [s for fam in dict.fromkeys(r.family for r in runs) for s in FAMILIES[fam].eval_sets
+    on (a complement or reference set, for instance)."""
+    names = [s for fam in dict.fromkeys(r.family for r in runs) for s in FAMILIES[fam].tasks
              if _shape_selected(s, shapes)]
     return list(dict.fromkeys([*names, *(r.task for r in runs)]))
 
@@ -251,6 +294,16 @@ def run_inprocess(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, by
         yield job, blob, seconds
 
 
+def _die_with_parent() -> None:
+    """Process-pool initializer: on Linux, a worker gets SIGTERM when the sweep dies (a killed
+    sweep would otherwise leave its idle workers behind)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def run_process(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, bytes, float]]:
     """``workers`` spawned processes on this machine, one run each at a time (``masks.threads``
     threads per run); results in completion order. Two 1-thread runs side by side do ~1.7x the
@@ -264,7 +317,8 @@ def run_process(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, byte
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
-                               mp_context=multiprocessing.get_context("spawn"))
+                               mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_parent)
     try:
         pending = {pool.submit(train_one, *t): t[0] for t in tasks}
         while pending:
@@ -423,6 +477,8 @@ class Sweep:
         names = eval_sets(runs, self.cfg.masks.tasks)
         return _json_hash({
             "masks": {r.name: file_sha256(self.out / r.relpath) for r in runs},
+            "plan": {k: {v: sorted(map(list, p)) for v, p in vs.items()}
+                     for k, vs in eval_plan(runs, self.cfg.masks).items()},
             "settings": {k: mc[k] for k in EVAL_SETTINGS},
             "eval_batch_size": self.cfg.train.eval_batch_size,
             "checkpoint_sha256": self.checkpoint_sha(ckpt),
@@ -504,11 +560,11 @@ class Sweep:
                 for s in eval_sets(runs, mc.tasks)}
         ds = masking.evaluate_group(
             model, {k: rec["mask"] for k, rec in recs.items()}, sets,
-            info={k: {"task": rec["task"], "family": rec["family"], "seed": rec["seed"],
-                      "alpha": rec["alpha"]} for k, rec in recs.items()},
+            info={r.name: {"task": r.task, "family": r.family, "seed": r.seed,
+                           "alpha": r.alpha, "role": role(r)} for r in runs},
             batch_size=self.cfg.train.eval_batch_size, tol=mc.degenerate_tol,
             degenerate_max=mc.degenerate_max,
-            device=self.device, precision=self.precision)
+            device=self.device, precision=self.precision, plan=eval_plan(runs, mc))
         ds.attrs.update({"network": self.network, "checkpoint": ckpt, "inputs_sha256": inputs})
         with atomic_path(path) as tmp:
             ds.to_netcdf(tmp)

@@ -187,6 +187,13 @@ def test_alpha_selection_rule():
     _, sel_all = M.select_alpha(xr.full_like(acc, nan), full, 5.0, 2,
                                 exists=xr.ones_like(acc, bool))
     assert sel_all.values.tolist() == [1e-6, 1e-6]
+    # a task with no mask at all at a checkpoint (masks.families_last) does not count there
+    absent = acc.copy()
+    absent.loc[{"checkpoint": "c1", "task": "t1"}] = nan
+    ok_a, sel_a = M.select_alpha(absent, full, 5.0, 2)
+    assert sel_a.sel(checkpoint="c1") == 1e-4  # t2 alone: within 5 points at every alpha
+    assert np.isnan(ok_a.sel(checkpoint="c1", task="t1")).all()
+    assert sel_a.sel(checkpoint="c2") == 1e-6
 
 
 def test_mean_ci_and_nested_ci():

@@ -35,7 +35,7 @@ def small_params(tmp: Path, seeds=(0, 1), steps=4, **masks) -> Path:
     raw["masks"].update({"tasks": ["circle"], "families": ["original"], "seeds": list(seeds),
                          "alpha": 1e-4, "alpha_sweep": [1e-3], "steps": steps, "log_every": 2,
                          "batch_size": 8, "curve_n": 8, "eval_n": 0, "threads": 1,
-                         "complement_masks": False, **masks})
+                         "complement_masks": [], "families_last": [], **masks})
     from_dict(raw)  # valid
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -95,7 +95,8 @@ def test_plan_covers_checkpoints_sets_seeds_and_the_alpha_sweep(tmp_path):
 def test_plan_complement_protocol_and_families():
     cfg = load(ROOT / "params.yaml", "ci")
     mc = cfg.masks.__class__(**{**cfg.masks.__dict__, "tasks": ["circle", "square"],
-                                "families": ["original", "control"], "complement_masks": True})
+                                "families": ["original", "control"],
+                                "complement_masks": ["original", "control"]})
     sets = sweep.mask_sets(mc)
     trained = [s[1] for s in sets]
     assert set(trained[:2]) == {"circle", "square"}  # the tasks first, in core.tasks order
@@ -104,9 +105,44 @@ def test_plan_complement_protocol_and_families():
     assert not any("triangle" in t for t in trained)
     ref = next(s for s in sets if s[1] == "all")
     assert ref[2] is None and ref[3] is False  # no complement, no alpha sweep
-    bad = mc.__class__(**{**mc.__dict__, "families": ["nope"]})
+    bad = mc.__class__(**{**mc.__dict__, "families": ["nope"], "complement_masks": []})
     with pytest.raises(ConfigError, match="masks.families: unknown family 'nope'"):
         sweep.mask_sets(bad)
+    bad = mc.__class__(**{**mc.__dict__, "families_last": ["shape"]})
+    with pytest.raises(ConfigError, match=r"masks.families_last: unknown family 'shape'"):
+        sweep.mask_sets(bad)
+
+
+def test_plan_last_only_families_complements_and_eval_plan():
+    """families_last: masked at the last checkpoint only; complement and reference masks with
+    seeds[0] only and no alpha sweep; the evaluation plan pays only for what metrics read."""
+    cfg = load(ROOT / "params.yaml", "ci")
+    raw = cfg.to_dict()
+    raw["train"]["milestones"] = [1.0, 2.0]
+    raw["masks"].update(tasks=["circle", "square"], seeds=[0, 1], alpha=1e-4,
+                        alpha_sweep=[1e-3], families=["original", "shape_rule"],
+                        families_last=["shape_rule"], complement_masks=["shape_rule"])
+    cfg = from_dict(raw)
+    runs = sweep.plan(cfg)
+    first = {r.task for r in runs if r.checkpoint == "scl_1"}
+    assert first == {"circle", "square"}  # shape_rule only at the last checkpoint
+    last = [r for r in runs if r.checkpoint == "scl_2"]
+    comp = [r for r in last if sweep.role(r) != "task"]
+    assert {(r.task, r.seed) for r in comp} == {("rule_not_circle", 0), ("rule_not_square", 0),
+                                                ("rule_all", 0)}
+    swept = {(r.task, r.alpha) for r in last if r.alpha != 1e-4}
+    assert swept == {("circle", 1e-3), ("square", 1e-3)}  # not the last-only family
+    plan = sweep.eval_plan(last, cfg.masks)
+    main = plan["rule_circle-a1e-4-s1"]
+    assert main["selective"] == {("rule_circle", "report"), ("rule_square", "report")}
+    assert ("rule_circle", "select") in main["mask"] and ("rule_square", "select") not in main["mask"]
+    assert set(plan["circle-a1e-3-s0"]) == {"mask"}
+    assert plan["circle-a1e-3-s0"]["mask"] == {("circle", "select"), ("circle", "report")}
+    assert set(plan["rule_all-a1e-4-s0"]) == {"mask"}
+    assert ("rule_square", "report") in plan["rule_not_circle-a1e-4-s0"]["mask"]
+    assert set(sweep.eval_sets(last, cfg.masks.tasks)) == {
+        "circle", "square", "rule_circle", "rule_square", "rule_not_circle", "rule_not_square",
+        "rule_all"}
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -232,9 +268,22 @@ def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_
         if proc.poll() is not None:
             break
         time.sleep(0.02)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    workers = children.read_text().split() if children.exists() else []
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    # the process executor's workers die with the sweep (no orphans left computing or idle)
+    def alive(pid: str) -> bool:  # a zombie (exited, not yet reaped) is not alive
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    deadline = time.time() + 20
+    while time.time() < deadline and any(alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not [w for w in workers if alive(w)], "orphaned mask workers"
     done = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished()}
     assert 2 <= len(done) < 5
     # litter of an interrupted write, and a mask of a run that is no longer planned
