@@ -605,8 +605,14 @@ def compute(masks: str | Path, train: str | Path, cfg: Config, progress: bool = 
            for p, x in (("", masked), ("_full", full)) for s in SPLITS}
     exists = _diag(ablation["degenerate"].sel(variant="mask", split="select", drop=True)
                    ).notnull()
-    ok, selected = select_alpha(acc["acc_select"], acc["acc_full_select"],
-                                cfg.metrics.alpha_tolerance, cfg.metrics.alpha_min_seeds, exists)
+    # alpha is chosen on the families' task masks; complement and reference masks (the
+    # complement protocol, seeds[0] only) follow the choice and do not vote
+    voters = [t for t in tasks if any(t in f.tasks for f in FAMILIES.values())]
+    ok, selected = select_alpha(acc["acc_select"].sel(task=voters),
+                                acc["acc_full_select"].sel(task=voters),
+                                cfg.metrics.alpha_tolerance, cfg.metrics.alpha_min_seeds,
+                                exists.sel(task=voters))
+    ok = ok.reindex(task=tasks)
 
     ref = (cfg.metrics.dispersity_samples, cfg.seed)
     mods, layers, curves, pairs, snaps = [], [], [], [], {}
