@@ -810,9 +810,14 @@ def _family_summary(ds: Mapping[str, xr.Dataset], fam: str, ck: str, alpha: floa
 
 def _trend(md: xr.Dataset, var: str, tasks: list[str], level: float, sign: int) -> dict:
     """First vs last checkpoint of ``var`` (converged runs, each checkpoint's selected
-    alpha): the interval of the per-network change and the between-network spread."""
+    alpha): the interval of the per-network change and the between-network spread. Only the
+    checkpoints with masks of ``tasks`` count (``masks.families_last``: the last only)."""
+    cks = [ck for ck in md["checkpoint"].values
+           if bool(md["converged"].sel(checkpoint=ck, task=tasks).notnull().any())]
+    if len(cks) < 2:
+        return {"verdict": "not testable (masks at fewer than two checkpoints)"}
     ends = []
-    for ck in (md["checkpoint"].values[0], md["checkpoint"].values[-1]):
+    for ck in (cks[0], cks[-1]):
         a = float(md["selected_alpha"].sel(checkpoint=ck))
         if not np.isfinite(a):
             return {"verdict": "not testable (no alpha selected)"}
