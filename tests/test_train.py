@@ -185,6 +185,9 @@ def test_validation_interval():
     # (hi 20: the jump at step 0 is outside, flat; hi 50: inside, rising)
     hist = [(0, 0.0), (10, 20.0), (20, 21.0), (30, 19.0), (40, 22.0), (50, 20.0)]
     assert vi(hist, 50, 2, 5, 20) == 20 and vi(hist, 50, 2, 5, 50) < 50
+    # a slow climb right below a milestone: not every lo steps, but every tol / 2 of rise
+    slow = [(0, 88.0), (200, 89.6)]  # 0.008 points/step, 0.4 points below 90
+    assert vi(slow, 90, 2, 10, 200, noise=1.1) == int(2 / 2 / 0.008)
 
 
 def test_overshoot_keeps_the_validation_before_or_warns(tmp_path):
