@@ -50,14 +50,18 @@ def _model(size: int) -> nn.Module:
     return build_model(dataclasses.replace(cfg.model, arch="scl"), size)
 
 
-def train_step(size: int, batch: int, precision: str) -> Callable[[], None]:
-    """One SCL training step (AdamW) at ``size`` px in ``precision``."""
-    model = _model(size).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+def _batch(size: int, batch: int, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     x = to_float(torch.randint(0, 256, (batch, 16, size, size), dtype=torch.uint8, generator=g))
-    y = torch.randint(0, 8, (batch,), generator=g)
-    dev = torch.device("cpu")
+    return x.to(dev), torch.randint(0, 8, (batch,), generator=g).to(dev)
+
+
+def train_step(size: int, batch: int, precision: str,
+               dev: torch.device = torch.device("cpu")) -> Callable[[], None]:
+    """One SCL training step (AdamW) at ``size`` px in ``precision`` on ``dev``."""
+    model = _model(size).to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, y = _batch(size, batch, dev)
 
     def step() -> None:
         with autocast(dev, precision):
@@ -68,14 +72,14 @@ def train_step(size: int, batch: int, precision: str) -> Callable[[], None]:
     return step
 
 
-def masked_step(size: int, batch: int, precision: str) -> Callable[[], None]:
+def masked_step(size: int, batch: int, precision: str,
+                dev: torch.device = torch.device("cpu")) -> Callable[[], None]:
     """One mask-training step (``core.masking.MaskedModel``: sampled mask, masked forward,
-    cross-entropy + alpha * sum of logits, Adam on the logits) in ``precision``."""
-    masked = MaskedModel(_model(size), init=3.0, precision=precision)
+    cross-entropy + alpha * sum of logits, Adam on the logits) in ``precision`` on ``dev``."""
+    masked = MaskedModel(_model(size), init=3.0, precision=precision, device=dev)
     opt = torch.optim.Adam([masked.flat], lr=5e-2)
     g = torch.Generator().manual_seed(1)
-    x = to_float(torch.randint(0, 256, (batch, 16, size, size), dtype=torch.uint8, generator=g))
-    y = torch.randint(0, 8, (batch,), generator=g)
+    x, y = _batch(size, batch, dev)
 
     def step() -> None:
         loss = F.cross_entropy(masked(x, masked.sample(g, 1.0)), y) + 3e-5 * masked.flat.sum()

@@ -131,16 +131,18 @@ def table(metrics: str | Path, cfg: Config) -> str:
     return numbers.results_markdown(Inputs(metrics, "", cfg).summary, _milestones(cfg))
 
 
-def rewrite_readme(readme: str | Path, text: str) -> Path:
-    """Replace the part of ``readme`` between :data:`README_BEGIN` and :data:`README_END`."""
+def rewrite_readme(readme: str | Path, text: str, begin: str = README_BEGIN,
+                   end: str = README_END) -> Path:
+    """Replace the part of ``readme`` between the lines ``begin`` and ``end`` (default: the
+    results table's markers)."""
     readme = Path(readme)
     old = readme.read_text()
-    if README_BEGIN not in old or README_END not in old:
-        raise PaperError(f"{readme}: markers missing; put the two lines\n{README_BEGIN}\n"
-                         f"{README_END}\nwhere the results table belongs")
-    head, rest = old.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    return atomic_write_text(readme, f"{head}{README_BEGIN}\n{text}{README_END}{tail}")
+    if begin not in old or end not in old:
+        raise PaperError(f"{readme}: markers missing; put the two lines\n{begin}\n"
+                         f"{end}\nwhere the generated text belongs")
+    head, rest = old.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return atomic_write_text(readme, f"{head}{begin}\n{text}{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
