@@ -7,6 +7,7 @@ stages themselves, whose outputs must stay byte-identical.
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from pathlib import Path
@@ -20,12 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(argv[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    # newline="": a line also ends at a lone "\r", so the progress bars of the stages (tqdm
+    # rewrites its line with "\r" when the output is not a terminal) reach the log as they
+    # happen, one timestamped line per update, instead of at the next "\n"
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="")
     with path.open("w") as log:
-        for line in sys.stdin:
+        for line in stdin:
             sys.stdout.write(line)
             sys.stdout.flush()
-            log.write(f"{time.monotonic() - t0:.2f}\t{line}")
-            log.flush()
+            text = line.rstrip("\r\n")
+            if text.strip():
+                log.write(f"{time.monotonic() - t0:.2f}\t{text}\n")
+                log.flush()
         log.write(f"{time.monotonic() - t0:.2f}\t# end\n")
     return 0
 
