@@ -159,6 +159,10 @@ def _verdicts(summary: Mapping[str, Any], fam: str, ms: Mapping[str, float]) -> 
         if not f:
             continue
         lab = _label(ck, ms)
+        if not f.get("runs"):
+            out.append(rf"\item \textbf{{{lab}}}: no masks of this family at this checkpoint "
+                       r"(\texttt{masks.families\_last}: the last checkpoint only, for cost).")
+            continue
         io, sel, inv, comp = (f["iomin"], f["selective_drop"], f["inverted_drop"],
                               f["complement_drop"])
         out.append(
