@@ -66,8 +66,9 @@ figures: install tex
 # Copy the small results of the last `make repro` (metrics, summary, params, a few example
 # problems, provenance) to results/<profile>/ for committing.
 results: install
-	$(PY) -m core.results export --params params.yaml --out results/$$($(PY) -c \
-	  "from core.config import load; print(load('params.yaml').profile)")
+	@P=$$($(PY) -c "from core.config import load; print(load('params.yaml').profile)"); \
+	  $(PY) -m core.results export --params params.yaml --out results/$$P \
+	  $$(test -f build/repro-$$P.log && echo --timing build/repro-$$P.log)
 
 # The README's results section, generated from the committed default-profile results.
 readme: install

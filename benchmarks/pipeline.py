@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -14,38 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import row
+from core.results import group, stage_times
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE = re.compile(r"^(Running stage|Stage) '([^']+)'")
-
-
-def stage_times(log: Path) -> dict[str, float]:
-    """Seconds per stage that ran, from a timelog file (skipped stages are left out)."""
-    events: list[tuple[float, str | None]] = []
-    for line in log.read_text().splitlines():
-        t, _, text = line.partition("\t")
-        m = STAGE.match(text)
-        if m:
-            events.append((float(t), m.group(2) if m.group(1) == "Running stage" else None))
-        elif text.startswith(("Updating lock file", "Use `dvc push`", "# end")):
-            events.append((float(t), None))
-    times: dict[str, float] = {}
-    for (t, name), (t_next, _) in zip(events, events[1:]):
-        if name is not None:
-            times[name] = times.get(name, 0.0) + (t_next - t)
-    return times
-
-
-def group(times: dict[str, float]) -> dict[str, tuple[float, int]]:
-    """Sum foreach/matrix expansions (``masks@key``) into their stage: (seconds, count)."""
-    out: dict[str, tuple[float, int]] = {}
-    for name, t in times.items():
-        base = name.split("@")[0]
-        s, n = out.get(base, (0.0, 0))
-        out[base] = (s + t, n + 1)
-    return out
-
-
 def run(quick: bool = False) -> list[dict[str, Any]]:
     rows = []
     for profile in ("ci", "default"):

@@ -11,6 +11,8 @@ paper without training (``make figures``).
 - ``metrics/``: every metric netCDF file and ``summary.json`` of ``data/metrics``;
 - ``raven/tasks/<set>/<split>/``: the first problem of each task set's first shard, for the
   example-problem figure (``figures.problem_split``);
+- ``stage_times.json`` (when the run's ``make repro`` log is given): seconds per stage, the
+  stage table of the README;
 - ``provenance.json``: the git commit (``-dirty`` when the tree had changes), the profile, the
   config hash and the metrics hash the files were made with, and each file's sha256.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +44,39 @@ from core.schema import FILES, SchemaError, metrics_hash
 PROVENANCE = "provenance.json"
 N_PROBLEMS = 1  # problems kept per task set (the figure shows the first)
 ROW_KEYS = ("image", "target", "shapes", "attrs", "rules", "index")
+
+
+STAGE_TIMES = "stage_times.json"
+STAGE = re.compile(r"^(Running stage|Stage) '([^']+)'")
+
+
+def stage_times(log: Path) -> dict[str, float]:
+    """Seconds per stage that ran, from the log ``make repro`` writes through
+    ``benchmarks.timelog`` (a stage: from its "Running stage" line to the next stage line;
+    skipped stages are left out)."""
+    events: list[tuple[float, str | None]] = []
+    for line in Path(log).read_text().splitlines():
+        t, _, text = line.partition("\t")
+        m = STAGE.match(text)
+        if m:
+            events.append((float(t), m.group(2) if m.group(1) == "Running stage" else None))
+        elif text.startswith(("Updating lock file", "Use `dvc push`", "# end")):
+            events.append((float(t), None))
+    times: dict[str, float] = {}
+    for (t, name), (t_next, _) in zip(events, events[1:]):
+        if name is not None:
+            times[name] = times.get(name, 0.0) + (t_next - t)
+    return times
+
+
+def group(times: dict[str, float]) -> dict[str, tuple[float, int]]:
+    """Sum foreach/matrix expansions (``masks@key``) into their stage: (seconds, count)."""
+    out: dict[str, tuple[float, int]] = {}
+    for name, t in times.items():
+        base = name.split("@")[0]
+        s, n = out.get(base, (0.0, 0))
+        out[base] = (s + t, n + 1)
+    return out
 
 
 class ResultsError(ValueError):
@@ -79,8 +115,9 @@ def _sample_shards(raven: Path, out: Path, split: str) -> list[Path]:
 
 
 def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str | Path,
-           root: str | Path = ".") -> Path:
-    """Copy the small results of a finished run to ``out`` (replacing what it held)."""
+           root: str | Path = ".", timing: str | Path | None = None) -> Path:
+    """Copy the small results of a finished run to ``out`` (replacing what it held); with
+    ``timing`` (the run's ``make repro`` log) also its stage times."""
     cfg = load(params)
     metrics, raven, out = Path(metrics), Path(raven), Path(out)
     needed = [metrics / f"{n}.nc" for n in FILES] + [metrics / "summary.json"]
@@ -97,6 +134,13 @@ def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str 
     for p in needed:
         shutil.copyfile(p, out / "metrics" / p.name)
     _sample_shards(raven, out, cfg.figures.problem_split)
+    if timing is not None:
+        times = stage_times(Path(timing))
+        if not times:
+            raise ResultsError(f"{timing}: no stage ran in this log (expected the log of the "
+                               "`make repro` that made these results)")
+        (out / STAGE_TIMES).write_text(json.dumps({k: round(v, 1) for k, v in times.items()},
+                                                  indent=1) + "\n")
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != PROVENANCE)
     prov = {"commit": git_commit(Path(root)), "profile": cfg.profile,
             "config_hash": config_hash(cfg), "metrics_hash": metrics_hash(cfg),
@@ -154,12 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--metrics", default="data/metrics")
     e.add_argument("--raven", default="data/raven")
     e.add_argument("--out", required=True, help="e.g. results/default")
+    e.add_argument("--timing", default=None,
+                   help="the run's `make repro` log (build/repro-<profile>.log): stage times")
     c = sub.add_parser("check", help="check results against the current code")
     c.add_argument("results")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "export":
-            out = export(args.params, args.metrics, args.raven, args.out)
+            out = export(args.params, args.metrics, args.raven, args.out, timing=args.timing)
             prov = json.loads((out / PROVENANCE).read_text())
             print(f"{out}: {len(prov['files'])} files, profile {prov['profile']}, "
                   f"commit {prov['commit'][:12]}")

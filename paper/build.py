@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(table(args.metrics, cfg))
             return 0
         if cmd == "readme":
-            print(rewrite_readme(args.readme, table(args.metrics, cfg)))
+            text = table(args.metrics, cfg)
+            times = Path(args.metrics).parent / "stage_times.json"
+            if times.is_file():
+                text += numbers.stage_times_markdown(json.loads(times.read_text()))
+            print(rewrite_readme(args.readme, text))
             return 0
         paths = build(args.metrics, args.figures, args.out, cfg, gen=args.generated,
                       compile_pdf=not args.numbers_only)

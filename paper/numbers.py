@@ -291,3 +291,14 @@ def results_markdown(summary: Mapping[str, Any], milestones: Mapping[str, float]
         lines += ["", "Trends from the first to the last checkpoint (beyond the spread between "
                       "networks only):", *trend_rows]
     return "\n".join(lines) + "\n"
+
+
+def stage_times_markdown(times: Mapping[str, float]) -> str:
+    """The run's wall time per stage (``results/<profile>/stage_times.json``), one line."""
+    grouped: dict[str, float] = {}
+    for name, t in times.items():
+        grouped[name.split("@")[0]] = grouped.get(name.split("@")[0], 0.0) + t
+    total = sum(grouped.values())
+    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in grouped.items())
+    return (f"\nWall time of this run (`make repro`, minutes, from its log): {total / 60:.1f} "
+            f"in all; {parts}.\n")
