@@ -178,9 +178,15 @@ def test_sweep_writes_every_mask_and_evals(inputs, reference):
         assert all(t.device.type == "cpu" for t in rec["mask"].values())
     ds = xr.load_dataset(out / "scl_2" / "evals.nc")
     assert list(ds["mask"].values) == ["circle-a1e-4-s0", "circle-a1e-4-s1", "circle-a1e-3-s0"]
-    assert set(ds["eval_set"].values) == {"circle", "not_circle"}
+    assert set(ds["eval_set"].values) == {"circle"}  # the family's task sets (eval_plan)
     assert list(ds["split"].values) == ["select", "report"]
     assert (ds["n_problems"].sel(split="report", variant="mask") == 12).all()
+    # the evaluation plan: ablations of the main-alpha masks only, on the report split only
+    n = ds["n_problems"].sel(eval_set="circle")
+    assert (n.sel(mask="circle-a1e-4-s0", variant="inverted", split="report") == 12)
+    assert (n.sel(mask="circle-a1e-4-s0", variant="inverted", split="select") == 0)
+    assert (n.sel(mask="circle-a1e-3-s0", variant="inverted") == 0).all()
+    assert ds["accuracy"].sel(mask="circle-a1e-3-s0", variant="inverted").isnull().all()
 
 
 def test_rerun_keeps_everything_and_rewrites_nothing(inputs, reference):
