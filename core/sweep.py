@@ -266,8 +266,11 @@ def train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
     dev = torch.device(job.device)
     set_deterministic(dev)
     task_val = _split(val, f"{r.task}/val", mc.eval_n)
+    # the curve (and so the convergence flag) reads masks.curve_n problems of the whole val
+    # split, whatever masks.eval_n caps for the final accuracies
     result = masking.train_mask(model, mc, _split(train, f"{r.task}/train"),
-                                task_val.head(mc.curve_n), alpha=r.alpha, seed=r.seed,
+                                _split(val, f"{r.task}/val", mc.curve_n), alpha=r.alpha,
+                                seed=r.seed,
                                 steps=mc.steps, device=dev, precision=job.precision)
     masked = masking.MaskedModel(model, names=result.names, device=dev, precision=job.precision)
     other = task_val if complement_val is None else _split(
