@@ -204,7 +204,10 @@ def sweep_overhead(quick: bool = False, k: int | None = None) -> dict:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "core.sweep", "--params", str(tmp / "params.yaml"),
                         "--net", "0", "--train", str(tmp / "train"), "--data",
-                        str(tmp / "raven"), "--out", str(tmp / "masks"), "--report", str(html)],
+                        str(tmp / "raven"), "--out", str(tmp / "masks"), "--report", str(html),
+                        # overhead = wall - compute only holds one run after another (with
+                        # masks.workers > 1 runs overlap and the "overhead" comes out negative)
+                        "--executor", "inprocess"],
                        check=True, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         t = json.loads(html.with_suffix(".json").read_text())
