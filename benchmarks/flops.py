@@ -33,6 +33,7 @@ from core.masking import MaskedModel
 from core.models import build_model
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+CPU = torch.device("cpu")
 
 
 def peak_gflops(precision: str, n: int, repeat: int) -> float:
@@ -57,7 +58,7 @@ def _batch(size: int, batch: int, dev: torch.device) -> tuple[torch.Tensor, torc
 
 
 def train_step(size: int, batch: int, precision: str,
-               dev: torch.device = torch.device("cpu")) -> Callable[[], None]:
+               dev: torch.device = CPU) -> Callable[[], None]:
     """One SCL training step (AdamW) at ``size`` px in ``precision`` on ``dev``."""
     model = _model(size).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -73,7 +74,7 @@ def train_step(size: int, batch: int, precision: str,
 
 
 def masked_step(size: int, batch: int, precision: str,
-                dev: torch.device = torch.device("cpu")) -> Callable[[], None]:
+                dev: torch.device = CPU) -> Callable[[], None]:
     """One mask-training step (``core.masking.MaskedModel``: sampled mask, masked forward,
     cross-entropy + alpha * sum of logits, Adam on the logits) in ``precision`` on ``dev``."""
     masked = MaskedModel(_model(size), init=3.0, precision=precision, device=dev)
