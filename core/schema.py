@@ -288,8 +288,8 @@ def finalize(ds: xr.Dataset, name: str, source: str, extra: dict[str, str] | Non
     """Cast, order and annotate ``ds`` as file ``name`` of :data:`SCHEMA`, then validate it.
 
     Coords and variables are put in schema order with the schema's dtype, units, long_name and
-    description, and a fixed netCDF encoding (no compression, NaN fill for floats, none for
-    coordinates), so writing equal datasets gives equal bytes.
+    description, and a fixed netCDF encoding (float variables zlib-compressed with shuffle, NaN
+    fill; none for coordinates), so writing equal datasets gives equal bytes.
     """
     spec = SCHEMA[name]
     out = xr.Dataset(attrs=global_attrs(name, source, extra))
@@ -305,7 +305,9 @@ def finalize(ds: xr.Dataset, name: str, source: str, extra: dict[str, str] | Non
             values = values.astype(v.dtype)
         encoding: dict = {"zlib": False}
         if v.dtype == "float64" and key not in spec["coords"]:
-            encoding["_FillValue"] = np.nan
+            # lossless, deterministic compression: the mask snapshots in curves.nc were 7 MB
+            # raw for the ci profile (1.5 MB compressed), too big for committed results
+            encoding = {"zlib": True, "complevel": 4, "shuffle": True, "_FillValue": np.nan}
         else:
             encoding["_FillValue"] = None
         if v.dtype == "str":
