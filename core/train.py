@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import math
@@ -355,7 +356,10 @@ class State:
     val_steps: list[int] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
     val_epoch: list[int] = field(default_factory=list)
-    previous: dict[str, Any] | None = None  # the last validation's model (a fallback checkpoint)
+    previous: dict[str, Any] | None = None  # the last validation's full state (see snapshot)
+    fine_every: int = 0  # > 0 while replaying after a rewind: validate every this many steps
+    fine_until: int = 0  # ... until this step (the overshooting check), then adaptive again
+    rewinds: list[list[float]] = field(default_factory=list)  # [from step, acc, to step, m]
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -586,18 +590,79 @@ def keep_for(m: float, acc: float, previous: dict[str, Any] | None,
     return None
 
 
+def snapshot(run: Run, st: State, acc: float) -> dict[str, Any]:
+    """Everything needed to continue training from this validation (copies, on the CPU):
+    the model (also the fallback checkpoint of :func:`keep_for`), optimiser, scheduler, RNG
+    and the position in the data; see :func:`rewind`."""
+    rng = {"cpu": torch.get_rng_state()}
+    if run.proc.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(run.proc.device)
+    return to_cpu(copy.deepcopy({
+        "step": st.step, "epoch": st.epoch, "pos": st.pos, "val_acc": acc,
+        "n_val": len(st.val_steps), "state_dict": run.model.state_dict(),
+        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "rng": rng}))
+
+
+def should_rewind(crossed: Sequence[float], acc: float, previous: dict[str, Any] | None,
+                  step: int, tol: float) -> bool:
+    """Whether a check at ``step`` with accuracy ``acc`` that crossed milestones ``crossed``
+    should be replayed from ``previous`` (the last validation) with denser checks: some
+    milestone is overshot by more than ``tol`` while the previous validation is more than
+    ``tol`` below it (neither is an acceptable checkpoint), and more than one step lies
+    between the two checks (a jump within one step cannot be resolved)."""
+    if previous is None or "optimizer" not in previous or step - previous["step"] <= 1:
+        return False
+    return any(acc - m > tol and m - previous["val_acc"] > tol for m in crossed)
+
+
+def rewind(run: Run, st: State, acc: float) -> None:
+    """Go back to the last validation's state (:func:`snapshot`) and validate every fifth of
+    the gap until the overshooting check's step. Training is deterministic, so the replay
+    retraces the same steps and the dense checks find the crossing; the replaced check is
+    recorded in ``st.rewinds`` (``training.nc``: ``rewinds``)."""
+    prev = st.previous
+    assert prev is not None
+    gap = st.step - prev["step"]
+    st.rewinds.append([st.step, acc, prev["step"], float(min(
+        m for m in run.milestones if m not in st.reached and acc >= m))])
+    live = copy.deepcopy(prev)  # optimizer.load_state_dict may alias the tensors it is given
+    run.model.load_state_dict(live["state_dict"])
+    run.opt.load_state_dict(live["optimizer"])
+    run.sched.load_state_dict(live["scheduler"])
+    torch.set_rng_state(live["rng"]["cpu"])
+    if "cuda" in live["rng"] and run.proc.device.type == "cuda":
+        torch.cuda.set_rng_state(live["rng"]["cuda"], run.proc.device)
+    st.fine_until = st.step
+    st.step, st.epoch, st.pos = prev["step"], prev["epoch"], prev["pos"]
+    for per_step in (st.loss, st.acc, st.log_epoch, st.lr):
+        del per_step[st.step:]
+    for per_check in (st.val_steps, st.val_acc, st.val_epoch):
+        del per_check[prev["n_val"]:]
+    st.fine_every = max(1, gap // 5)
+    st.next_val = st.step + st.fine_every
+    if run.proc.rank == 0:
+        tqdm.write(f"validation at step {st.fine_until} ({acc:.2f}%) jumped past a milestone "
+                   f"from {prev['val_acc']:.2f}% at step {st.step}: replaying from step "
+                   f"{st.step} with checks every {st.fine_every} steps", file=sys.stdout)
+
+
 def validate(run: Run, st: State, evaluate: Callable[[nn.Module, int], float],
-             state_dir: Path) -> None:
-    """Validate, keep checkpoints of the milestones crossed, schedule the next check."""
+             state_dir: Path) -> bool:
+    """Validate, keep checkpoints of the milestones crossed, schedule the next check. True
+    when the check jumped past a milestone and training was rewound (:func:`rewind`): the
+    caller continues from ``st`` (an earlier step, possibly an earlier epoch)."""
     if run.proc.world > 1:  # BatchNorm statistics of rank 0 (what its checkpoint holds)
         for buf in run.model.buffers():
             dist.broadcast(buf, 0)
     acc = float(evaluate(run.model, st.step))
+    tol = run.cfg.train.milestone_tolerance
+    todo = [m for m in run.milestones if m not in st.reached]
+    if should_rewind([m for m in todo if acc >= m], acc, st.previous, st.step, tol):
+        rewind(run, st, acc)
+        return True
     st.val_steps.append(st.step)
     st.val_acc.append(acc)
     st.val_epoch.append(st.epoch)
-    tol = run.cfg.train.milestone_tolerance
-    todo = [m for m in run.milestones if m not in st.reached]
     for m in [m for m in todo if acc >= m]:
         prev = keep_for(m, acc, st.previous, tol)
         src = prev or {"step": st.step, "epoch": st.epoch, "val_acc": acc,
@@ -616,17 +681,18 @@ def validate(run: Run, st: State, evaluate: Callable[[nn.Module, int], float],
                     "train.val_min_every / train.val_every to validate more often"),
                     stacklevel=2)
     todo = [m for m in run.milestones if m not in st.reached]
-    if todo:
+    if st.fine_every and st.step >= st.fine_until:
+        st.fine_every = st.fine_until = 0  # the replay has passed the replaced check
+    if todo and st.fine_every:
+        st.next_val = st.step + st.fine_every
+    elif todo:
         history = list(zip(st.val_steps, st.val_acc))
         p = min(max(acc / 100, 0.01), 0.99)
         noise = 100 * math.sqrt(p * (1 - p) / max(run.n_val, 1))  # binomial SE of one check
         st.next_val = st.step + validation_interval(
             history, todo[0], tol, run.cfg.train.val_min_every, run.cfg.train.val_every, noise)
-        st.previous = {"step": st.step, "epoch": st.epoch, "val_acc": acc,
-                       "state_dict": {k: v.detach().to("cpu", copy=True)
-                                      for k, v in run.model.state_dict().items()}}
-    else:
-        st.previous = None
+    st.previous = snapshot(run, st, acc) if todo else None
+    return False
 
 
 def save_checkpoint(run: Run, m: float, src: dict[str, Any], state_dir: Path) -> dict[str, Any]:
@@ -678,7 +744,10 @@ def train_loop(run: Run, st: State, train_split: Any, evaluate: Callable[[nn.Mod
                 bar.update(1)
                 final = st.epoch == cfg.train.epochs - 1 and st.pos == run.per_epoch
                 if st.step >= st.next_val or final:
-                    validate(run, st, evaluate, state_dir)
+                    if validate(run, st, evaluate, state_dir):  # rewound: maybe another epoch
+                        bar.n = st.step
+                        bar.refresh()
+                        break
                     bar.set_postfix(loss=f"{loss:.3f}", val=f"{st.val_acc[-1]:.1f}")
                 if st.step % cfg.train.checkpoint_every == 0:
                     save_state(run, st, state_dir)
@@ -779,6 +848,14 @@ def write_log(path: Path, run: Run, st: State, test: dict[float, float]) -> None
             "checkpoint_sha256": ("milestone", per_m("sha256", "", object),
                                   {"long_name": "sha256 of the checkpoint file ('' if not "
                                    "reached)"}),
+            **{f"rewind_{k}": ("rewind", np.array([r[i] for r in st.rewinds], dtype=dt),
+                               {"units": u, "long_name": f"rewinds (a check that jumped past "
+                                f"a milestone, replayed with denser checks): {what}"})
+               for i, (k, dt, u, what) in enumerate((
+                   ("from_step", np.int64, "1", "step of the replaced check"),
+                   ("val_acc", np.float32, "percent", "its validation accuracy"),
+                   ("to_step", np.int64, "1", "step replayed from (the check before)"),
+                   ("milestone", np.float64, "percent", "the lowest milestone it overshot")))},
         },
         coords={
             "step": ("step", np.arange(1, len(st.loss) + 1, dtype=np.int64),

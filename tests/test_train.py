@@ -212,6 +212,52 @@ def test_overshoot_keeps_the_validation_before_or_warns(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def jump(model, step):
+    """A validation curve that jumps from 20% to 80% within steps 12-18 (10 points a step)."""
+    return float(min(80, max(20, 20 + 10 * (step - 12))))
+
+
+def test_a_jump_past_milestones_is_replayed_to_the_exact_steps(tmp_path):
+    # checks every 10 steps see 20% then 80%: training is rewound to the check before and
+    # replayed (deterministically, across epochs: 2 steps per epoch here) with denser checks
+    # until each milestone is kept at the step where the curve meets it
+    splits = fake_splits((16, 16, 16))
+    cfg = cfg_of(epochs=20, milestones=[50, 70], val_min_every=10, val_every=10)
+    res = fit(cfg, tmp_path / "a", splits, evaluate=jump)
+    assert {m: (r["step"], r["val_acc"]) for m, r in res.reached.items()} == \
+        {50: (15, 50.0), 70: (17, 70.0)}
+    log = xr.open_dataset(tmp_path / "a" / "training.nc")
+    assert (log["milestone_within_tolerance"].values == 1).all()
+    assert list(log["rewind_from_step"].values) == [20, 16, 26, 18]
+    assert list(log["rewind_to_step"].values) == [10, 14, 16, 16]
+    assert list(log["rewind_milestone"].values) == [50, 50, 70, 70]
+    assert list(log["val_step"].values) == [10, 12, 14, 15, 16, 17]  # replaced checks gone
+    assert len(log["loss"]) == res.steps == 17
+    # the same weights and per-step log as a run that validated at every step
+    dense = fit(cfg_of(epochs=20, milestones=[50, 70], val_min_every=1, val_every=1),
+                tmp_path / "b", splits, evaluate=jump)
+    assert dense.reached[50]["step"] == 15 and dense.steps == 17
+    for m in (50, 70):
+        a = load_checkpoint(tmp_path / "a" / f"scl_{m}.pt")[0].state_dict()
+        b = load_checkpoint(tmp_path / "b" / f"scl_{m}.pt")[0].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_array_equal(log["loss"].values,
+                                  xr.open_dataset(tmp_path / "b" / "training.nc")["loss"].values)
+    # killed in the middle of a replay (23 steps in: 20 + 3 replayed), resumed: same bytes
+    cfg_c = cfg_of(epochs=20, milestones=[50, 70], val_min_every=10, val_every=10,
+                   checkpoint_every=1)
+    fit(cfg_c, tmp_path / "c", splits, evaluate=jump)
+    assert fit(cfg_c, tmp_path / "d", splits, evaluate=jump, stop_after=23) is None
+    fit(cfg_c, tmp_path / "d", splits, evaluate=jump)
+    for name in ("scl_50.pt", "scl_70.pt", "training.nc"):
+        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "d" / name).read_bytes()
+    assert T.should_rewind([50], 53.0, {"step": 0, "val_acc": 47.0, "optimizer": {}}, 5, 2.0)
+    assert not T.should_rewind([50], 53.0, {"step": 4, "val_acc": 47.0, "optimizer": {}}, 5,
+                               2.0)  # one step apart: nothing to resolve
+    assert not T.should_rewind([50], 53.0, {"step": 0, "val_acc": 48.5, "optimizer": {}}, 5,
+                               2.0)  # the check before is within tolerance: kept instead
+
+
 def test_milestone_helpers():
     prev = {"val_acc": 48.5}
     assert T.keep_for(50, 53.0, prev, 2.0) is prev
