@@ -30,6 +30,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +116,12 @@ def _sample_shards(raven: Path, out: Path, split: str) -> list[Path]:
 
 
 def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str | Path,
-           root: str | Path = ".", timing: str | Path | None = None) -> Path:
+           root: str | Path = ".", timing: str | Path | Sequence[str | Path] | None = None
+           ) -> Path:
     """Copy the small results of a finished run to ``out`` (replacing what it held); with
-    ``timing`` (the run's ``make repro`` log) also its stage times."""
+    ``timing`` (the ``make repro`` log(s) that made the results) also its stage times: with
+    several logs (a run that reused stages DVC had cached from an earlier identical run),
+    each stage's time comes from the last log in which it ran."""
     cfg = load(params)
     metrics, raven, out = Path(metrics), Path(raven), Path(out)
     needed = [metrics / f"{n}.nc" for n in FILES] + [metrics / "summary.json"]
@@ -134,11 +138,15 @@ def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str 
     for p in needed:
         shutil.copyfile(p, out / "metrics" / p.name)
     _sample_shards(raven, out, cfg.figures.problem_split)
-    if timing is not None:
-        times = stage_times(Path(timing))
-        if not times:
-            raise ResultsError(f"{timing}: no stage ran in this log (expected the log of the "
-                               "`make repro` that made these results)")
+    logs = [] if timing is None else [timing] if isinstance(timing, (str, Path)) else timing
+    if logs:
+        times: dict[str, float] = {}
+        for log in logs:
+            ran = stage_times(Path(log))
+            if not ran:
+                raise ResultsError(f"{log}: no stage ran in this log (expected the log of a "
+                                   "`make repro` that made these results)")
+            times.update(ran)
         (out / STAGE_TIMES).write_text(json.dumps({k: round(v, 1) for k, v in times.items()},
                                                   indent=1) + "\n")
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != PROVENANCE)
@@ -198,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--metrics", default="data/metrics")
     e.add_argument("--raven", default="data/raven")
     e.add_argument("--out", required=True, help="e.g. results/default")
-    e.add_argument("--timing", default=None,
-                   help="the run's `make repro` log (build/repro-<profile>.log): stage times")
+    e.add_argument("--timing", action="append", default=None,
+                   help="the run's `make repro` log (build/repro-<profile>.log): stage times; "
+                        "repeat for the earlier runs whose cached stages it reused (each "
+                        "stage's time from the last log in which it ran)")
     c = sub.add_parser("check", help="check results against the current code")
     c.add_argument("results")
     args = ap.parse_args(argv)
