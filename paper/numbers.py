@@ -305,5 +305,6 @@ def stage_times_markdown(times: Mapping[str, float]) -> str:
         grouped[name.split("@")[0]] = grouped.get(name.split("@")[0], 0.0) + t
     total = sum(grouped.values())
     parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in grouped.items())
-    return (f"\nWall time of this run (`make repro`, minutes, from its log): {total / 60:.1f} "
-            f"in all; {parts} (stages DVC skipped as up to date are not in the log).\n")
+    return (f"\nWall time of this run (`make repro` on the default machine, minutes; each stage "
+            f"from the log of the run that made its outputs): {total / 60:.1f} in all; "
+            f"{parts}.\n")
