@@ -753,8 +753,8 @@ def _ablation_drops(ab: xr.Dataset, tasks: list[str], variant: str, dmax: float,
     excluded. Dims of the drops: network, task, seed."""
     acc = ab["accuracy"].sel(variant=variant, task=tasks)
     deg = ab["degenerate"].sel(variant=variant, task=tasks) > dmax
-    n_deg = int((deg & acc.notnull()).sel(eval_set=[t for t in tasks
-                                                    if t in ab["eval_set"].values]).sum())
+    # evaluations over degenerate_max (their accuracy is NaN in evals.nc: counted all the same)
+    n_deg = int(deg.sel(eval_set=[t for t in tasks if t in ab["eval_set"].values]).sum())
     drop = (ab["full_accuracy"] - acc).where(~deg & (conv.sel(task=tasks) == 1))
     sets = [t for t in tasks if t in ab["eval_set"].values]
     own = _diag(drop.reindex(eval_set=sets))
