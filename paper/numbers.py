@@ -13,7 +13,7 @@ averaged within each network, converged masks only (:mod:`core.stats`, ``core.me
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.config import Config
@@ -94,7 +94,18 @@ def macros(summary: Mapping[str, Any], cfg: Config, source: str) -> dict[str, st
         "DegenerateMax": fmt(100 * m.degenerate_max, 0),
         "MaskNorm": "including" if m.mask_norm else "excluding",
         "FamilyList": ", ".join(tex_escape(f) for f in families(summary)),
+        "FamilyWhen": _family_when(summary, m.families_last),
+        "MaskSchedule": ("constant" if not m.lr_anneal else
+                         rf"cosine-annealed to 0 over the last {fmt(100 * m.lr_anneal, 0)}\%"),
     }
+
+
+def _family_when(summary: Mapping[str, Any], last_only: Sequence[str]) -> str:
+    """Which checkpoints the families are masked at (``masks.families_last``)."""
+    late = [tex_escape(f) for f in families(summary) if f in last_only]
+    if not late:
+        return "at every checkpoint"
+    return f"at every checkpoint ({', '.join(late)}: at the last checkpoint only)"
 
 
 def numbers_tex(values: Mapping[str, str]) -> str:
