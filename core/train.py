@@ -391,16 +391,31 @@ def _difference(saved: dict[str, Any], now: dict[str, Any]) -> str | None:
     return None
 
 
+def _rng_state(run: Run) -> dict[str, torch.Tensor]:
+    rng = {"cpu": torch.get_rng_state()}
+    if run.proc.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(run.proc.device)
+    return rng
+
+
+def _restore(run: Run, model: dict, optimizer: dict, scheduler: dict, rng: dict) -> None:
+    """Model, optimiser, scheduler and RNG back to a saved state (resume or rewind)."""
+    run.model.load_state_dict(model)
+    run.opt.load_state_dict(optimizer)
+    run.sched.load_state_dict(scheduler)
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and run.proc.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], run.proc.device)
+
+
 def save_state(run: Run, st: State, state_dir: Path) -> None:
     """``last.pt`` (rank 0): everything needed to continue bit-identically."""
     if run.proc.rank != 0:
         return
-    rng = {"cpu": torch.get_rng_state()}
-    if run.proc.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(run.proc.device)
     atomic_write_bytes(state_dir / LAST, torch_bytes(to_cpu({
         "identity": run.identity, "model": run.model.state_dict(),
-        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "rng": rng,
+        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+        "rng": _rng_state(run),
         "state": st.to_dict()})))
 
 
@@ -433,12 +448,7 @@ def start(run: Run, out_dir: Path, state_dir: Path) -> State:
         if not path.exists() or file_sha256(path) != r["sha256"]:
             raise ResumeError(f"{path}: milestone checkpoint of the resume state missing or "
                               f"changed; delete {state_dir} to start over")
-    run.model.load_state_dict(saved["model"])
-    run.opt.load_state_dict(saved["optimizer"])
-    run.sched.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["rng"]["cpu"])
-    if "cuda" in saved["rng"] and run.proc.device.type == "cuda":
-        torch.cuda.set_rng_state(saved["rng"]["cuda"], run.proc.device)
+    _restore(run, saved["model"], saved["optimizer"], saved["scheduler"], saved["rng"])
     if run.proc.rank == 0:
         print(f"resuming from {last} at step {st.step} (epoch {st.epoch})", flush=True)
     return st
@@ -594,13 +604,11 @@ def snapshot(run: Run, st: State, acc: float) -> dict[str, Any]:
     """Everything needed to continue training from this validation (copies, on the CPU):
     the model (also the fallback checkpoint of :func:`keep_for`), optimiser, scheduler, RNG
     and the position in the data; see :func:`rewind`."""
-    rng = {"cpu": torch.get_rng_state()}
-    if run.proc.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(run.proc.device)
     return to_cpu(copy.deepcopy({
         "step": st.step, "epoch": st.epoch, "pos": st.pos, "val_acc": acc,
         "n_val": len(st.val_steps), "state_dict": run.model.state_dict(),
-        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(), "rng": rng}))
+        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+        "rng": _rng_state(run)}))
 
 
 def should_rewind(crossed: Sequence[float], acc: float, previous: dict[str, Any] | None,
@@ -626,12 +634,7 @@ def rewind(run: Run, st: State, acc: float) -> None:
     st.rewinds.append([st.step, acc, prev["step"], float(min(
         m for m in run.milestones if m not in st.reached and acc >= m))])
     live = copy.deepcopy(prev)  # optimizer.load_state_dict may alias the tensors it is given
-    run.model.load_state_dict(live["state_dict"])
-    run.opt.load_state_dict(live["optimizer"])
-    run.sched.load_state_dict(live["scheduler"])
-    torch.set_rng_state(live["rng"]["cpu"])
-    if "cuda" in live["rng"] and run.proc.device.type == "cuda":
-        torch.cuda.set_rng_state(live["rng"]["cuda"], run.proc.device)
+    _restore(run, live["state_dict"], live["optimizer"], live["scheduler"], live["rng"])
     st.fine_until = st.step
     st.step, st.epoch, st.pos = prev["step"], prev["epoch"], prev["pos"]
     for per_step in (st.loss, st.acc, st.log_epoch, st.lr):
