@@ -114,16 +114,17 @@ def use_deterministic(mode: bool) -> None:
         torch._C._set_deterministic_algorithms(mode)
 
 
-def to_cpu(obj: Any) -> Any:
-    """A copy of ``obj`` (tensors in nested dicts/lists/tuples) with every tensor on the CPU."""
+def to_cpu(obj: Any, copy: bool = False) -> Any:
+    """A copy of ``obj`` (tensors in nested dicts/lists/tuples) with every tensor on the CPU;
+    with ``copy``, tensors already on the CPU are copied too (nothing shares their storage)."""
     if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
+        return obj.detach().to("cpu", copy=copy)
     if isinstance(obj, Mapping):
-        return {k: to_cpu(v) for k, v in obj.items()}
+        return {k: to_cpu(v, copy) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [to_cpu(v) for v in obj]
+        return [to_cpu(v, copy) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(to_cpu(v) for v in obj)
+        return tuple(to_cpu(v, copy) for v in obj)
     return obj
 
 

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import hashlib
 import math
@@ -604,11 +603,11 @@ def snapshot(run: Run, st: State, acc: float) -> dict[str, Any]:
     """Everything needed to continue training from this validation (copies, on the CPU):
     the model (also the fallback checkpoint of :func:`keep_for`), optimiser, scheduler, RNG
     and the position in the data; see :func:`rewind`."""
-    return to_cpu(copy.deepcopy({
+    return to_cpu({
         "step": st.step, "epoch": st.epoch, "pos": st.pos, "val_acc": acc,
         "n_val": len(st.val_steps), "state_dict": run.model.state_dict(),
         "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
-        "rng": _rng_state(run)}))
+        "rng": _rng_state(run)}, copy=True)
 
 
 def should_rewind(crossed: Sequence[float], acc: float, previous: dict[str, Any] | None,
@@ -623,17 +622,17 @@ def should_rewind(crossed: Sequence[float], acc: float, previous: dict[str, Any]
     return any(acc - m > tol and m - previous["val_acc"] > tol for m in crossed)
 
 
-def rewind(run: Run, st: State, acc: float) -> None:
+def rewind(run: Run, st: State, acc: float, milestone: float) -> None:
     """Go back to the last validation's state (:func:`snapshot`) and validate every fifth of
     the gap until the overshooting check's step. Training is deterministic, so the replay
     retraces the same steps and the dense checks find the crossing; the replaced check is
-    recorded in ``st.rewinds`` (``training.nc``: ``rewinds``)."""
+    recorded in ``st.rewinds`` (``training.nc``: ``rewind_*``) with ``milestone``, the lowest
+    one it overshot."""
     prev = st.previous
     assert prev is not None
     gap = st.step - prev["step"]
-    st.rewinds.append([st.step, acc, prev["step"], float(min(
-        m for m in run.milestones if m not in st.reached and acc >= m))])
-    live = copy.deepcopy(prev)  # optimizer.load_state_dict may alias the tensors it is given
+    st.rewinds.append([st.step, acc, prev["step"], float(milestone)])
+    live = to_cpu(prev, copy=True)  # optimizer.load_state_dict may alias the tensors it gets
     _restore(run, live["state_dict"], live["optimizer"], live["scheduler"], live["rng"])
     st.fine_until = st.step
     st.step, st.epoch, st.pos = prev["step"], prev["epoch"], prev["pos"]
@@ -659,14 +658,14 @@ def validate(run: Run, st: State, evaluate: Callable[[nn.Module, int], float],
             dist.broadcast(buf, 0)
     acc = float(evaluate(run.model, st.step))
     tol = run.cfg.train.milestone_tolerance
-    todo = [m for m in run.milestones if m not in st.reached]
-    if should_rewind([m for m in todo if acc >= m], acc, st.previous, st.step, tol):
-        rewind(run, st, acc)
+    crossed = [m for m in run.milestones if m not in st.reached and acc >= m]
+    if should_rewind(crossed, acc, st.previous, st.step, tol):
+        rewind(run, st, acc, crossed[0])
         return True
     st.val_steps.append(st.step)
     st.val_acc.append(acc)
     st.val_epoch.append(st.epoch)
-    for m in [m for m in todo if acc >= m]:
+    for m in crossed:
         prev = keep_for(m, acc, st.previous, tol)
         src = prev or {"step": st.step, "epoch": st.epoch, "val_acc": acc,
                        "state_dict": run.model.state_dict()}

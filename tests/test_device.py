@@ -61,6 +61,13 @@ def test_to_cpu_copies_nested_tensors() -> None:
     out = dv.to_cpu({"a": [x, (x, 3)], "b": "s"})
     assert out["b"] == "s" and out["a"][1][1] == 3
     assert out["a"][0].device.type == "cpu" and not out["a"][0].requires_grad
+    # copy=True: no storage shared with the original (a snapshot that later steps cannot
+    # change in place); the default shares CPU tensors
+    y = torch.zeros(3)
+    snap = dv.to_cpu({"s": [y]}, copy=True)
+    assert dv.to_cpu(y).data_ptr() == y.data_ptr()
+    y.add_(1)
+    assert snap["s"][0].sum() == 0
 
 
 def test_deterministic_switch_round_trips() -> None:
