@@ -44,10 +44,10 @@ from torch import nn
 from core.config import alpha_label
 from core.io import atomic_torch_save, torch_load
 
-FORMAT = "modules-avr-mask/2"
+FORMAT = "modules-avr-mask/3"  # 3: no inverted-mask curve (evals.nc has the ablations)
 ACCURACY_KEYS = ("task", "not_task", "task_inverted", "not_task_inverted", "task_full",
                  "not_task_full")
-CURVE_KEYS = ("step", "loss", "task_acc", "task_inverted_acc", "density")
+CURVE_KEYS = ("step", "loss", "task_acc", "density")
 FILE_KEYS = ("format", "network", "checkpoint", "family", "task", "alpha", "seed", "steps",
              "arch", "image_size", "model_fingerprint", "names", "shapes", "mask", "logits",
              "accuracy", "curve", "snapshots", "converged", "convergence", "settings")
@@ -230,8 +230,7 @@ def mask_flat(rec: Mapping[str, Any]) -> np.ndarray:
 def curve_dataset(record: dict) -> xr.Dataset:
     """The mask-training curve of a record as an ``xarray.Dataset`` over ``mask_step``."""
     c = record["curve"]
-    units = {"loss": "1", "task_acc": "percent", "task_inverted_acc": "percent",
-             "density": "percent"}
+    units = {"loss": "1", "task_acc": "percent", "density": "percent"}
     return xr.Dataset({k: ("mask_step", np.asarray(c[k], float), {"units": u})
                        for k, u in units.items()},
                       coords={"mask_step": np.asarray(c["step"], np.int64)},

@@ -134,7 +134,6 @@ def _write_mask(path, flat, names, shapes, *, net, ck, task, alpha, seed, conv):
         "mask": mask, "logits": logits, "accuracy": {k: 50.0 for k in ACCURACY_KEYS},
         "curve": {"step": steps, "loss": [2.0 / (1 + s) for s in steps],
                   "task_acc": [60.0 + s / 10 for s in steps],
-                  "task_inverted_acc": [12.5] * len(steps),
                   "density": [100 - (100 - dens) * s / 100 for s in steps]},
         "snapshots": {"param": snap, "steps": [0, 50, 100],
                       "logits": torch.stack([logits[snap] * k for k in (0.1, 0.5, 1.0)])},

@@ -25,7 +25,7 @@ def result(seed: int = 0) -> SimpleNamespace:
         names=NAMES, shapes=SHAPES, fingerprint=mf.fingerprint(NAMES, SHAPES), logits=logits,
         mask={n: t > 0 for n, t in logits.items()},
         curve={"step": [0, 5, 10], "loss": [2.0, 1.5, 1.4], "ce": [2.0, 1.5, 1.4],
-               "task_acc": [30.0, 40.0, 40.5], "task_inverted_acc": [12.0, 12.5, 12.5],
+               "task_acc": [30.0, 40.0, 40.5],
                "density": [100.0, 60.0, 59.5]},
         snapshots={"param": "a.weight", "steps": [0, 10],
                    "logits": torch.stack([logits["a.weight"]] * 2)},

@@ -293,6 +293,7 @@ def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_
     done = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in finished()}
     assert 2 <= len(done) < 5
     # litter of an interrupted write, and a mask of a run that is no longer planned
+    (out / "scl_1").mkdir(exist_ok=True)  # (the last checkpoint is trained first)
     (out / "scl_1" / ".tmp-circle-a1e-4-s1-x1y2.pt").write_bytes(b"partial")
     (out / "scl_9").mkdir()
     (out / "scl_9" / "circle-a1e-4-s0.pt").write_bytes(next(iter(done)).read_bytes())
