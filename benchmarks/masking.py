@@ -145,16 +145,22 @@ def run(quick: bool = False) -> list[dict]:
                        "seq": _masked_step(masked, x, y, mc.alpha, mc.tau)}, max(2, repeat // 2))
     rows.append(row(f"{k} masks: one vmap step vs {k} sequential steps", tv["vmap"]["min"],
                     k * tv["seq"]["min"], "s", "< 1x to adopt vmap", where, tv))
-    # one whole mask run: steps x step time + logged evaluations (masked + inverted, curve_n)
-    n_curve = mc.curve_n or 100
+    # one whole mask run: steps x step time + the logged task accuracy (curve_n problems; 0:
+    # the task set's whole val split) + the run's own final accuracies (core.sweep.QUICK_N)
+    from core.raven.store import split_ranges
+    from core.sweep import QUICK_N
+    a, b = split_ranges(s["cfg"].data.task_n)["val"]
+    n_curve = mc.curve_n or (b - a)
     data = Split(torch.rand(n_curve, 16, s["size"], s["size"]), torch.zeros(n_curve).long())
     fn = masked.forward_fn(masked.binary())
     ev = timeit(lambda: accuracy(fn, data, mc.batch_size), repeat=2)["min"]
+    final = 6 * ev * min(QUICK_N, n_curve) / n_curve  # mask, inverted, full on 2 sets
     step_full = t["masked"]["min"] * (mc.batch_size / s["batch"])
-    per_mask = mc.steps * step_full + 2 * ev * len(log_steps(mc.steps, mc.log_every))
+    logs = len(log_steps(mc.steps, mc.log_every))
+    per_mask = mc.steps * step_full + ev * logs + final
     rows.append(row("one mask run (estimate)", per_mask, 30.0, "s", "<= 1x (30 s goal)",
-                    f"{mc.steps} steps x {step_full:.3f} s + {len(log_steps(mc.steps, mc.log_every))}"
-                    f" logs x 2 x {ev:.3f} s ({n_curve} problems)"))
+                    f"{mc.steps} steps x {step_full:.3f} s + {logs} logs x {ev:.3f} s "
+                    f"({n_curve} problems) + final accuracies {final:.2f} s"))
     rows.append(sweep_overhead(quick))
     return rows
 

@@ -92,12 +92,22 @@ def macros(summary: Mapping[str, Any], cfg: Config, source: str) -> dict[str, st
         "ConvergeDensity": fmt(m.converge_density, 1),
         "ConvergeAcc": fmt(m.converge_acc, 1),
         "DegenerateMax": fmt(100 * m.degenerate_max, 0),
+        # the convergence flag's accuracy: masks.curve_n validation problems (0: all of them)
+        "CurveProblems": "all" if not m.curve_n else f"the first {m.curve_n}",
+        # fewest report-split problems behind any reported masked accuracy (from the data)
+        "ReportN": _report_n(summary),
         "MaskNorm": "including" if m.mask_norm else "excluding",
         "FamilyList": ", ".join(tex_escape(f) for f in families(summary)),
         "FamilyWhen": _family_when(summary, m.families_last),
         "MaskSchedule": ("constant" if not m.lr_anneal else
                          rf"cosine-annealed to 0 over the last {fmt(100 * m.lr_anneal, 0)}\%"),
     }
+
+
+def _report_n(summary: Mapping[str, Any]) -> str:
+    ns = [c.get("report_problems_min") for c in summary["checkpoints"].values()]
+    ns = [int(n) for n in ns if n is not None]
+    return _thousands(min(ns)) if ns else "?"
 
 
 def _family_when(summary: Mapping[str, Any], last_only: Sequence[str]) -> str:
