@@ -830,7 +830,9 @@ def _trend(md: xr.Dataset, var: str, tasks: list[str], level: float, sign: int) 
 
 
 def _min_int(da: xr.DataArray) -> int | None:
-    v = da.values[np.isfinite(da.values)]
+    """The fewest problems behind an evaluation; 0 marks a pair that was not evaluated
+    (``core.sweep.eval_plan``), so zeros do not count."""
+    v = da.values[np.isfinite(da.values) & (da.values > 0)]
     return int(v.min()) if v.size else None
 
 

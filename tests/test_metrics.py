@@ -490,3 +490,10 @@ def test_real_sweep_output(tmp_path):
     assert md["task"].values.tolist() == ["circle"] and md.sizes["network"] == 1
     assert np.isfinite(md["sparsity"]).sum() == len(sweep.plan(cfg))
     assert set(res["summary"]["checkpoints"]) == set(cfg.checkpoints)
+
+
+def test_fewest_report_problems_ignore_pairs_not_evaluated():
+    """evals.nc holds n_problems 0 where the plan evaluates nothing (e.g. an alpha-sweep mask
+    on another task's set): the summary's fewest problems is over evaluated pairs only."""
+    assert M._min_int(xr.DataArray([0, 400, 12, np.nan])) == 12
+    assert M._min_int(xr.DataArray([0, 0])) is None

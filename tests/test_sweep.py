@@ -164,6 +164,8 @@ def test_sweep_writes_every_mask_and_evals(inputs, reference):
     cfg = load(params)
     assert summary["trained"] == 5 and summary["kept"] == 0
     assert len(summary["runs"]) == 5 and all(r["compute_s"] > 0 for r in summary["runs"])
+    # the last checkpoint first (its evaluation then overlaps the earlier checkpoints' runs)
+    assert [r["mask"].split("/")[0] for r in summary["runs"]] == ["scl_2"] * 3 + ["scl_1"] * 2
     for r in sweep.plan(cfg):
         rec = load_mask(out / r.relpath)
         assert (rec["network"], rec["checkpoint"], rec["family"], rec["task"], rec["seed"]) == \
@@ -213,6 +215,13 @@ def test_changed_setting_retrains_only_what_it_touches(inputs, reference, tmp_pa
     assert not (work / "scl_2" / "circle-a1e-3-s0.pt").exists()
     assert any("removed stale" in m and "circle-a1e-3-s0.pt" in m for m in logs)
     assert files(work)["scl_1/evals.nc"] == files(out)["scl_1/evals.nc"]
+    # another evaluation size: every mask is kept (a run's own accuracies use QUICK_N), the
+    # evaluations are redone on the new number of problems
+    p4 = small_params(tmp_path, alpha_sweep=[1e-2], eval_n=6)
+    summary = sweep.Sweep(load(p4), 0, train, data, work, log=logs.append).run()
+    assert (summary["trained"], summary["kept"]) == (0, 5)
+    ev = xr.load_dataset(work / "scl_1" / "evals.nc")
+    assert int(ev["n_problems"].sel(split="report", variant="mask").max()) == 6
     # another number of steps: every mask is retrained
     p3 = small_params(tmp_path, steps=2)
     summary = sweep.Sweep(load(p3), 0, train, data, work, log=logs.append).run()
