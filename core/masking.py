@@ -383,7 +383,27 @@ def evaluate_group(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
     ``plan``: run key -> variant -> the (eval set, split) pairs to evaluate (others stay NaN,
     ``n_problems`` 0); None: every variant on every set and split. ``info`` may mark a run's
     ``role`` (``task``, ``complement``, ``reference``): only task runs enter selective unions.
+
+    The same numbers in parts (e.g. one per worker): :func:`evaluate_part` for some masks and
+    sets, :func:`merge_parts` into the Dataset (byte-identical to the one call).
     """
+    part = evaluate_part(model, masks, sets, info=info, batch_size=batch_size, tol=tol,
+                         device=device, precision=precision, plan=plan)
+    return merge_parts([part], list(masks), list(sets), tol=tol, degenerate_max=degenerate_max)
+
+
+def evaluate_part(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
+                  sets: dict[str, tuple[Split, Split]], *,
+                  info: dict[str, dict[str, Any]] | None = None, batch_size: int = 64,
+                  tol: float = 1e-4, device: torch.device | str | None = None,
+                  precision: str = "fp32",
+                  plan: dict[str, dict[str, set[tuple[str, str]]]] | None = None,
+                  only: Sequence[str] | None = None, full_sets: Sequence[str] | None = None
+                  ) -> dict[str, Any]:
+    """Part of :func:`evaluate_group`'s matrix: the masks ``only`` (None: all; the others'
+    masks still form the selective unions) on their planned pairs of ``sets`` (which need
+    hold only those), and the unmasked model on ``full_sets`` (None: all of ``sets``).
+    Returns plain arrays keyed by mask and set name (picklable; :func:`merge_parts`)."""
     if not masks:
         raise MaskError("evaluate_group: no masks given")
     keys = list(masks)
@@ -398,24 +418,31 @@ def evaluate_group(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
                 raise MaskError(f"evaluate_group: mask {k!r}[{n!r}] is not a bool tensor of "
                                 f"shape {s}")
     partners = selective_partners(info) if info is not None else {}
-    set_names = list(sets)
-    shape = (len(keys), len(VARIANTS), len(set_names), len(SPLITS))
-    acc, deg, n_prob = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, np.int64)
-    kept = np.full(shape[:2], np.nan)
-    full_acc = np.full(shape[2:], np.nan)
-    full_deg = np.full(shape[2:], np.nan)
+    if plan is not None:  # a part given fewer sets than its masks' plan names would skip pairs
+        lacking = sorted({name for k in (keys if only is None else only)
+                          for pairs in plan.get(k, {}).values() for name, _ in pairs} - set(sets))
+        if lacking:
+            raise MaskError(f"evaluate_group: the plan names sets not given: {lacking[:3]}")
+    n_var, n_split = len(VARIANTS), len(SPLITS)
+    rows: dict[str, dict[str, np.ndarray]] = {}
+    full: dict[str, dict[str, np.ndarray]] = {}
 
-    def run(fn, e, s):
-        return measure(fn, sets[set_names[e]][s], tol=tol, batch_size=batch_size,
-                       device=masked.device)
+    def run(fn, name, s):
+        return measure(fn, sets[name][s], tol=tol, batch_size=batch_size, device=masked.device)
 
-    for e in range(len(set_names)):
-        for s in range(len(SPLITS)):
-            m = run(masked.forward_fn(None), e, s)
-            full_acc[e, s], full_deg[e, s] = m.accuracy, m.degenerate
+    for name in (list(sets) if full_sets is None else full_sets):
+        acc, deg = np.full(n_split, np.nan), np.full(n_split, np.nan)
+        for s in range(n_split):
+            m = run(masked.forward_fn(None), name, s)
+            acc[s], deg[s] = m.accuracy, m.degenerate
+        full[name] = {"acc": acc, "deg": deg}
     total = masked.numel
-    for i, k in enumerate(keys):
+    for k in (keys if only is None else only):
         mask = masks[k]
+        shape = (n_var, len(sets), n_split)
+        row = {"acc": np.full(shape, np.nan), "deg": np.full(shape, np.nan),
+               "n": np.zeros(shape, np.int64), "kept": np.full(n_var, np.nan),
+               "sets": list(sets)}
         variants: dict[str, tuple[dict[str, torch.Tensor], bool]] = {
             "mask": (mask, False), "inverted": (mask, True)}
         if partners.get(k):
@@ -423,15 +450,51 @@ def evaluate_group(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
         for v, (mk, invert) in variants.items():
             j = VARIANTS.index(v)
             on = sum(int(t.sum()) for t in mk.values())
-            kept[i, j] = 100.0 * ((total - on) if invert else on) / total
+            row["kept"][j] = 100.0 * ((total - on) if invert else on) / total
             todo = None if plan is None else plan.get(k, {}).get(v, set())
-            for e in range(len(set_names)):
-                for s in range(len(SPLITS)):
-                    if todo is not None and (set_names[e], SPLITS[s]) not in todo:
+            for e, name in enumerate(sets):
+                for s in range(n_split):
+                    if todo is not None and (name, SPLITS[s]) not in todo:
                         continue
-                    m = run(masked.forward_fn(mk, invert), e, s)
-                    acc[i, j, e, s], deg[i, j, e, s], n_prob[i, j, e, s] = (
+                    m = run(masked.forward_fn(mk, invert), name, s)
+                    row["acc"][j, e, s], row["deg"][j, e, s], row["n"][j, e, s] = (
                         m.accuracy, m.degenerate, m.n_problems)
+        rows[k] = row
+    return {"rows": rows, "full": full}
+
+
+def merge_parts(parts: Sequence[dict[str, Any]], keys: Sequence[str], set_names: Sequence[str],
+                *, tol: float = 1e-4, degenerate_max: float = 0.5) -> xr.Dataset:
+    """The :func:`evaluate_group` Dataset from parts that cover every mask of ``keys`` and
+    every set of ``set_names`` once (a mask or set given twice, or missing, is an error)."""
+    shape = (len(keys), len(VARIANTS), len(set_names), len(SPLITS))
+    acc, deg, n_prob = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros(shape, np.int64)
+    kept = np.full(shape[:2], np.nan)
+    full_acc = np.full(shape[2:], np.nan)
+    full_deg = np.full(shape[2:], np.nan)
+    seen_rows: set[str] = set()
+    seen_full: set[str] = set()
+    for part in parts:
+        for k, row in part["rows"].items():
+            if k in seen_rows or k not in keys:
+                raise MaskError(f"merge_parts: mask {k!r} given twice or not in the group")
+            seen_rows.add(k)
+            i = list(keys).index(k)
+            kept[i] = row["kept"]
+            for e_part, name in enumerate(row["sets"]):
+                e = list(set_names).index(name)
+                acc[i, :, e], deg[i, :, e], n_prob[i, :, e] = (
+                    row["acc"][:, e_part], row["deg"][:, e_part], row["n"][:, e_part])
+        for name, f in part["full"].items():
+            if name in seen_full or name not in set_names:
+                raise MaskError(f"merge_parts: set {name!r} given twice or not in the group")
+            seen_full.add(name)
+            e = list(set_names).index(name)
+            full_acc[e], full_deg[e] = f["acc"], f["deg"]
+    missing = [k for k in keys if k not in seen_rows] + [s for s in set_names
+                                                         if s not in seen_full]
+    if missing:
+        raise MaskError(f"merge_parts: no part evaluated {missing[:3]}")
     reported = np.where(deg > degenerate_max, np.nan, acc)
     dims = ("mask", "variant", "eval_set", "split")
     return xr.Dataset(
@@ -445,7 +508,7 @@ def evaluate_group(model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
                   "masked weights the variant keeps"}),
          "full_accuracy": (("eval_set", "split"), full_acc, {"units": "percent"}),
          "full_degenerate": (("eval_set", "split"), full_deg, {"units": "1"})},
-        coords={"mask": keys, "variant": list(VARIANTS), "eval_set": set_names,
+        coords={"mask": list(keys), "variant": list(VARIANTS), "eval_set": list(set_names),
                 "split": list(SPLITS)},
         attrs={"degenerate_tol": float(tol), "degenerate_max": float(degenerate_max),
                "selective": "mask AND NOT union(other tasks of the family, same alpha/seed)"})

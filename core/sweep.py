@@ -26,10 +26,12 @@ precision) equal the ones it would use now and trains only the rest; files of ot
 files no longer in the plan and ``.tmp-*`` litter of interrupted writes are removed. (The DVC
 stage declares ``data/masks/net<k>`` with ``persist: true`` so this works under ``dvc repro``.)
 
-After the last mask of a checkpoint, ``core.masking.evaluate_group`` evaluates the
-checkpoint's masks (mask, inverted and selective ablations on every evaluation set of their
-families, select = ``val`` and report = ``test`` splits) into ``<out>/<checkpoint>/evals.nc``,
-kept on resume when its inputs (mask files, evaluation settings, data) are unchanged.
+After the last mask of a checkpoint, its masks are evaluated (mask, inverted and selective
+ablations on every evaluation set of their families, select = ``val`` and report = ``test``
+splits; ``core.masking.evaluate_part``, one part per family and seed, in the same pool as the
+mask runs) into ``<out>/<checkpoint>/evals.nc`` (``core.masking.merge_parts``: the same bytes
+as one ``evaluate_group`` call), kept on resume when its inputs (mask files, evaluation
+settings, data) are unchanged.
 Inference (final accuracies, evaluations) runs in batches of ``train.eval_batch_size``.
 
 Timing: each run records its compute seconds (training + its final evaluation); the sweep
@@ -49,7 +51,8 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,17 +291,60 @@ def train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
     return torch_bytes(rec), time.perf_counter() - t0
 
 
+@dataclass(frozen=True)
+class EvalJob:
+    """One part of a checkpoint's ``evals.nc`` (picklable): the masks ``only`` on their
+    planned pairs, the unmasked model on ``full_sets`` (``core.masking.evaluate_part``)."""
+
+    checkpoint: str
+    masks: MaskConfig
+    device: str
+    precision: str
+    eval_batch: int
+    info: dict
+    plan: dict
+    only: tuple[str, ...]
+    full_sets: tuple[str, ...]
+
+
+def evaluate_one(job: EvalJob, model: nn.Module, masks: dict[str, dict[str, torch.Tensor]],
+                 arrays: dict[str, tuple[Arrays, Arrays]]) -> tuple[dict, float]:
+    """Evaluate one part; return it (plain arrays) and the compute seconds. Like
+    :func:`train_one` it sets threads and deterministic kernels itself."""
+    t0 = time.perf_counter()
+    mc = job.masks
+    torch.set_num_threads(mc.threads)
+    dev = torch.device(job.device)
+    set_deterministic(dev)
+    sets = {s: (_split(val, f"{s}/val", mc.eval_n), _split(test, f"{s}/test", mc.eval_n))
+            for s, (val, test) in arrays.items()}
+    part = masking.evaluate_part(model, masks, sets, info=job.info, batch_size=job.eval_batch,
+                                 tol=mc.degenerate_tol, device=dev, precision=job.precision,
+                                 plan=job.plan, only=list(job.only), full_sets=list(job.full_sets))
+    return part, time.perf_counter() - t0
+
+
 # --------------------------------------------------------------------------- executors
 
 
-Task = tuple[Job, nn.Module, Arrays, Arrays, "Arrays | None"]
+class InProcess:
+    """One call after another in this process, in submission order."""
 
+    def __init__(self, workers: int = 1):
+        self._queue: deque[tuple[Any, Callable[..., Any], tuple]] = deque()
 
-def run_inprocess(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, bytes, float]]:
-    """One run after another in this process (``workers`` is ignored)."""
-    for job, model, train, val, comp in tasks:
-        blob, seconds = train_one(job, model, train, val, comp)
-        yield job, blob, seconds
+    def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
+        self._queue.append((key, fn, args))
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def next(self) -> tuple[Any, Any]:
+        key, fn, args = self._queue.popleft()
+        return key, fn(*args)
+
+    def close(self) -> None:
+        self._queue.clear()
 
 
 def _die_with_parent() -> None:
@@ -311,96 +357,115 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def run_process(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, bytes, float]]:
-    """``workers`` spawned processes on this machine, one run each at a time (``masks.threads``
-    threads per run); results in completion order. Two 1-thread runs side by side do ~1.7x the
-    steps of one 2-thread run on the default machine (SCL 64 px, batch 8: 172 vs 103 problems/s,
-    measured), which is what the process executor is for. Models and splits are pickled to the
-    worker with each run (~0.1 GB at 64 px: well under a second against ~20 s of training)."""
-    if workers <= 1 or len(tasks) <= 1:
-        yield from run_inprocess(tasks, workers)
-        return
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+class Processes:
+    """``workers`` spawned processes on this machine, one call each at a time (``masks.threads``
+    threads per call); results in completion order (ties by key). Two 1-thread runs side by
+    side do ~1.7x the steps of one 2-thread run on the default machine (SCL 64 px, batch 8: 172
+    vs 103 problems/s, measured), which is what the process executor is for. Models and splits
+    are pickled to the worker with each call (~0.1 GB at 64 px: well under a second against
+    ~30 s of work)."""
 
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)),
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_die_with_parent)
-    try:
-        pending = {pool.submit(train_one, *t): t[0] for t in tasks}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in sorted(done, key=lambda f: pending[f].run.relpath):
-                job = pending.pop(fut)
-                blob, seconds = fut.result()  # a run's error is raised here, as itself
-                yield job, blob, seconds
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    def __init__(self, workers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(max_workers=workers,
+                                         mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_die_with_parent)
+        self._pending: dict[Any, Any] = {}
+        self._done: deque[tuple[Any, Any]] = deque()
+
+    def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
+        self._pending[self._pool.submit(fn, *args)] = key
+
+    def __len__(self) -> int:
+        return len(self._pending) + len(self._done)
+
+    def next(self) -> tuple[Any, Any]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        if not self._done:
+            done, _ = wait(self._pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=lambda f: str(self._pending[f])):
+                self._done.append((self._pending.pop(fut), fut))
+        key, fut = self._done.popleft()
+        return key, fut.result()  # a call's error is raised here, as itself
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ray_train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
-                   comp: Arrays | None) -> tuple[bytes, float]:
+def _ray_call(fn: Callable[..., Any], job: Any, *args: Any) -> Any:
     if torch.device(job.device).type == "cuda":  # Ray makes the task's GPU the visible one
         job = dataclasses.replace(job, device="cuda")
-    return train_one(job, model, train, val, comp)
+    return fn(job, *args)
 
 
-def run_ray(tasks: Sequence[Task], workers: int) -> Iterator[tuple[Job, bytes, float]]:
-    """Each run a Ray task (``masks.threads`` CPUs, ``masks.gpu_share`` GPU on CUDA); models
-    and data splits go to the object store once. Local Ray with ``workers`` runs at a time,
-    or the cluster at ``RAY_ADDRESS``. Results come back in completion order."""
-    try:
-        import ray
-    except ImportError:
-        raise SweepError("--executor ray: ray is not installed (pip install -e '.[ray]')"
-                         ) from None
-    if not tasks:
-        return
-    started = False
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        threads = tasks[0][0].masks.threads
-        kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-        if address:
-            ray.init(address=address, **kw)
-        else:
-            ray.init(num_cpus=max(1, workers) * threads, **kw)
-        started = True
-    try:
-        refs: dict[int, Any] = {}
+class RayTasks:
+    """Each call a Ray task (``masks.threads`` CPUs, ``masks.gpu_share`` GPU on CUDA); models
+    and data go to the object store once. Local Ray with ``workers`` calls at a time, or the
+    cluster at ``RAY_ADDRESS``. Results come back in completion order."""
 
-        def put(obj: Any) -> Any:
-            if obj is None:
-                return None
-            if id(obj) not in refs:
-                refs[id(obj)] = ray.put(obj)
-            return refs[id(obj)]
+    def __init__(self, workers: int, threads: int):
+        try:
+            import ray
+        except ImportError:
+            raise SweepError("--executor ray: ray is not installed (pip install -e '.[ray]')"
+                             ) from None
+        self._ray, self._started = ray, False
+        if not ray.is_initialized():
+            address = os.environ.get("RAY_ADDRESS")
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address:
+                ray.init(address=address, **kw)
+            else:
+                ray.init(num_cpus=max(1, workers) * threads, **kw)
+            self._started = True
+        self._refs: dict[int, Any] = {}
+        self._keep: list[Any] = []  # the objects behind _refs stay alive (ids stay unique)
+        self._pending: dict[Any, Any] = {}
+        self._remote = ray.remote(_ray_call)
 
-        remote = ray.remote(_ray_train_one)
-        pending = {}
-        for job, model, train, val, comp in tasks:
-            gpu = job.masks.gpu_share if torch.device(job.device).type == "cuda" else 0
-            fut = remote.options(num_cpus=job.masks.threads, num_gpus=gpu, max_retries=0).remote(
-                job, put(model), put(train), put(val), put(comp))
-            pending[fut] = job
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(done[0])
-            try:
-                blob, seconds = ray.get(done[0])
-            except ray.exceptions.RayTaskError as err:  # the run's own error, not Ray's wrapper
-                cause = getattr(err, "cause", None)
-                if isinstance(cause, Exception):
-                    raise cause from None
-                raise
-            yield job, blob, seconds
-    finally:
-        if started:
-            ray.shutdown()
+    def _put(self, obj: Any) -> Any:
+        if obj is None or isinstance(obj, (str, int, float)):
+            return obj
+        if id(obj) not in self._refs:
+            self._refs[id(obj)] = self._ray.put(obj)
+            self._keep.append(obj)
+        return self._refs[id(obj)]
+
+    def submit(self, key: Any, fn: Callable[..., Any], job: Any, *args: Any) -> None:
+        gpu = job.masks.gpu_share if torch.device(job.device).type == "cuda" else 0
+        fut = self._remote.options(num_cpus=job.masks.threads, num_gpus=gpu, max_retries=0
+                                   ).remote(fn, job, *(self._put(a) for a in args))
+        self._pending[fut] = key
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def next(self) -> tuple[Any, Any]:
+        done, _ = self._ray.wait(list(self._pending), num_returns=1)
+        key = self._pending.pop(done[0])
+        try:
+            return key, self._ray.get(done[0])
+        except self._ray.exceptions.RayTaskError as err:  # the call's own error, not Ray's
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
 
 
-EXECUTOR_FUNCS: dict[str, Callable[[Sequence[Task], int], Iterator[tuple[Job, bytes, float]]]] = {
-    "inprocess": run_inprocess, "process": run_process, "ray": run_ray}
+def make_executor(executor: str, workers: int, threads: int) -> InProcess | Processes | RayTasks:
+    """The executor by name (``process`` with one worker runs in this process)."""
+    if executor == "ray":
+        return RayTasks(workers, threads)
+    if executor == "process" and workers > 1:
+        return Processes(workers)
+    return InProcess(workers)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -544,8 +609,11 @@ class Sweep:
         return True
 
     # ----------------------------------------------------------------- group evaluation
-    def evaluate_checkpoint(self, ckpt: str) -> tuple[bool, float]:
-        """Write ``<ckpt>/evals.nc`` unless it is up to date; (written, seconds)."""
+    def eval_parts(self, ckpt: str) -> list[tuple[EvalJob, tuple]] | None:
+        """The parts of ``<ckpt>/evals.nc`` as (job, arguments of :func:`evaluate_one`), or
+        None when the file is up to date (a stale or unreadable one is removed). One part per
+        (family, seed) of the checkpoint's masks, each given only its sets; the unmasked model
+        is evaluated on each set once, in the first part that has the set."""
         runs = [r for r in self.runs if r.checkpoint == ckpt]
         path = self.out / ckpt / EVALS
         inputs = self.eval_inputs(ckpt, runs)
@@ -553,33 +621,56 @@ class Sweep:
             try:
                 with xr.open_dataset(path) as old:
                     if old.attrs.get("inputs_sha256") == inputs:
-                        return False, 0.0
+                        return None
             except (OSError, ValueError):
                 pass
             path.unlink()
-        t0 = time.perf_counter()
-        model, meta = self.model(ckpt)
-        recs = {r.name: load_mask(self.out / r.relpath, model) for r in runs}
         mc = self.cfg.masks
+        model, meta = self.model(ckpt)
         size = int(meta["image_size"])
-        sets = {s: (_split(self.arrays(s, "val", size), f"{s}/val", mc.eval_n),
-                    _split(self.arrays(s, "test", size), f"{s}/test", mc.eval_n))
-                for s in eval_sets(runs, mc.tasks)}
-        ds = masking.evaluate_group(
-            model, {k: rec["mask"] for k, rec in recs.items()}, sets,
-            info={r.name: {"task": r.task, "family": r.family, "seed": r.seed,
-                           "alpha": r.alpha, "role": role(r)} for r in runs},
-            batch_size=self.cfg.train.eval_batch_size, tol=mc.degenerate_tol,
-            degenerate_max=mc.degenerate_max,
-            device=self.device, precision=self.precision, plan=eval_plan(runs, mc))
-        ds.attrs.update({"network": self.network, "checkpoint": ckpt, "inputs_sha256": inputs})
-        with atomic_path(path) as tmp:
+        masks = {r.name: load_mask(self.out / r.relpath, model)["mask"] for r in runs}
+        info = {r.name: {"task": r.task, "family": r.family, "seed": r.seed, "alpha": r.alpha,
+                         "role": role(r)} for r in runs}
+        plan = eval_plan(runs, mc)
+        names = eval_sets(runs, mc.tasks)
+        groups: dict[tuple[str, int], list[Run]] = {}
+        for r in runs:
+            groups.setdefault((r.family, r.seed), []).append(r)
+        parts, given = [], set()
+        for i, group in enumerate(groups.values()):
+            need = {n for r in group for pairs in plan[r.name].values() for n, _ in pairs}
+            if i == len(groups) - 1:  # every set gets its unmasked evaluation somewhere
+                need |= set(names) - given
+            sets = [n for n in names if n in need]
+            full = tuple(n for n in sets if n not in given)
+            given |= set(full)
+            job = EvalJob(ckpt, mc, str(self.device), self.precision,
+                          self.cfg.train.eval_batch_size, info, plan,
+                          tuple(r.name for r in group), full)
+            arrays = {n: (self.arrays(n, "val", size), self.arrays(n, "test", size))
+                      for n in sets}
+            parts.append((job, (model, masks, arrays)))
+        return parts
+
+    def write_evals(self, ckpt: str, parts: Sequence[dict]) -> None:
+        """``<ckpt>/evals.nc`` from its evaluated parts (atomically)."""
+        runs = [r for r in self.runs if r.checkpoint == ckpt]
+        mc = self.cfg.masks
+        ds = masking.merge_parts(parts, [r.name for r in runs], eval_sets(runs, mc.tasks),
+                                 tol=mc.degenerate_tol, degenerate_max=mc.degenerate_max)
+        ds.attrs.update({"network": self.network, "checkpoint": ckpt,
+                         "inputs_sha256": self.eval_inputs(ckpt, runs)})
+        with atomic_path(self.out / ckpt / EVALS) as tmp:
             ds.to_netcdf(tmp)
-        return True, time.perf_counter() - t0
 
     # ----------------------------------------------------------------- the whole sweep
     def run(self, executor: str = "inprocess", workers: int = 1) -> dict:
-        """Train what is missing, evaluate every checkpoint; the timing summary."""
+        """Train what is missing, evaluate every checkpoint; the timing summary.
+
+        Mask runs and evaluation parts share one pool: a checkpoint's parts are submitted as
+        soon as its last mask is written, so no core waits for one process's evaluation (in
+        this process it took 443 of the 1250 s of a network's stage at 400 problems per
+        split, measured, the pool idle meanwhile)."""
         if executor not in EXECUTORS:
             raise SweepError(f"--executor: expected one of {', '.join(EXECUTORS)}, "
                              f"got {executor!r}")
@@ -591,58 +682,81 @@ class Sweep:
         for name in eval_sets(self.runs, self.cfg.masks.tasks):
             self.data_sha(name)
         self.clean()
-        # The last checkpoint first: it has the most masks and the largest evaluation, which
-        # this process computes while the pool trains the earlier checkpoints' masks (in plan
-        # order the stage ended on it with one core idle: ~2.5 min per network, measured).
+        # The last checkpoint first: it has the most masks and the largest evaluation, whose
+        # parts then run beside the earlier checkpoints' masks.
         last_first = {c: i for i, c in enumerate(reversed(self.cfg.checkpoints))}
         todo = sorted((r for r in self.runs if not self.is_done(r)),
                       key=lambda r: last_first[r.checkpoint])
         kept = len(self.runs) - len(todo)
         self.log(f"network {self.network}: {len(self.runs)} masks, {kept} kept, "
                  f"{len(todo)} to train ({executor})")
-        tasks = []
-        for r in todo:
-            model, meta = self.model(r.checkpoint)
-            size = int(meta["image_size"])
-            job = Job(r, self.network, self.cfg.masks, self.settings(r), str(meta["arch"]),
-                      size, str(self.device), self.precision, self.cfg.train.eval_batch_size)
-            comp = None if r.complement is None else self.arrays(r.complement, "val", size)
-            tasks.append((job, model, self.arrays(r.task, "train", size),
-                          self.arrays(r.task, "val", size), comp))
-        remaining = {c: sum(r.checkpoint == c for r in todo) for c in self.cfg.checkpoints}
-        setup = time.perf_counter() - t0  # checks, fingerprints, resume, models and data loaded
+        pool = make_executor(executor, workers, self.cfg.masks.threads)
         timings: list[dict] = []
         evals: dict[str, float] = {}
+        parts: dict[str, list[dict]] = {}
+        n_parts: dict[str, int] = {}
+        remaining = {c: sum(r.checkpoint == c for r in todo) for c in self.cfg.checkpoints}
 
-        def finish(ckpt: str) -> None:
-            written, seconds = self.evaluate_checkpoint(ckpt)
-            evals[ckpt] = seconds
-            self.log(f"{self.out / ckpt / EVALS}: " + (f"written ({seconds:.1f} s)" if written
-                                                      else "up to date"))
+        def evaluate(ckpt: str) -> None:
+            todo_parts = self.eval_parts(ckpt)
+            if todo_parts is None:
+                self.log(f"{self.out / ckpt / EVALS}: up to date")
+                return
+            parts[ckpt], n_parts[ckpt], evals[ckpt] = [], len(todo_parts), 0.0
+            for i, (job, args) in enumerate(todo_parts):
+                pool.submit(("eval", ckpt, i), evaluate_one, job, *args)
 
-        for ckpt in self.cfg.checkpoints:
-            if remaining[ckpt] == 0:
-                finish(ckpt)
-        for job, blob, seconds in EXECUTOR_FUNCS[executor](tasks, workers):
-            atomic_write_bytes(self.out / job.run.relpath, blob)
-            timings.append({"mask": job.run.relpath, "compute_s": seconds})
-            self.log(f"{self.out / job.run.relpath}: {seconds:.1f} s "
-                     f"({len(timings)}/{len(todo)})")
-            remaining[job.run.checkpoint] -= 1
-            if remaining[job.run.checkpoint] == 0:
-                finish(job.run.checkpoint)
+        try:
+            for r in todo:
+                model, meta = self.model(r.checkpoint)
+                size = int(meta["image_size"])
+                job = Job(r, self.network, self.cfg.masks, self.settings(r), str(meta["arch"]),
+                          size, str(self.device), self.precision, self.cfg.train.eval_batch_size)
+                comp = None if r.complement is None else self.arrays(r.complement, "val", size)
+                pool.submit(("run", r.relpath), train_one, job, model,
+                            self.arrays(r.task, "train", size), self.arrays(r.task, "val", size),
+                            comp)
+            setup = time.perf_counter() - t0  # checks, fingerprints, resume, models, data
+            for ckpt in self.cfg.checkpoints:
+                if remaining[ckpt] == 0:
+                    evaluate(ckpt)
+            by_path = {r.relpath: r for r in todo}
+            while len(pool):
+                key, (result, seconds) = pool.next()
+                if key[0] == "run":
+                    r = by_path[key[1]]
+                    atomic_write_bytes(self.out / r.relpath, result)
+                    timings.append({"mask": r.relpath, "compute_s": seconds})
+                    self.log(f"{self.out / r.relpath}: {seconds:.1f} s "
+                             f"({len(timings)}/{len(todo)})")
+                    remaining[r.checkpoint] -= 1
+                    if remaining[r.checkpoint] == 0:
+                        evaluate(r.checkpoint)
+                else:
+                    ckpt = key[1]
+                    parts[ckpt].append(result)
+                    evals[ckpt] += seconds
+                    if len(parts[ckpt]) == n_parts[ckpt]:
+                        self.write_evals(ckpt, parts[ckpt])
+                        self.log(f"{self.out / ckpt / EVALS}: written ({n_parts[ckpt]} parts, "
+                                 f"{evals[ckpt]:.1f} s)")
+        finally:
+            pool.close()
         wall = time.perf_counter() - t0
         compute = sum(t["compute_s"] for t in timings)
         eval_s = sum(evals.values())
         return {"network": self.network, "executor": executor, "workers": workers,
                 "masks": len(self.runs), "kept": kept, "trained": len(todo),
                 "wall_s": wall, "setup_s": setup, "compute_s": compute, "group_eval_s": eval_s,
-                # one run after another: wall = compute + evaluation + overhead; on Ray runs
-                # overlap, so the speed-up (compute + evaluation) / wall says more
+                # one call after another: wall = compute + evaluation + overhead; with several
+                # workers the calls overlap, so the pool's efficiency (compute + evaluation) /
+                # (workers x wall) says more
                 "overhead_s": wall - compute - eval_s,
                 "overhead_share": ((wall - compute - eval_s) / compute
                                    if compute and executor == "inprocess" else None),
                 "speedup": (compute + eval_s) / wall if wall > 0 else None,
+                "pool_efficiency": ((compute + eval_s) / (max(1, workers) * wall)
+                                    if wall > 0 and executor != "inprocess" else None),
                 "runs": timings, "device": str(self.device), "precision": self.precision}
 
 

@@ -28,11 +28,13 @@ from core.masking import (
     degenerate_rows,
     evaluate,
     evaluate_group,
+    evaluate_part,
     fingerprint,
     is_converged,
     load_mask,
     log_steps,
     mask_record,
+    merge_parts,
     norm_parameters,
     relative_drop,
     save_mask,
@@ -384,6 +386,36 @@ def test_evaluate_group_matrix_variants_and_selective_partners():
     assert np.isnan(no_info["accuracy"].sel(variant="selective")).all()
     full = accuracy(mm.forward_fn(None), sets["a"][0])
     assert float(ds["full_accuracy"].sel(eval_set="a", split="select")) == pytest.approx(full)
+
+
+def test_evaluation_in_parts_merges_to_the_same_bytes(tmp_path):
+    """core.sweep evaluates a checkpoint in parts (one per family and seed, each given only
+    its sets, the unmasked model once per set): merged, the same file as one call."""
+    m = convbn()
+    masks, info = three_modules(m)
+    g = torch.Generator().manual_seed(4)
+    sets = {name: tuple(Split(torch.randn(n, 1, 6, 6, generator=g),
+                              torch.randint(0, 3, (n,), generator=g)) for n in (12, 20))
+            for name in ("a", "b", "c")}
+    keys = list(masks)
+    plan = {k: {"mask": {("a", "select"), ("a", "report"), ("b", "report")},
+                "selective": {("b", "report")}} for k in keys}
+    whole = evaluate_group(m, masks, sets, info=info, batch_size=8, plan=plan)
+    first, rest = keys[:2], keys[2:]
+    parts = [evaluate_part(m, masks, {n: sets[n] for n in ("a", "b")}, info=info, batch_size=8,
+                           plan=plan, only=first, full_sets=["a", "b"]),
+             evaluate_part(m, masks, {n: sets[n] for n in ("a", "b", "c")}, info=info,
+                           batch_size=8, plan=plan, only=rest, full_sets=["c"])]
+    merged = merge_parts(parts[::-1], keys, list(sets))  # in any order of completion
+    whole.to_netcdf(tmp_path / "one.nc")
+    merged.to_netcdf(tmp_path / "parts.nc")
+    assert (tmp_path / "one.nc").read_bytes() == (tmp_path / "parts.nc").read_bytes()
+    with pytest.raises(MaskError, match="plan names sets not given"):
+        evaluate_part(m, masks, {"a": sets["a"]}, plan=plan, only=first, full_sets=[])
+    with pytest.raises(MaskError, match="no part evaluated"):
+        merge_parts(parts[:1], keys, list(sets))
+    with pytest.raises(MaskError, match="given twice"):
+        merge_parts([parts[0], parts[0]], keys, list(sets))
 
 
 def test_evaluate_group_reports_no_accuracy_for_a_degenerate_ablation():
