@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from core.config import ConfigError, config_hash, load
 from core.data import RavenDataset
@@ -115,6 +116,15 @@ def _sample_shards(raven: Path, out: Path, split: str) -> list[Path]:
     return written
 
 
+def _stage_order(root: Path) -> dict[str, int]:
+    """Stage name -> position in ``dvc.yaml`` (empty when there is none)."""
+    try:
+        stages = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
+    return {name: i for i, name in enumerate(stages)}
+
+
 def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str | Path,
            root: str | Path = ".", timing: str | Path | Sequence[str | Path] | None = None
            ) -> Path:
@@ -147,6 +157,9 @@ def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str 
                 raise ResultsError(f"{log}: no stage ran in this log (expected the log of a "
                                    "`make repro` that made these results)")
             times.update(ran)
+        order = _stage_order(Path(root))  # pipeline order, whichever log a stage came from
+        times = dict(sorted(times.items(), key=lambda kv: (
+            order.get(kv[0].split("@")[0], len(order)), kv[0])))
         (out / STAGE_TIMES).write_text(json.dumps({k: round(v, 1) for k, v in times.items()},
                                                   indent=1) + "\n")
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != PROVENANCE)
