@@ -829,6 +829,14 @@ def _trend(md: xr.Dataset, var: str, tasks: list[str], level: float, sign: int) 
             "verdict": stats.trend_verdict(change, spread, sign)}
 
 
+def _failing(ok: xr.DataArray, ck: str, alpha: float) -> list[str]:
+    """Tasks whose ``alpha_ok`` is 0 at ``alpha`` (NaN: not masked there, not counted)."""
+    if not np.isfinite(alpha):
+        return []
+    v = ok.sel(checkpoint=ck, alpha=alpha)
+    return [str(t) for t, x in zip(v["task"].values, v.values) if x == 0]
+
+
 def _min_int(da: xr.DataArray) -> int | None:
     """The fewest problems behind an evaluation; 0 marks a pair that was not evaluated
     (``core.sweep.eval_plan``), so zeros do not count."""
@@ -855,6 +863,10 @@ def summarize(ds: Mapping[str, xr.Dataset], cfg: Config) -> dict[str, Any]:
             "test_acc": stats.interval(md["ckpt_test_acc"].sel(checkpoint=ck), level,
                                        ()).as_dict(),
             "alpha": a if np.isfinite(a) else None,
+            # tasks whose masks at the selected alpha lose more than metrics.alpha_tolerance
+            # points on the select split (the rule's fallback when no alpha is within it):
+            # their modules are not faithful to the unmasked network
+            "alpha_outside_tolerance": _failing(md["alpha_ok"], str(ck), a),
             "report_problems_min": _min_int(ds["ablation"]["n_problems"].sel(
                 checkpoint=ck, split="report", variant="mask")),
             "families": {}}

@@ -186,9 +186,16 @@ def _verdicts(summary: Mapping[str, Any], fam: str, ms: Mapping[str, float]) -> 
             continue
         io, sel, inv, comp = (f["iomin"], f["selective_drop"], f["inverted_drop"],
                               f["complement_drop"])
+        failing = [t for t in summary["checkpoints"][ck].get("alpha_outside_tolerance", [])
+                   if t in f.get("tasks", [])]
+        unfaithful = (rf" At the selected $\alpha$ the masks of "
+                      rf"{', '.join(tex_escape(t) for t in failing)} lose more than "
+                      r"\AlphaTolerance{} points on the select split (no $\alpha$ was within "
+                      r"the tolerance): these modules are not faithful to the network."
+                      if failing else "")
         out.append(
             rf"\item \textbf{{{lab}}} ({f['excluded_unconverged']} unconverged masks "
-            rf"excluded). Modules: {tex_escape(io['verdict'])} (IoMin between tasks "
+            rf"excluded).{unfaithful} Modules: {tex_escape(io['verdict'])} (IoMin between tasks "
             rf"{fmt_iv(io['cross_task'], 1)}\%, same task other seed "
             rf"{fmt_iv(io['same_task'], 1)}\%, chance {fmt_iv(io['chance'], 1)}\%). "
             rf"Selective ablation (task-specific weights removed): "
@@ -308,6 +315,12 @@ def results_markdown(summary: Mapping[str, Any], milestones: Mapping[str, float]
                 f"{fmt_iv(io['chance'], 0)}", io["verdict"].split(" (")[0],
                 f["selective_drop"]["verdict"].split(" (")[0]]) + " |")
             acc = ""
+    outside = [f"{checkpoint_label(ck, milestones[ck])} ({', '.join(e['alpha_outside_tolerance'])})"
+               for ck, e in summary["checkpoints"].items() if e.get("alpha_outside_tolerance")]
+    if outside:
+        lines += ["", "Selected alpha more than the tolerance below the unmasked accuracy (select "
+                      "split; no alpha was within it, so these modules are not faithful to the "
+                      "network): " + "; ".join(outside) + "."]
     if unmasked:
         lines += ["", f"No row: no masks of that family at that checkpoint ("
                       f"{', '.join(sorted(unmasked))}: `masks.families_last`)."]

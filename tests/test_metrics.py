@@ -497,3 +497,14 @@ def test_fewest_report_problems_ignore_pairs_not_evaluated():
     on another task's set): the summary's fewest problems is over evaluated pairs only."""
     assert M._min_int(xr.DataArray([0, 400, 12, np.nan])) == 12
     assert M._min_int(xr.DataArray([0, 0])) is None
+
+
+def test_tasks_outside_the_alpha_tolerance_are_named():
+    """The selection rule falls back to the best worst-task margin when no alpha is within
+    metrics.alpha_tolerance: the summary names the tasks whose modules lose more."""
+    ok = xr.DataArray([[[1.0, 0.0], [0.0, 0.0], [np.nan, np.nan]]], dims=("checkpoint", "task",
+                      "alpha"), coords={"checkpoint": ["scl_50"], "task": ["a", "b", "c"],
+                                        "alpha": [1e-6, 1e-5]})
+    assert M._failing(ok, "scl_50", 1e-5) == ["a", "b"]  # c: not masked there
+    assert M._failing(ok, "scl_50", 1e-6) == ["b"]
+    assert M._failing(ok, "scl_50", float("nan")) == []

@@ -162,3 +162,21 @@ def test_undefined_reference_fails_and_keeps_the_log(tmp_path):
         paper.latex(tmp_path / "out", gen, paper=src)
     assert (tmp_path / "out" / "report.log").exists()
     assert not (tmp_path / "out" / "report.pdf").exists()
+
+
+def test_tasks_outside_the_alpha_tolerance_are_stated(inputs):
+    """A checkpoint whose selected alpha is outside metrics.alpha_tolerance for some task (the
+    rule's fallback) says so in the paper's verdicts and under the README table."""
+    metrics, _, params = inputs
+    summary = json.loads((metrics / "summary.json").read_text())
+    ck, entry = next(iter(summary["checkpoints"].items()))
+    fam, f = next((k, v) for k, v in entry["families"].items() if v.get("runs"))
+    entry["alpha_outside_tolerance"] = [f["tasks"][0]]
+    ms = {c: 10.0 * (i + 1) for i, c in enumerate(summary["checkpoints"])}
+    tex = numbers.results_tex(summary, ms)
+    assert tex.count("these modules are not faithful") == 1
+    assert numbers.tex_escape(f["tasks"][0]) + r" lose more than \AlphaTolerance{}" in tex
+    md = numbers.results_markdown(summary, ms)
+    assert "Selected alpha more than the tolerance below" in md and f["tasks"][0] in md
+    entry["alpha_outside_tolerance"] = []
+    assert "not faithful" not in numbers.results_tex(summary, ms)
