@@ -236,7 +236,7 @@ def test_clean_after_commit(locked_repo):
                                   "paper"}),
     (["train.networks=[1]"], {"train", "metrics", "plots", "paper"}),
     (["figures.dpi=300"], {"figures", "paper"}),
-    (["train.eval_batch_size=16"], {"train", "masks@0", "masks@1", "paper"}),
+    (["train.eval_batch_size=64"], {"train", "masks@0", "masks@1", "paper"}),
     (["seed=3"], {"data", "paper"}),
 ])
 def test_editing_params_changes_exactly_the_affected_stages(locked_repo, overrides, expected):
