@@ -485,6 +485,7 @@ class Sweep:
         self._sha: dict[str, str] = {}
         self._data: dict[tuple[str, str], Arrays] = {}
         self._models: dict[str, tuple[nn.Module, dict]] = {}
+        self._eval_hash: dict[str, str] = {}  # checkpoint -> its evals.nc inputs (eval_parts)
 
     # ----------------------------------------------------------------- inputs
     def checkpoint_path(self, ckpt: str) -> Path:
@@ -616,7 +617,7 @@ class Sweep:
         is evaluated on each set once, in the first part that has the set."""
         runs = [r for r in self.runs if r.checkpoint == ckpt]
         path = self.out / ckpt / EVALS
-        inputs = self.eval_inputs(ckpt, runs)
+        inputs = self._eval_hash[ckpt] = self.eval_inputs(ckpt, runs)  # (write_evals uses it)
         if path.exists():
             try:
                 with xr.open_dataset(path) as old:
@@ -659,7 +660,7 @@ class Sweep:
         ds = masking.merge_parts(parts, [r.name for r in runs], eval_sets(runs, mc.tasks),
                                  tol=mc.degenerate_tol, degenerate_max=mc.degenerate_max)
         ds.attrs.update({"network": self.network, "checkpoint": ckpt,
-                         "inputs_sha256": self.eval_inputs(ckpt, runs)})
+                         "inputs_sha256": self._eval_hash[ckpt]})
         with atomic_path(self.out / ckpt / EVALS) as tmp:
             ds.to_netcdf(tmp)
 
