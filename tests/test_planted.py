@@ -180,7 +180,7 @@ def test_complement_protocol_finds_the_weights_only_one_task_needs():
     train_all, select_all = planted_data(everything, 1536, 30), planted_data(everything, 192, 31)
     alpha = select_alpha(m, cfg, train_all, select_all)
     ref = train_mask(m, cfg, train_all, select_all, alpha=alpha, seed=0, steps=cfg.steps)
-    test = {t: planted_data([t], 256, 40 + t) for t in everything}
+    test = {t: planted_data([t], 1024, 40 + t) for t in everything}
     ref_acc = {t: accuracy(mm.forward_fn(ref.mask), test[t]) for t in everything}
     # on mixed data every module is needed and adds noise to the other tasks' problems (the
     # planted union scores ~85%); the reference beats the unmasked model on every task
@@ -193,5 +193,9 @@ def test_complement_protocol_finds_the_weights_only_one_task_needs():
     drop = {t: relative_drop(ref_acc[t], accuracy(mm.forward_fn(comp.mask), test[t]))
             for t in everything}
     print("complement protocol: reference", ref_acc, "relative drops", drop)
+    # near zero on the others, in both directions: a negative drop means the reference mask
+    # is worse than the complement mask on a task both need (at lr 0.1: -15% and -43%,
+    # which a one-sided bound let pass); the reference and complement masks are separate
+    # 200-step optimisations, so "near" is 0.15, and at most a quarter of the drop on k
     assert drop[k] >= 0.5
-    assert max(drop[t] for t in rest) <= 0.05
+    assert all(abs(drop[t]) <= min(0.15, drop[k] / 4) for t in rest), drop
