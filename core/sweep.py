@@ -746,15 +746,16 @@ class Sweep:
         wall = time.perf_counter() - t0
         compute = sum(t["compute_s"] for t in timings)
         eval_s = sum(evals.values())
+        # the work spread over the lanes that ran it (one after another in process: 1 lane);
+        # overhead = wall time not explained by that work: loading, resume checks, writing,
+        # and, with a pool, a worker idling (e.g. waiting for the last run of a checkpoint)
+        lanes = 1 if executor == "inprocess" else max(1, workers)
+        busy = (compute + eval_s) / lanes
         return {"network": self.network, "executor": executor, "workers": workers,
                 "masks": len(self.runs), "kept": kept, "trained": len(todo),
                 "wall_s": wall, "setup_s": setup, "compute_s": compute, "group_eval_s": eval_s,
-                # one call after another: wall = compute + evaluation + overhead; with several
-                # workers the calls overlap, so the pool's efficiency (compute + evaluation) /
-                # (workers x wall) says more
-                "overhead_s": wall - compute - eval_s,
-                "overhead_share": ((wall - compute - eval_s) / compute
-                                   if compute and executor == "inprocess" else None),
+                "overhead_s": wall - busy,
+                "overhead_share": (wall - busy) / busy if busy > 0 else None,
                 "speedup": (compute + eval_s) / wall if wall > 0 else None,
                 "pool_efficiency": ((compute + eval_s) / (max(1, workers) * wall)
                                     if wall > 0 and executor != "inprocess" else None),
@@ -828,7 +829,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.out}: {summary['trained']} trained, {summary['kept']} kept; wall "
           f"{summary['wall_s']:.1f} s, mask compute {summary['compute_s']:.1f} s, group "
           f"evaluation {summary['group_eval_s']:.1f} s" +
-          ("" if share is None else f", overhead {100 * share:.1f}% of compute"))
+          ("" if share is None else f", overhead {100 * share:.1f}% of (compute + "
+                                    f"evaluation) / {summary['workers']} workers"))
     if args.report:
         html = Path(args.report)
         timing = html.with_suffix(".json")

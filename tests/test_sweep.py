@@ -330,6 +330,12 @@ def test_process_two_workers_byte_identical_to_inprocess(inputs, reference, tmp_
         "process", workers=2)
     assert summary["trained"] == 5 and summary["executor"] == "process"
     assert files(out) == files(ref_out)
+    # overhead: wall time beyond the work divided over the 2 workers (a raw wall - work, as
+    # the report printed before, came out at -859 s for a real network)
+    busy = (summary["compute_s"] + summary["group_eval_s"]) / 2
+    assert summary["overhead_s"] == pytest.approx(summary["wall_s"] - busy)
+    assert summary["overhead_s"] > 0
+    assert summary["overhead_share"] == pytest.approx(summary["overhead_s"] / busy)
     # an error inside a worker arrives as the run's own error
     bad = small_params(tmp_path, batch_size=64)
     with pytest.raises(MaskError, match="exceeds the 24 training problems"):
