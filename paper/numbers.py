@@ -218,6 +218,52 @@ def _verdicts(summary: Mapping[str, Any], fam: str, ms: Mapping[str, float]) -> 
     return out
 
 
+def _seen(f: Mapping[str, Any]) -> bool | None:
+    """Did the method separate this family's modules (sharing ``distinct`` or selective
+    ablation ``specific``)? None when neither verdict is testable."""
+    v = [f.get(k, {}).get("verdict", "not testable") for k in ("iomin", "selective_drop")]
+    if any(x.startswith(("distinct", "specific")) for x in v):
+        return True
+    return None if all(x.startswith("not testable") for x in v) else False
+
+
+def control_conclusion(summary: Mapping[str, Any], ms: Mapping[str, float],
+                       control: str = "control") -> str | None:
+    """What the positive control says about the method, from the verdicts at the last
+    checkpoint with control masks (plain text; None without control masks)."""
+    cks = [ck for ck, e in summary["checkpoints"].items()
+           if e["families"].get(control, {}).get("runs")]
+    if not cks:
+        return None
+    ck = cks[-1]
+    fams = summary["checkpoints"][ck]["families"]
+    c = fams[control]
+    seen = _seen(c)
+    shapes = [f for f in fams if f != control and fams[f].get("runs")]
+    shape_seen = [f for f in shapes if _seen(fams[f])]
+    lab = checkpoint_label(ck, ms[ck])
+    why = (f"sharing {c['iomin']['verdict']}; selective ablation "
+           f"{c['selective_drop']['verdict']}")
+    if seen is None:
+        head = (f"Positive control at {lab}: not testable ({why}), so whether the method can "
+                "see distinct modules at all is open")
+    elif seen and not shape_seen:
+        head = (f"Positive control at {lab}: the method separates the control's modules "
+                f"({why}) but not the shape modules: a finding about the shapes")
+    elif seen:
+        head = (f"Positive control at {lab}: the method separates the control's modules "
+                f"({why}) and those of {', '.join(shape_seen)}")
+    elif shape_seen:
+        head = (f"Positive control at {lab}: the method does not separate the control's "
+                f"modules ({why}), yet separates those of {', '.join(shape_seen)}: the "
+                "control does not behave as designed, so read the shape verdicts with care")
+    else:
+        head = (f"Positive control at {lab}: the method separates neither the control's "
+                f"modules ({why}) nor the shape modules: it has not been shown able to see "
+                "modules, so the shape verdicts do not show that shape modules are absent")
+    return head + "."
+
+
 def _figure(name: str, caption: str) -> list[str]:
     return [r"\begin{figure}[ht]", r"\centering",
             rf"\includegraphics[width=\textwidth]{{{name}}}", rf"\caption{{{caption}}}",
@@ -240,6 +286,9 @@ def results_tex(summary: Mapping[str, Any], milestones: Mapping[str, float]) -> 
         lines += _figure(f"ablation_{fam}", rf"Family \texttt{{{name}}}: accuracy after "
                          r"each ablation, task $\times$ evaluated set; hatched: degenerate "
                          r"(constant logits), not reported.")
+    concl = control_conclusion(summary, milestones)
+    if concl:
+        lines += [r"\paragraph{Positive control.} " + tex_escape(concl)]
     if "original" in families(summary):
         lines += original_comparison(summary, milestones)
     return "\n".join(lines) + "\n"
@@ -324,6 +373,9 @@ def results_markdown(summary: Mapping[str, Any], milestones: Mapping[str, float]
     if unmasked:
         lines += ["", f"No row: no masks of that family at that checkpoint ("
                       f"{', '.join(sorted(unmasked))}: `masks.families_last`)."]
+    concl = control_conclusion(summary, milestones)
+    if concl:
+        lines += ["", concl]
     trend_rows = [f"- {fam}: " + "; ".join(f"{k} {v['verdict']}" for k, v in t.items())
                   for fam, t in summary.get("trends", {}).items()]
     if trend_rows:

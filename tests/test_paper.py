@@ -180,3 +180,29 @@ def test_tasks_outside_the_alpha_tolerance_are_stated(inputs):
     assert "Selected alpha more than the tolerance below" in md and f["tasks"][0] in md
     entry["alpha_outside_tolerance"] = []
     assert "not faithful" not in numbers.results_tex(summary, ms)
+
+
+def test_positive_control_conclusion_follows_the_verdicts(inputs):
+    """The paper and README say what the control family implies for the method, from the
+    verdicts at the last checkpoint with control masks (issue 16: "if it finds neither, the
+    method has not been shown able to see modules, and the paper says so")."""
+    metrics, _, _ = inputs
+    summary = json.loads((metrics / "summary.json").read_text())
+    ms = {c: 10.0 * (i + 1) for i, c in enumerate(summary["checkpoints"])}
+    # synthetic data: control distinct and specific, original neither
+    text = numbers.control_conclusion(summary, ms)
+    assert "separates the control's modules" in text and "a finding about the shapes" in text
+    assert r"\paragraph{Positive control.}" in numbers.results_tex(summary, ms)
+    assert text in numbers.results_markdown(summary, ms)
+    last = summary["checkpoints"][list(summary["checkpoints"])[-1]]["families"]
+    ctrl, orig = last["control"], last["original"]
+    ctrl["iomin"]["verdict"] = "not shown distinct (cross-task below same-task, intervals overlap)"
+    ctrl["selective_drop"]["verdict"] = "not specific (own-set drop no larger than other-set drop)"
+    assert "has not been shown able to see modules" in numbers.control_conclusion(summary, ms)
+    orig["iomin"]["verdict"] = "distinct (cross-task overlap below the same-task overlap)"
+    assert "does not behave as designed" in numbers.control_conclusion(summary, ms)
+    ctrl["iomin"]["verdict"] = ctrl["selective_drop"]["verdict"] = "not testable (missing values)"
+    assert "not testable" in numbers.control_conclusion(summary, ms)
+    for e in summary["checkpoints"].values():
+        e["families"].pop("control", None)
+    assert numbers.control_conclusion(summary, ms) is None
