@@ -230,7 +230,8 @@ def _seen(f: Mapping[str, Any]) -> bool | None:
 def control_conclusion(summary: Mapping[str, Any], ms: Mapping[str, float],
                        control: str = "control") -> str | None:
     """What the positive control says about the method, from the verdicts at the last
-    checkpoint with control masks (plain text; None without control masks)."""
+    checkpoint with control masks (plain text, to follow a "Positive control:" heading;
+    None without control masks)."""
     cks = [ck for ck, e in summary["checkpoints"].items()
            if e["families"].get(control, {}).get("runs")]
     if not cks:
@@ -245,20 +246,20 @@ def control_conclusion(summary: Mapping[str, Any], ms: Mapping[str, float],
     why = (f"sharing {c['iomin']['verdict']}; selective ablation "
            f"{c['selective_drop']['verdict']}")
     if seen is None:
-        head = (f"Positive control at {lab}: not testable ({why}), so whether the method can "
+        head = (f"At {lab} the control is not testable ({why}), so whether the method can "
                 "see distinct modules at all is open")
     elif seen and not shape_seen:
-        head = (f"Positive control at {lab}: the method separates the control's modules "
+        head = (f"At {lab} the method separates the control's modules "
                 f"({why}) but not the shape modules: a finding about the shapes")
     elif seen:
-        head = (f"Positive control at {lab}: the method separates the control's modules "
+        head = (f"At {lab} the method separates the control's modules "
                 f"({why}) and those of {', '.join(shape_seen)}")
     elif shape_seen:
-        head = (f"Positive control at {lab}: the method does not separate the control's "
+        head = (f"At {lab} the method does not separate the control's "
                 f"modules ({why}), yet separates those of {', '.join(shape_seen)}: the "
                 "control does not behave as designed, so read the shape verdicts with care")
     else:
-        head = (f"Positive control at {lab}: the method separates neither the control's "
+        head = (f"At {lab} the method separates neither the control's "
                 f"modules ({why}) nor the shape modules: it has not been shown able to see "
                 "modules, so the shape verdicts do not show that shape modules are absent")
     return head + "."
@@ -375,7 +376,7 @@ def results_markdown(summary: Mapping[str, Any], milestones: Mapping[str, float]
                       f"{', '.join(sorted(unmasked))}: `masks.families_last`)."]
     concl = control_conclusion(summary, milestones)
     if concl:
-        lines += ["", concl]
+        lines += ["", "Positive control: " + concl]
     trend_rows = [f"- {fam}: " + "; ".join(f"{k} {v['verdict']}" for k, v in t.items())
                   for fam, t in summary.get("trends", {}).items()]
     if trend_rows:

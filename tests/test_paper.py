@@ -193,7 +193,7 @@ def test_positive_control_conclusion_follows_the_verdicts(inputs):
     text = numbers.control_conclusion(summary, ms)
     assert "separates the control's modules" in text and "a finding about the shapes" in text
     assert r"\paragraph{Positive control.}" in numbers.results_tex(summary, ms)
-    assert text in numbers.results_markdown(summary, ms)
+    assert "Positive control: " + text in numbers.results_markdown(summary, ms)
     last = summary["checkpoints"][list(summary["checkpoints"])[-1]]["families"]
     ctrl, orig = last["control"], last["original"]
     ctrl["iomin"]["verdict"] = "not shown distinct (cross-task below same-task, intervals overlap)"
