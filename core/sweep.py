@@ -757,8 +757,8 @@ class Sweep:
                 "overhead_s": wall - busy,
                 "overhead_share": (wall - busy) / busy if busy > 0 else None,
                 "speedup": (compute + eval_s) / wall if wall > 0 else None,
-                "pool_efficiency": ((compute + eval_s) / (max(1, workers) * wall)
-                                    if wall > 0 and executor != "inprocess" else None),
+                "pool_efficiency": (busy / wall if wall > 0 and executor != "inprocess"
+                                    else None),
                 "runs": timings, "device": str(self.device), "precision": self.precision}
 
 
