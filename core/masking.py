@@ -213,13 +213,25 @@ class MaskedModel:
             eff = {}
             for n, w in self.weights.items():
                 m = masks[n].to(device=w.device, dtype=w.dtype)
-                eff[n] = w * (1 - m) if invert else w * m
+                eff[n] = _like(w, w * (1 - m) if invert else w * m)
             return functional_call(self.model, eff, (x,)).float()
 
     def forward_fn(self, masks: dict[str, torch.Tensor] | None = None,
                    invert: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
         """``x -> self(x, masks, invert)``: one variant of the model as a plain function."""
         return lambda x: self(x, masks, invert)
+
+
+def _like(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``v`` (the masked ``w``) with ``w``'s strides. A product's strides are ambiguous where
+    a dimension has size 1: SCL's first convolution weight [16, 1, 3, 3] is channels-last,
+    ``w * m`` came out contiguous, and the first convolution then ran in the other memory
+    format (a conversion of its [128, 16, 32, 32] output each way and a slow backward).
+    MEASURED (SCL_80, batch 8, 1 thread, 12 alternating rounds on the default machine):
+    masked training step median 124 -> 93 ms. A copy of the (small) weight when needed."""
+    if v.dim() == 4 and v.stride() != w.stride():
+        return torch.empty_like(w).copy_(v)
+    return v
 
 
 def check_finite_weights(model: nn.Module, where: str = "model") -> None:

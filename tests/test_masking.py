@@ -137,6 +137,39 @@ def test_straight_through_gradient_reaches_every_logit():
     assert all(set(v.detach().unique().tolist()) <= {0.0, 1.0} for v in sample.values())
 
 
+def test_masked_weights_keep_the_weights_memory_format():
+    """A 1-input-channel convolution weight in channels-last (SCL's first layer): ``w * m``
+    alone comes out contiguous (size-1 dims make strides ambiguous) and the convolution runs in
+    the other format; the masked model hands the convolution ``w``'s strides, with the same
+    outputs and the same logit gradients as the plain product."""
+    m = convbn().to(memory_format=torch.channels_last)
+    w = m.conv.weight
+    assert w.stride() == (9, 1, 3, 1)
+    mm = MaskedModel(m, init=0.5)
+    sample = mm.sample(torch.Generator().manual_seed(0), 1.0)
+    assert (w * sample["conv.weight"]).stride() != w.stride()  # the ambiguity is real
+    seen = {}
+    conv_forward = m.conv._conv_forward
+
+    def spy(x, weight, bias):
+        seen["stride"] = weight.stride()
+        return conv_forward(x, weight, bias)
+
+    m.conv._conv_forward = spy
+    x = torch.randn(4, 1, 6, 6)
+    out = mm(x, sample)
+    assert seen["stride"] == w.stride()
+    out.square().sum().backward()
+    grad = mm.flat.grad.clone()
+    mm.flat.grad = None
+    again = mm.sample(torch.Generator().manual_seed(0), 1.0)  # the same draw, a new graph
+    plain = {n: mm.weights[n] * again[n] for n in mm.names}
+    ref = torch.func.functional_call(m, plain, (x,))
+    ref.square().sum().backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(grad, mm.flat.grad)
+
+
 def test_read_out_is_deterministic_logits_above_zero():
     mm = MaskedModel(convbn(), init=0.0)
     with torch.no_grad():
