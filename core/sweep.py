@@ -195,8 +195,12 @@ def role(r: Run) -> str:
 def eval_plan(runs: Sequence[Run], mc: MaskConfig) -> dict[str, dict[str, set[tuple[str, str]]]]:
     """What ``evals.nc`` evaluates for each run (key: the run's name), all on the family's
     task sets (those selected by ``masks.tasks``): a task mask at ``masks.alpha``: the mask
-    on its own set (select and report split) and the other tasks' sets (report), the inverted
-    and selective ablations on every task set (report); an alpha-sweep mask: the mask on its
+    on its own set (select and report split) and the other tasks' sets (report), the
+    selective ablation on every task set (report), the inverted ablation on its own set
+    (report) only: with the whole module removed SCL outputs equal logits for all candidates
+    (degenerate on 160 of 160 evaluations of the reference run, 100% of problems each), so
+    the other sets would cost a fifth of the evaluation and add only degenerate entries (the
+    own set still shows the degeneracy); an alpha-sweep mask: the mask on its
     own set (both splits: the selection rule reads select); a complement or reference mask:
     its own set (both splits) and every task set (report; the complement protocol). The
     specificity, sharing and complement numbers read nothing else, so nothing else is paid
@@ -210,7 +214,8 @@ def eval_plan(runs: Sequence[Run], mc: MaskConfig) -> dict[str, dict[str, set[tu
         if role(r) != "task":
             out[r.name] = {"mask": own | report}
         elif r.alpha == float(mc.alpha):
-            out[r.name] = {"mask": own | report, "inverted": report, "selective": report}
+            out[r.name] = {"mask": own | report, "inverted": {(r.task, "report")},
+                           "selective": report}
         else:
             out[r.name] = {"mask": own}
     return out

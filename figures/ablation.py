@@ -2,7 +2,8 @@
 = module removed, selective = the task-specific part removed) a task x evaluated-set matrix of
 report-split accuracy, mean ± CI half-width across networks (mask seeds nested), converged
 masks at the selected alpha; degenerate evaluations (constant logits on more than
-masks.degenerate_max of the problems) are hatched and show no accuracy. ``complement``: the
+masks.degenerate_max of the problems) are hatched and show no accuracy; pairs not evaluated
+(the inverted mask off its own set, ``core.sweep.eval_plan``) read "n.e.". ``complement``: the
 complement protocol's relative drop on the task vs on the family's other tasks."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from core.tasks import FAMILIES
 from figures import style
-from figures.inputs import Inputs, across_networks, converged
+from figures.inputs import Inputs, across_networks, at_selected, converged
 
 NAME = "ablation"
 NEEDS = ("ablation", "modules", "summary")
@@ -51,6 +52,11 @@ def _matrices(inp: Inputs, out: Path, fam: str) -> list[Path]:
         acc = converged(rep["accuracy"].sel(variant=variant), md)
         deg = converged(rep["degenerate"].sel(variant=variant), md)
         bad = deg.mean(["network", "seed"], skipna=True) > dmax
+        # pairs the evaluation plan skips (core.sweep.eval_plan: the inverted mask on the own
+        # set only) are marked, not left looking like missing data
+        n = at_selected(rep["n_problems"], md, "ablation.nc n_problems").fillna(0).max(
+            ["network", "seed"])
+        skipped = (n.sel(variant=variant) == 0) & (n.sel(variant="mask") > 0)
         st = across_networks(acc.where(deg <= dmax), inp.level)
         for j, ck in enumerate(cks):
             ax = axes[i, j]
@@ -58,6 +64,7 @@ def _matrices(inp: Inputs, out: Path, fam: str) -> list[Path]:
             half = (st["upper"] - st["mean"]).sel(checkpoint=ck).transpose(
                 "task", "eval_set").values
             b = bad.sel(checkpoint=ck).transpose("task", "eval_set").values
+            skip = skipped.sel(checkpoint=ck).transpose("task", "eval_set").values
             ax.imshow(np.where(b, np.nan, m), cmap=cmap, norm=norm, aspect="auto")
             for r in range(len(tasks)):
                 for c in range(len(sets)):
@@ -66,6 +73,9 @@ def _matrices(inp: Inputs, out: Path, fam: str) -> list[Path]:
                                                            fill=False, hatch=style.DEGENERATE_HATCH,
                                                            lw=0, color="0.5"))
                         ax.text(c, r, "deg.", ha="center", va="center", fontsize=fs - 2.5)
+                    elif skip[r, c]:
+                        ax.text(c, r, "n.e.", ha="center", va="center", fontsize=fs - 3.5,
+                                color="0.5")
                     elif np.isfinite(m[r, c]):
                         pm = f"\n±{half[r, c]:.0f}" if np.isfinite(half[r, c]) else ""
                         ax.text(c, r, f"{m[r, c]:.0f}{pm}", ha="center", va="center",
@@ -80,7 +90,8 @@ def _matrices(inp: Inputs, out: Path, fam: str) -> list[Path]:
                 ax.set_ylabel(f"{label}\nmask of task")
     fig.supxlabel("evaluated set (report split)", fontsize=fs)
     fig.suptitle(f"family {fam}: accuracy (%) after ablation, mean ± {100 * inp.level:g}% CI "
-                 "half-width across networks; hatched: degenerate (not reported)",
+                 "half-width across networks; hatched: degenerate (not reported); "
+                 "n.e.: not evaluated",
                  fontsize=fs - 1)
     return style.save(fig, out, f"ablation_{fam}")
 

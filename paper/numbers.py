@@ -200,7 +200,7 @@ def _verdicts(summary: Mapping[str, Any], fam: str, ms: Mapping[str, float]) -> 
             rf"{fmt_iv(io['same_task'], 1)}\%, chance {fmt_iv(io['chance'], 1)}\%). "
             rf"Selective ablation (task-specific weights removed): "
             rf"{tex_escape(sel['verdict'])} (drop on the own set {fmt_iv(sel['own'], 1)} "
-            rf"points, on the other sets {fmt_iv(sel['other'], 1)}). Inverted mask: "
+            rf"points, on the other sets {fmt_iv(sel['other'], 1)}). Inverted mask (own set): "
             rf"{tex_escape(inv['verdict'])}"
             + (rf" ({inv['degenerate_excluded']} degenerate evaluations not reported)"
                if inv["degenerate_excluded"] else "")

@@ -150,6 +150,7 @@ def write_evals(path: Path, keys: list[tuple[str, str, float]], sets: list[str],
     full = 55.0 + 15 * c + 1.0 * net + np.zeros((len(sets), 2))
     acc = np.zeros((len(keys), 3, len(sets), 2))
     deg = np.zeros_like(acc)
+    n = np.full(acc.shape, 400.0)
     for i, (_, s, a) in enumerate(keys):
         control = s in FAMILIES["control"].sets
         for j, e in enumerate(sets):
@@ -157,9 +158,11 @@ def write_evals(path: Path, keys: list[tuple[str, str, float]], sets: list[str],
             acc[i, 0, j] = f - 1 - 1e5 * a + 0.3 * net  # model * mask
             # inverted; original: degenerate (norm masked), its accuracy not reported (NaN,
             # as core.masking.evaluate_group writes it)
-            acc[i, 1, j] = 20.0 if control else np.nan
-            deg[i, 1, j] = 0.2 if control else 1.0
             own = e == s
+            # (core.sweep.eval_plan: the inverted mask on its own set only)
+            acc[i, 1, j] = np.nan if not own else 20.0 if control else np.nan
+            deg[i, 1, j] = np.nan if not own else 0.2 if control else 1.0
+            n[i, 1, j] = 400.0 if own else 0.0
             acc[i, 2, j] = f - (30 if own else 2) if control else f - 5 - 0.5 * net
             comp = {fm.complements[t]: t for fm in FAMILIES.values() for t in fm.tasks}
             if control and comp.get(s) == e:             # complement mask loses its task
@@ -167,7 +170,7 @@ def write_evals(path: Path, keys: list[tuple[str, str, float]], sets: list[str],
     ds = xr.Dataset(
         {"accuracy": (("mask", "variant", "eval_set", "split"), acc),
          "degenerate": (("mask", "variant", "eval_set", "split"), deg),
-         "n_problems": (("mask", "variant", "eval_set", "split"), np.full(acc.shape, 400.0)),
+         "n_problems": (("mask", "variant", "eval_set", "split"), n),
          "full_accuracy": (("eval_set", "split"), full)},
         coords={"mask": [k for k, _, _ in keys], "variant": ["mask", "inverted", "selective"],
                 "eval_set": sets, "split": ["select", "report"]})

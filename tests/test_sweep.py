@@ -135,6 +135,7 @@ def test_plan_last_only_families_complements_and_eval_plan():
     plan = sweep.eval_plan(last, cfg.masks)
     main = plan["rule_circle-a1e-4-s1"]
     assert main["selective"] == {("rule_circle", "report"), ("rule_square", "report")}
+    assert main["inverted"] == {("rule_circle", "report")}  # degenerate: the own set shows it
     assert ("rule_circle", "select") in main["mask"] and ("rule_square", "select") not in main["mask"]
     assert set(plan["circle-a1e-3-s0"]) == {"mask"}
     assert plan["circle-a1e-3-s0"]["mask"] == {("circle", "select"), ("circle", "report")}
