@@ -30,9 +30,12 @@ The families (design notes in ``docs/tasks.md``):
 ``control``
     A positive control: ``color_rule`` problems (Color follows a non-constant rule, every other
     group Constant) vs ``size_rule`` problems (Size non-constant, the rest Constant). Solving
-    one needs intensity comparisons across panels, the other extent comparisons, so weights
-    used by one and not the other are expected by construction of the data. Each task is the
-    other's complement; reference ``one_rule`` (either, half and half by problem).
+    one needs intensity comparisons across panels, the other extent comparisons: different
+    computations by construction of the data. Not necessarily different *weights*: SCL applies
+    one attribute MLP to all its attribute heads and one relation MLP to all its relation heads
+    (scattering), so the two rules may use the same weights on different activations, which a
+    weight mask cannot separate. Each task is the other's complement; reference ``one_rule``
+    (either, half and half by problem).
 """
 
 from __future__ import annotations
