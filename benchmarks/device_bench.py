@@ -113,7 +113,8 @@ def estimate(result: dict, params: str | Path = "params.yaml") -> dict:
     train_h = cfg.train.epochs * n_train / best("train", 16) / 3600
     chunk = mc.batch_size // mc.n_samples
     mask_h = runs * mc.steps * mc.batch_size / best("masked", chunk) / 3600
-    return {"train_hours": train_h, "mask_runs": runs, "mask_hours": mask_h}
+    return {"train_hours": train_h, "mask_runs": runs, "mask_hours": mask_h,
+            "networks": len(cfg.train.networks)}
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,8 +153,8 @@ def readme_text(params: str | Path = "params.yaml", folder: Path = MEASURED) -> 
               f"**Paper profile on one such GPU, from these numbers**: per network "
               f"{est['train_hours']:.1f} h of training and {est['mask_hours']:.0f} h of masks "
               f"({est['mask_runs']} mask runs x 20,000 steps x 32 problems in chunks of 8, one "
-              f"run at a time); two networks ~{2 * (est['train_hours'] + est['mask_hours']):.0f}"
-              " GPU-hours. Batching several mask runs into one launch sequence (e.g. "
+              f"run at a time); {est['networks']} networks "
+              f"~{est['networks'] * (est['train_hours'] + est['mask_hours']):.0f} GPU-hours. Batching several mask runs into one launch sequence (e.g. "
               "`torch.func.vmap` over masks, or CUDA graphs) is what would cut this; it is not "
               "built yet.", ""]
     return "\n".join(lines)

@@ -43,6 +43,14 @@ def test_every_profile_composes_and_loads(profile):
     assert len(cfg.checkpoints) == len(cfg.train.milestones)
 
 
+def test_networks_per_profile():
+    """Issue 15: CIs across independently trained networks; never fewer than 2 in the
+    default profile, at least 3 at full scale."""
+    assert len(C.load(ROOT / "params.yaml", "default").train.networks) >= 2
+    paper = C.load(ROOT / "params.yaml", "paper").train.networks
+    assert len(paper) >= 3 and len(set(paper)) == len(paper)
+
+
 def test_committed_params_yaml_is_the_default_composition():
     # edit conf/, then `python -m core.config compose` and commit both. The committed file, not
     # the working copy: `make repro PROFILE=ci` rewrites the working copy with the ci profile.
