@@ -154,7 +154,8 @@ def readme_text(params: str | Path = "params.yaml", folder: Path = MEASURED) -> 
               f"{est['train_hours']:.1f} h of training and {est['mask_hours']:.0f} h of masks "
               f"({est['mask_runs']} mask runs x 20,000 steps x 32 problems in chunks of 8, one "
               f"run at a time); {est['networks']} networks "
-              f"~{est['networks'] * (est['train_hours'] + est['mask_hours']):.0f} GPU-hours. Batching several mask runs into one launch sequence (e.g. "
+              f"~{est['networks'] * (est['train_hours'] + est['mask_hours']):.0f} GPU-hours. "
+              "Batching several mask runs into one launch sequence (e.g. "
               "`torch.func.vmap` over masks, or CUDA graphs) is what would cut this; it is not "
               "built yet.", ""]
     return "\n".join(lines)
