@@ -5,6 +5,7 @@
 # Every target installs what it needs into .venv first, once (re-installs when pyproject changes).
 PROFILE ?= default
 SET ?=
+CONTROL ?=
 RESULTS ?= $(firstword $(wildcard results/default) results/ci)
 # tqdm bars refresh at most every 10 s in logs (the pipeline log is not a terminal)
 export TQDM_MININTERVAL ?= 10
@@ -17,7 +18,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint repro figures results readme tex bench clean-venv
+.PHONY: install test lint repro figures results readme tex bench clean-venv control
 
 install: $(STAMP)
 
@@ -61,7 +62,7 @@ figures: install tex
 	  --raven $(RESULTS)/raven --out build/$(RESULTS)/figures
 	$(PY) -m paper --params $(RESULTS)/params.yaml --metrics $(RESULTS)/metrics \
 	  --figures build/$(RESULTS)/figures --out build/$(RESULTS)/paper \
-	  --generated build/$(RESULTS)/generated
+	  --generated build/$(RESULTS)/generated --control results/control/control.json
 
 # Copy the small results of the last `make repro` (metrics, summary, params, a few example
 # problems, provenance) to results/<profile>/ for committing.
@@ -74,7 +75,15 @@ results: install
 readme: install
 	$(PY) -m core.results check results/default
 	$(PY) -m paper readme --params results/default/params.yaml --metrics results/default/metrics \
-	  --readme README.md
+	  --readme README.md --control results/control/control.json
+
+# The composite positive control (core/control.py): two SCLs trained on colour-rule / size-rule
+# problems only, logits summed, masked with the profile's mask settings (SET: core.control
+# options, e.g. CONTROL='--steps 2000'); ~20 min on 2 cores (default). Exported to results/control/.
+control: install
+	$(PY) -m core.config compose --profile $(PROFILE) $(SET)
+	$(PY) -m core.control run --params params.yaml --out data/control $(CONTROL)
+	mkdir -p results/control && cp data/control/control.json results/control/control.json
 
 bench: install
 	$(PY) -m benchmarks $(if $(QUICK),--quick,)

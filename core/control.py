@@ -1,0 +1,324 @@
+"""The composite positive control: can the masking method find modules where they exist?
+
+Two SCLs of the profile's architecture are trained, one only on ``color_rule`` problems (Color
+follows a non-constant rule, the rest Constant) and one only on ``size_rule`` problems; the
+*composite* sums their logits. Its modules are disjoint by construction of the weights: the
+size network carries no colour-rule skill and, on colour problems, only adds noise to the
+answer scores (it is *harmful*, not idle), and the other way round. A mask trained on one task
+of the composite should therefore keep its weights in that task's network, and the two tasks'
+masks should overlap less than two seeds of one task's mask. Unlike the ``control`` task family
+(two tasks of one network, whose attribute and relation MLPs are shared across heads), this
+controls the weights, not only the data.
+
+``python -m core.control run`` generates the two task sets (``--n`` problems each, the
+profile's image size and answer sets), trains the two networks to ``--milestone`` % validation
+accuracy (``core.train``, in parallel), trains masks of the composite with the profile's
+``masks`` settings (``--steps``/``--lr``/``--alpha`` override them: the control is how mask
+settings are tested), and writes ``control.json``: per mask the density, the share of its kept
+weights in its own task's network (``own``), the masked composite's test accuracy on both
+tasks; the cross-task and same-task IoMin; the verdict (:func:`verdict`). Specialists already
+trained with the same settings are reused. ``python -m paper`` (report) and ``python -m paper
+readme`` (README) render a ``control.json`` given with ``--control`` (:func:`summary_text`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from core.config import Config, ConfigError, checkpoint_name, load
+from core.controlfile import TASKS, ControlError, read_result, summary_text  # noqa: F401
+from core.io import atomic_write_text
+
+MIN_OWN = 0.75  # a mask passes when >= 75% of its kept weights lie in its own task's network
+
+
+class Composite(nn.Module):
+    """The sum of the logits of one network per task (parameters ``nets.<task>.*``)."""
+
+    def __init__(self, nets: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleDict(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(net(x) for net in self.nets.values())
+
+
+# --------------------------------------------------------------------------- measures
+
+
+def kept(mask: dict[str, torch.Tensor], task: str | None = None) -> int:
+    """Weights kept by ``mask`` (in ``task``'s network only, if given)."""
+    pre = None if task is None else f"nets.{task}."
+    return sum(int(v.sum()) for n, v in mask.items() if pre is None or n.startswith(pre))
+
+
+def own_share(mask: dict[str, torch.Tensor], task: str) -> float:
+    """Share of the mask's kept weights that lie in ``task``'s own network (nan: empty mask)."""
+    total = kept(mask)
+    return float("nan") if total == 0 else kept(mask, task) / total
+
+
+def iomin(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """|a & b| / min(|a|, |b|) over every masked parameter (nan when one mask is empty)."""
+    if set(a) != set(b):
+        raise ControlError("iomin: the two masks cover different parameters")
+    small = min(kept(a), kept(b))
+    inter = sum(int((a[n] & b[n]).sum()) for n in a)
+    return float("nan") if small == 0 else inter / small
+
+
+def overlaps(masks: dict[tuple[str, int], dict[str, torch.Tensor]]) -> dict[str, list[float]]:
+    """IoMin of every pair of masks, split into same-task (two seeds) and cross-task pairs."""
+    out: dict[str, list[float]] = {"same": [], "cross": []}
+    for (ka, a), (kb, b) in itertools.combinations(sorted(masks.items()), 2):
+        out["same" if ka[0] == kb[0] else "cross"].append(iomin(a, b))
+    return out
+
+
+def verdict(rows: list[dict[str, Any]], pairs: dict[str, list[float]]) -> dict[str, Any]:
+    """The control passes when every mask keeps >= :data:`MIN_OWN` of its weights in its own
+    task's network AND every cross-task IoMin is below every same-task IoMin (the same-task
+    null: two seeds of one task). Without a same-task pair the separation is not testable."""
+    own = [r["own"] for r in rows]
+    own_ok = bool(own) and all(np.isfinite(o) and o >= MIN_OWN for o in own)
+    if not pairs["same"] or not pairs["cross"]:
+        return {"passes": False, "own_ok": own_ok, "separated": None,
+                "text": "not testable (needs >= 2 seeds per task)"}
+    separated = bool(max(pairs["cross"]) < min(pairs["same"]))
+    passes = own_ok and separated
+    text = ("passes: each task's mask lies in its own network and the two tasks' masks overlap "
+            "less than two seeds of one task's" if passes else
+            "fails: " + "; ".join(
+                s for s, bad in ((f"a mask keeps < {MIN_OWN:.0%} of its weights in its own "
+                                  "network", not own_ok),
+                                 ("cross-task overlap not below the same-task overlap",
+                                  not separated)) if bad))
+    return {"passes": passes, "own_ok": own_ok, "separated": separated, "text": text}
+
+
+# --------------------------------------------------------------------------- steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the control runs with (besides the profile): recorded in control.json."""
+
+    n: int = 12000  # problems per task set (60/20/20 train/val/test)
+    milestone: float = 45.0  # the specialists' validation accuracy (%)
+    tolerance: float = 5.0  # +- points around the milestone (train.milestone_tolerance)
+    seeds: tuple[int, ...] = (0, 1)
+    steps: int | None = None  # None: the profile's masks.steps (likewise lr, alpha)
+    lr: float | None = None
+    alpha: float | None = None
+    eval_n: int = 800  # test problems per task for the accuracies
+    curve_n: int = 400  # validation problems for the mask curves (the convergence flag)
+    workers: int = 2
+
+
+def check(s: Settings) -> None:
+    if s.n < 50:
+        raise ControlError(f"--n: expected >= 50 problems per task set, got {s.n}")
+    if not 0 < s.milestone < 100:
+        raise ControlError(f"--milestone: expected a percentage in (0, 100), got {s.milestone}")
+    if len(set(s.seeds)) < 1 or any(x < 0 for x in s.seeds):
+        raise ControlError(f"--seeds: expected non-negative seeds, got {list(s.seeds)}")
+    for key in ("steps", "lr", "alpha"):
+        v = getattr(s, key)
+        if v is not None and not v > 0:
+            raise ControlError(f"--{key}: expected a number > 0, got {v!r}")
+    if s.eval_n < 1 or s.curve_n < 1:
+        raise ControlError(f"--eval-n / --curve-n: expected >= 1, got {s.eval_n} / {s.curve_n}")
+    if s.workers < 1:
+        raise ControlError(f"--workers: expected >= 1, got {s.workers}")
+
+
+def mask_settings(cfg: Config, s: Settings):
+    """The profile's masks section with the control's overrides (threads: 1 per worker)."""
+    mc = dataclasses.replace(cfg.masks, threads=1)
+    if s.steps is not None:
+        mc = dataclasses.replace(mc, steps=s.steps,
+                                 log_every=max(1, s.steps // 5))
+    if s.lr is not None:
+        mc = dataclasses.replace(mc, lr=s.lr)
+    return mc, (s.alpha if s.alpha is not None else cfg.masks.alpha)
+
+
+def make_data(cfg: Config, s: Settings, out: Path, progress: bool) -> dict[str, Path]:
+    """One task set per task (``core.raven`` generate, center_single), reused when present
+    with the same settings."""
+    from core.raven.__main__ import generate
+    from core.raven.attributes import Subset
+    from core.tasks import SET_SPECS
+    dirs = {}
+    for i, task in enumerate(TASKS):
+        d = out / "raven" / task
+        about = {"n": s.n, "size": cfg.data.image_size, "answers": cfg.data.answers,
+                 "seed": cfg.seed + 1000 + i}
+        stamp = d / "control.json"
+        if not (stamp.exists() and json.loads(stamp.read_text()) == about):
+            generate(d, ["center_single"], s.n, about["seed"], cfg.data.workers,
+                     cfg.data.image_size, cfg.data.answers, Subset(**SET_SPECS[task]),
+                     force=True, progress=progress)
+            atomic_write_text(stamp, json.dumps(about, sort_keys=True))
+        dirs[task] = d
+    return dirs
+
+
+def specialist_params(cfg: Config, s: Settings) -> dict[str, Any]:
+    """The profile with one network trained to the control's milestone."""
+    d = cfg.to_dict()
+    d["train"] = {**d["train"], "milestones": [s.milestone], "milestone_tolerance": s.tolerance,
+                  "networks": [0], "jobs": 1, "nproc": 1}
+    return d
+
+
+def train_specialists(cfg: Config, s: Settings, data: dict[str, Path], out: Path,
+                      progress: bool) -> dict[str, Path]:
+    """Both networks in parallel (``python -m core.train``), reused when trained with the same
+    parameters; returns each task's checkpoint."""
+    text = yaml.safe_dump(specialist_params(cfg, s), sort_keys=True)
+    name = f"{checkpoint_name(cfg.model.arch, s.milestone)}.pt"
+    procs, ckpts = {}, {}
+    for task in TASKS:
+        d = out / "train" / task
+        ckpts[task] = d / name
+        params = out / "train" / f"{task}.params.yaml"
+        if ckpts[task].exists() and params.exists() and params.read_text() == text:
+            continue
+        params.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(params, text)
+        cmd = [sys.executable, "-m", "core.train", "--params", str(params), "--net", "0",
+               "--data", str(data[task]), "--out", str(d), "--state",
+               str(out / "state" / task), *([] if progress else ["--no-progress"])]
+        procs[task] = subprocess.Popen(cmd)
+    failed = [t for t, p in procs.items() if p.wait() != 0]
+    if failed:
+        raise ControlError(f"training the {', '.join(failed)} specialist(s) failed (see above): "
+                           f"they must reach {s.milestone:g}% validation accuracy within "
+                           f"train.epochs ({cfg.train.epochs}); lower --milestone or raise --n")
+    return ckpts
+
+
+def _split(folder: Path, split: str, n: int = 0):
+    from core.data import RavenDataset, to_float
+    from core.masking import Split
+    d = RavenDataset(folder, split=split)
+    return Split(torch.as_tensor(d.images), torch.as_tensor(d.targets), to_float,
+                 f"{folder.name}/{split}").head(n)
+
+
+def composite(ckpts: dict[str, Path], arch: str) -> Composite:
+    from core.models import load_checkpoint
+    return Composite({t: load_checkpoint(ckpts[t], arch=arch)[0] for t in TASKS}).eval()
+
+
+def _mask_job(job: tuple) -> dict[str, Any]:
+    """One mask of the composite (a worker process)."""
+    from core import masking
+    ckpts, arch, data, mc, alpha, task, seed, eval_n, curve_n = job
+    torch.set_num_threads(1)
+    model = composite(ckpts, arch)
+    t0 = time.perf_counter()
+    res = masking.train_mask(model, mc, _split(data[task], "train"),
+                             _split(data[task], "val", curve_n), alpha=alpha, seed=seed,
+                             steps=mc.steps)
+    mm = masking.MaskedModel(model, names=res.names)
+    acc = {t: masking.accuracy(mm.forward_fn(res.mask), _split(data[t], "test", eval_n), 16)
+           for t in TASKS}
+    row = {"task": task, "seed": seed, "density": res.curve["density"][-1],
+           "own": own_share(res.mask, task),
+           **{f"kept_{t}": kept(res.mask, t) for t in TASKS},
+           **{f"acc_{t}": acc[t] for t in TASKS}, "converged": res.converged,
+           "convergence": res.convergence, "curve": {k: res.curve[k] for k in
+                                                     ("step", "density", "task_acc")},
+           "seconds": round(time.perf_counter() - t0, 1)}
+    return {"row": row, "mask": res.mask}
+
+
+def reference_accuracy(ckpts: dict[str, Path], arch: str, data: dict[str, Path],
+                       eval_n: int) -> dict[str, dict[str, float]]:
+    """Test accuracy of each specialist alone and of the unmasked composite, on each task."""
+    from core import masking
+    model = composite(ckpts, arch)
+    nets = {**{f"net_{t}": model.nets[t] for t in TASKS}, "composite": model}
+    with torch.no_grad():
+        return {name: {t: masking.accuracy(m, _split(data[t], "test", eval_n), 16)
+                       for t in TASKS} for name, m in nets.items()}
+
+
+def run(params: str | Path, out: str | Path, s: Settings, profile: str | None = None,
+        progress: bool = True) -> dict[str, Any]:
+    check(s)
+    cfg = load(params, profile)
+    out = Path(out)
+    t0 = time.perf_counter()
+    data = make_data(cfg, s, out, progress)
+    ckpts = train_specialists(cfg, s, data, out, progress)
+    mc, alpha = mask_settings(cfg, s)
+    jobs = [(ckpts, cfg.model.arch, data, mc, alpha, t, seed, s.eval_n, s.curve_n)
+            for t in TASKS for seed in s.seeds]
+    with ProcessPoolExecutor(s.workers, mp_context=get_context("spawn")) as pool:
+        done = list(pool.map(_mask_job, jobs))
+    rows = [d["row"] for d in done]
+    pairs = overlaps({(d["row"]["task"], d["row"]["seed"]): d["mask"] for d in done})
+    result = {
+        "profile": cfg.profile, "settings": dataclasses.asdict(s),
+        "masks": {"steps": mc.steps, "lr": mc.lr, "alpha": alpha, "init": mc.init,
+                  "batch_size": mc.batch_size, "lr_anneal": mc.lr_anneal},
+        "reference": reference_accuracy(ckpts, cfg.model.arch, data, s.eval_n),
+        "rows": rows, "iomin": pairs, "verdict": verdict(rows, pairs),
+        "seconds": round(time.perf_counter() - t0, 1)}
+    atomic_write_text(out / "control.json", json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m core.control", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="data, specialists, composite masks -> control.json")
+    r.add_argument("--params", default="params.yaml")
+    r.add_argument("--profile", default=None)
+    r.add_argument("--out", default="data/control")
+    d = Settings()
+    r.add_argument("--n", type=int, default=d.n, help="problems per task set")
+    r.add_argument("--milestone", type=float, default=d.milestone,
+                   help="specialists' validation accuracy (%%)")
+    r.add_argument("--tolerance", type=float, default=d.tolerance)
+    r.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds))
+    r.add_argument("--steps", type=int, default=None, help="mask steps (default: masks.steps)")
+    r.add_argument("--lr", type=float, default=None, help="mask lr (default: masks.lr)")
+    r.add_argument("--alpha", type=float, default=None, help="default: masks.alpha")
+    r.add_argument("--eval-n", type=int, default=d.eval_n, help="test problems per task")
+    r.add_argument("--curve-n", type=int, default=d.curve_n,
+                   help="validation problems per task for the mask curves")
+    r.add_argument("--workers", type=int, default=d.workers)
+    r.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        s = Settings(args.n, args.milestone, args.tolerance, tuple(args.seeds), args.steps,
+                     args.lr, args.alpha, args.eval_n, args.curve_n, args.workers)
+        result = run(args.params, args.out, s, args.profile, not args.no_progress)
+        print(summary_text(result))
+    except (ControlError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""The composite positive control's result file, ``control.json`` (written by
+:mod:`core.control`): reading it with one clear error, and its markdown summary. Light on
+imports: the report (``python -m paper``) renders it without torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+TASKS = ("color_rule", "size_rule")
+
+
+class ControlError(ValueError):
+    """A bad input or a failed step of the control, with what was expected."""
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+        for key in ("profile", "masks", "reference", "rows", "iomin", "verdict"):
+            result[key]
+    except FileNotFoundError:
+        raise ControlError(f"{path}: not found (run `python -m core.control run` first)"
+                           ) from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ControlError(f"{path}: not a control.json of `python -m core.control run` "
+                           f"({err})") from None
+    return result
+
+
+def settings_label(result: dict[str, Any]) -> str:
+    """"the mask settings of profile P" or, with overrides, which of them were changed."""
+    changed = [f"{k} {result['masks'][k]:g}" for k in ("steps", "lr", "alpha")
+               if result.get("settings", {}).get(k) is not None]
+    base = f"the mask settings of profile `{result['profile']}`"
+    return base + (f" except {', '.join(changed)}" if changed else "")
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    """Markdown: the settings, per task the masks' own share / density / accuracies, the
+    overlaps and the verdict (every number from ``control.json``)."""
+    m, ref, rows = result["masks"], result["reference"], result["rows"]
+    lines = [f"Composite positive control (`python -m core.control`), masks with "
+             f"{settings_label(result)} ({m['steps']} steps, lr {m['lr']:g}, alpha "
+             f"{m['alpha']:g}): a colour-rule SCL and a size-rule SCL, logits summed. Unmasked "
+             f"composite / colour net / size net test accuracy (%): colour problems "
+             f"{ref['composite']['color_rule']:.1f} / {ref['net_color_rule']['color_rule']:.1f}"
+             f" / {ref['net_size_rule']['color_rule']:.1f}, size problems "
+             f"{ref['composite']['size_rule']:.1f} / {ref['net_color_rule']['size_rule']:.1f} / "
+             f"{ref['net_size_rule']['size_rule']:.1f}.", "",
+             "| mask | seed | density (%) | kept in own network | masked acc. own / other task (%) "
+             "| converged |", "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["task"], r["seed"])):
+        other = [t for t in TASKS if t != r["task"]][0]
+        lines.append(f"| {r['task']} | {r['seed']} | {r['density']:.1f} | {r['own']:.0%} | "
+                     f"{r['acc_' + r['task']]:.1f} / {r['acc_' + other]:.1f} | "
+                     f"{'yes' if r['converged'] else 'no'} |")
+    p = result["iomin"]
+    fmt = lambda v: ", ".join(f"{100 * x:.0f}" for x in v) or "none"  # noqa: E731
+    lines += ["", f"IoMin cross-task {fmt(p['cross'])}% vs same-task {fmt(p['same'])}%. "
+              f"Verdict: the method **{result['verdict']['text']}**."]
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""The composite positive control (core.control): its measures, its verdict rule, the report
+of its result, and one end-to-end run at the ci profile's size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from core import control
+from core.config import compose_text
+from core.io import atomic_write_text
+from paper import numbers
+from paper.build import CONTROL_BEGIN, CONTROL_END, README_BEGIN, README_END
+from paper.build import main as paper_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def two_nets() -> control.Composite:
+    torch.manual_seed(0)
+    return control.Composite({t: nn.Linear(4, 3) for t in control.TASKS})
+
+
+def mask_of(model: nn.Module, keep: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Keep the first ``keep[task]`` weights of each task's network."""
+    out = {}
+    for n, p in model.named_parameters():
+        m = torch.zeros(p.numel(), dtype=torch.bool)
+        m[:keep.get(n.split(".")[1], 0)] = True
+        out[n] = m.view_as(p)
+    return out
+
+
+def test_composite_sums_the_logits_and_names_weights_by_task():
+    m = two_nets()
+    x = torch.randn(2, 4)
+    assert torch.allclose(m(x), sum(net(x) for net in m.nets.values()))
+    names = [n for n, _ in m.named_parameters()]
+    assert all(n.split(".")[1] in control.TASKS for n in names)
+
+
+def test_own_share_and_iomin():
+    m = two_nets()
+    a = mask_of(m, {"color_rule": 9, "size_rule": 3})
+    # per tensor: colour weight 9 + bias 3, size weight 3 + bias 3
+    assert (control.kept(a), control.kept(a, "color_rule")) == (18, 12)
+    assert control.own_share(a, "color_rule") == pytest.approx(12 / 18)
+    b = mask_of(m, {"color_rule": 3})
+    assert control.iomin(a, b) == 1.0  # b inside a
+    empty = mask_of(m, {})
+    assert control.own_share(empty, "size_rule") != control.own_share(empty, "size_rule")  # nan
+    with pytest.raises(control.ControlError, match="different parameters"):
+        control.iomin(a, {k: v for k, v in list(b.items())[:1]})
+
+
+def rows_for(own: float) -> list[dict]:
+    return [{"task": t, "seed": s, "own": own} for t in control.TASKS for s in (0, 1)]
+
+
+@pytest.mark.parametrize("own, cross, same, passes", [
+    (0.9, [0.2, 0.25], [0.7, 0.8], True),
+    (0.6, [0.2, 0.25], [0.7, 0.8], False),   # masks straddle both networks
+    (0.9, [0.85, 0.2], [0.8, 0.9], False),   # one cross pair as close as a rerun
+    (0.9, [0.8, 0.8], [0.8, 0.9], False),    # ties are not separation
+])
+def test_verdict_needs_own_network_and_separation(own, cross, same, passes):
+    v = control.verdict(rows_for(own), {"cross": cross, "same": same})
+    assert v["passes"] is passes
+    assert v["text"].startswith("passes" if passes else "fails")
+
+
+def test_verdict_without_a_same_task_pair_is_not_testable():
+    v = control.verdict(rows_for(0.9), {"cross": [0.1], "same": []})
+    assert v["passes"] is False and v["separated"] is None and "not testable" in v["text"]
+
+
+def test_overlaps_split_same_and_cross_pairs():
+    m = two_nets()
+    masks = {("color_rule", 0): mask_of(m, {"color_rule": 12}),
+             ("color_rule", 1): mask_of(m, {"color_rule": 12}),
+             ("size_rule", 0): mask_of(m, {"size_rule": 12}),
+             ("size_rule", 1): mask_of(m, {"size_rule": 6})}
+    pairs = control.overlaps(masks)
+    assert sorted(pairs["same"]) == [1.0, 1.0] and pairs["cross"] == [0.0] * 4
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--n", "10"], "--n"), (["--milestone", "120"], "--milestone"),
+    (["--steps", "0"], "--steps"), (["--workers", "0"], "--workers"),
+])
+def test_bad_settings_get_one_clear_error(args, match, capsys, tmp_path):
+    assert control.main(["run", "--out", str(tmp_path / "c"), *args]) == 1
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_read_result_names_the_file(tmp_path):
+    with pytest.raises(control.ControlError, match="not found"):
+        control.read_result(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"profile": "ci"}')
+    with pytest.raises(control.ControlError, match="bad.json: not a control.json"):
+        control.read_result(bad)
+
+
+def test_committed_result_is_reported_in_readme_and_paper():
+    """The committed control.json is what README's generated section and control.tex say."""
+    result = control.read_result(ROOT / "results/control/control.json")
+    text = (ROOT / "README.md").read_text()
+    section = text.split(CONTROL_BEGIN, 1)[1].split(CONTROL_END, 1)[0]
+    assert section.strip() == control.summary_text(result).strip()
+    tex = numbers.control_tex([result])
+    assert result["verdict"]["text"].split(":")[0] in tex
+    assert tex.count(r"\\") >= len(result["rows"]) + 1
+    assert "Not run" in numbers.control_tex([])
+
+
+def test_end_to_end_at_ci_size(tmp_path):
+    """Data, two specialists, four masks of the composite, control.json, README section."""
+    params = tmp_path / "params.yaml"
+    atomic_write_text(params, compose_text("ci"))
+    out = tmp_path / "control"
+    assert control.main(["run", "--params", str(params), "--out", str(out), "--n", "60",
+                         "--milestone", "10", "--tolerance", "90", "--no-progress"]) == 0
+    result = json.loads((out / "control.json").read_text())
+    assert len(result["rows"]) == 4
+    assert len(result["iomin"]["same"]) == 2 and len(result["iomin"]["cross"]) == 4
+    assert result["masks"]["steps"] > 0 and result["verdict"]["text"]
+    for r in result["rows"]:
+        assert r["kept_color_rule"] + r["kept_size_rule"] > 0 and 0 <= r["own"] <= 1
+    # the specialists are reused: a second run (other mask steps) trains no network
+    ck = out / "train/color_rule/scl_10.pt"
+    before = ck.stat().st_mtime_ns
+    assert control.main(["run", "--params", str(params), "--out", str(out), "--n", "60",
+                         "--milestone", "10", "--tolerance", "90", "--steps", "5",
+                         "--no-progress"]) == 0
+    assert ck.stat().st_mtime_ns == before
+    assert json.loads((out / "control.json").read_text())["masks"]["steps"] == 5
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\nx\n{CONTROL_BEGIN}\nold\n{CONTROL_END}\n")
+    results = ROOT / "results" / "ci"
+    args = ["readme", "--params", str(results / "params.yaml"), "--metrics",
+            str(results / "metrics"), "--readme", str(readme), "--control"]
+    assert paper_main([*args, str(out / "control.json")]) == 0
+    section = readme.read_text().split(CONTROL_BEGIN, 1)[1].split(CONTROL_END, 1)[0]
+    assert section.strip() == control.summary_text(json.loads(
+        (out / "control.json").read_text())).strip()
+    assert paper_main([*args, str(tmp_path / "missing.json")]) == 2
