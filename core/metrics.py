@@ -50,7 +50,7 @@ from core.train import TrainingLogError, check_training_dir
 RUN = ("network", "checkpoint", "task", "alpha", "seed")
 MODULE_COLUMNS = ("sparsity", "n_kept", "dispersity", "dispersity_random", "dispersity_norm",
                   "n_kept_specific", "sparsity_specific", "dispersity_specific_norm",
-                  "converged", "density_change", "acc_change")
+                  "converged", "density_change", "acc_change", "density_change_constant")
 PAIR_COLUMNS = ("iomin", "iou", "iomin_chance", "iou_chance", "iomin_specific")
 
 
@@ -491,13 +491,36 @@ def _pairs(runs: Sequence[Run], alpha: float, specific: Mapping[tuple, np.ndarra
     return rows
 
 
-def _run_rows(runs: Sequence[Run], specific: Mapping[tuple, np.ndarray], ref: tuple[int, int]
+def density_change_constant(step: Sequence[float], density: Sequence[float], anneal: float,
+                            window: float = 0.2) -> float:
+    """How fast the read-out density was still moving when the learning rate began to anneal
+    (``masks.lr_anneal``): the change between the last two logged steps at or before the
+    anneal's start, scaled to ``window`` of the run (points per 20% of the steps, comparable
+    with ``density_change``); with a constant rate (anneal 0), over the run's last two logged
+    steps. NaN when fewer than two steps are logged before the anneal.
+
+    The convergence flag looks at the end of the run, where the annealed rate has frozen the
+    read-out; this shows whether the masks had reached a plateau before it (the composite
+    positive control, ``core.control``, found the default masks far from it)."""
+    x, y = np.asarray(step, float), np.asarray(density, float)
+    start = (1.0 - anneal) * x[-1] if anneal > 0 else x[-1]
+    idx = np.flatnonzero(x <= start + 1e-9)
+    if len(idx) < 2:
+        return float("nan")
+    i, j = idx[-2], idx[-1]
+    return float(abs(y[j] - y[i]) * window * x[-1] / (x[j] - x[i]))
+
+
+def _run_rows(runs: Sequence[Run], specific: Mapping[tuple, np.ndarray], ref: tuple[int, int],
+              anneal: float = 0.0, window: float = 0.2
               ) -> tuple[list[dict], list[dict], list[dict]]:
     """(module rows, layer rows, curve rows) of one checkpoint's runs."""
     mods, layers, curves = [], [], []
     for r in runs:
         row = {**r.label, **_module_scalars(r, r.flat, "", ref),
-               "converged": float(r.converged), **r.convergence}
+               "converged": float(r.converged), **r.convergence,
+               "density_change_constant": density_change_constant(
+                   r.curve["step"], r.curve["density"], anneal, window)}
         spec = specific.get((r.task, r.alpha, r.seed))
         counts = r.counts()
         share_s = np.full(len(r.names), np.nan)
@@ -627,7 +650,7 @@ def compute(masks: str | Path, train: str | Path, cfg: Config, progress: bool = 
             raise _fail(bad.path, "masked parameters differ from the other mask files' "
                                   "(masks of different models mixed)")
         specific = _specific(runs)
-        m, ly, cv = _run_rows(runs, specific, ref)
+        m, ly, cv = _run_rows(runs, specific, ref, cfg.masks.lr_anneal, cfg.masks.converge_window)
         mods, layers, curves = mods + m, layers + ly, curves + cv
         a = float(selected.sel(checkpoint=ck))
         if np.isfinite(a):
@@ -778,6 +801,9 @@ def _family_summary(ds: Mapping[str, xr.Dataset], fam: str, ck: str, alpha: floa
     out: dict[str, Any] = {
         "tasks": tasks, "runs": int(conv.notnull().sum()), "converged": int(ok.sum()),
         "excluded_unconverged": int((conv == 0).sum()),
+        # runs whose density had levelled off before the lr anneal (<= masks.converge_density)
+        "plateaued": int((m["density_change_constant"].where(conv.notnull())
+                          <= cfg.masks.converge_density).sum()),
         **{v: iv(m[v].where(ok)) for v in ("sparsity", "dispersity", "dispersity_norm",
                                              "acc_report", "acc_full_report")}}
     s = sh.sel(checkpoint=ck, task=tasks, other_task=tasks)

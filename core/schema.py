@@ -139,6 +139,10 @@ SCHEMA: dict[str, dict] = {
                                     "logged steps"),
             "acc_change": _runs("percent", "masked task accuracy change over the last 20% of "
                                 "logged steps"),
+            "density_change_constant": _runs(
+                "percent", "read-out density change per 20% of the steps when the lr anneal "
+                "began", "between the last two logged steps before masks.lr_anneal starts: "
+                "whether the mask had levelled off before the annealed rate froze it"),
             "acc_select": _runs("percent", "masked accuracy on the own task set, select split",
                                 "from evals.nc (variant mask, split select); alpha selection"),
             "acc_report": _runs("percent", "masked accuracy on the own task set, report split",

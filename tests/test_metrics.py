@@ -326,6 +326,32 @@ def test_convergence_flags_and_selected_alpha(data, summary):
     assert fam["runs"] == 3 * 2 * 2 and fam["converged"] + fam["excluded_unconverged"] == 12
 
 
+def test_density_change_constant_reads_the_curve_before_the_anneal():
+    steps, dens = [0, 40, 80, 120, 160, 200], [100, 40, 30, 25, 24.9, 24.9]
+    # anneal over the last half: starts at step 100, last two logged steps 40 and 80:
+    # 10 points per 40 steps = 10 points per 20% of the run
+    assert M.density_change_constant(steps, dens, 0.5) == pytest.approx(10.0)
+    # a constant rate: the run's last two logged steps (0.0 per 40 steps)
+    assert M.density_change_constant(steps, dens, 0.0) == pytest.approx(0.0)
+    # a 100-step run logged every 10: anneal from step 50, last two logged 40 and 50 (2
+    # points per 10 steps), scaled to 20% of the run (20 steps): 4 points
+    assert M.density_change_constant(list(range(0, 101, 10)),
+                                     [100, 60, 50, 45, 42, 40, 39, 39, 39, 39, 39],
+                                     0.5) == pytest.approx(4.0)
+    # fewer than two logged steps before the anneal: not measurable
+    assert np.isnan(M.density_change_constant([0, 200], [100, 20], 0.5))
+
+
+def test_plateau_count_in_summary(data, summary):
+    md = data["modules"]
+    assert "density_change_constant" in md
+    fam = summary["checkpoints"]["scl_30"]["families"]["control"]
+    assert 0 <= fam["plateaued"] <= fam["runs"]
+    pl = md["density_change_constant"].sel(checkpoint="scl_30", alpha=md["selected_alpha"].sel(
+        checkpoint="scl_30"), task=["color_rule", "size_rule"])
+    assert fam["plateaued"] == int((pl <= 1.0).sum())
+
+
 def test_sharing_pairs_and_nulls(data):
     sh = data["sharing"]
     at = sh.sel(network=0, checkpoint="scl_20")
