@@ -6,6 +6,7 @@
 PROFILE ?= default
 SET ?=
 CONTROL ?=
+NAME ?= control
 RESULTS ?= $(firstword $(wildcard results/default) results/ci)
 # tqdm bars refresh at most every 10 s in logs (the pipeline log is not a terminal)
 export TQDM_MININTERVAL ?= 10
@@ -62,7 +63,8 @@ figures: install tex
 	  --raven $(RESULTS)/raven --out build/$(RESULTS)/figures
 	$(PY) -m paper --params $(RESULTS)/params.yaml --metrics $(RESULTS)/metrics \
 	  --figures build/$(RESULTS)/figures --out build/$(RESULTS)/paper \
-	  --generated build/$(RESULTS)/generated --control results/control/control.json
+	  --generated build/$(RESULTS)/generated --control results/control/control.json \
+	  --control results/control/control_steps2000.json
 
 # Copy the small results of the last `make repro` (metrics, summary, params, a few example
 # problems, provenance) to results/<profile>/ for committing.
@@ -75,15 +77,18 @@ results: install
 readme: install
 	$(PY) -m core.results check results/default
 	$(PY) -m paper readme --params results/default/params.yaml --metrics results/default/metrics \
-	  --readme README.md --control results/control/control.json
+	  --readme README.md --control results/control/control.json \
+	  --control results/control/control_steps2000.json
 
 # The composite positive control (core/control.py): two SCLs trained on colour-rule / size-rule
-# problems only, logits summed, masked with the profile's mask settings (SET: core.control
-# options, e.g. CONTROL='--steps 2000'); ~20 min on 2 cores (default). Exported to results/control/.
+# problems only, logits summed, masked with the profile's mask settings; CONTROL: core.control
+# options, NAME: the result's name under results/control/. The committed pair:
+#   make control                                  (~20 min on 2 cores: control.json)
+#   make control CONTROL='--steps 2000' NAME=control_steps2000   (~15 min more, reuses the nets)
 control: install
 	$(PY) -m core.config compose --profile $(PROFILE) $(SET)
 	$(PY) -m core.control run --params params.yaml --out data/control $(CONTROL)
-	mkdir -p results/control && cp data/control/control.json results/control/control.json
+	mkdir -p results/control && cp data/control/control.json results/control/$(NAME).json
 
 bench: install
 	$(PY) -m benchmarks $(if $(QUICK),--quick,)

@@ -62,3 +62,23 @@ def summary_text(result: dict[str, Any]) -> str:
     lines += ["", f"IoMin cross-task {fmt(p['cross'])}% vs same-task {fmt(p['same'])}%. "
               f"Verdict: the method **{result['verdict']['text']}**."]
     return "\n".join(lines)
+
+
+def comparison_text(results: list[dict[str, Any]]) -> str:
+    """One sentence comparing control runs (the first: the profile's mask settings) by their
+    verdicts; empty with fewer than two runs."""
+    if len(results) < 2:
+        return ""
+    first, rest = results[0], results[1:]
+    passed = [r for r in rest if r["verdict"]["passes"]]
+    what = lambda r: f"{r['masks']['steps']} steps, lr {r['masks']['lr']:g}"  # noqa: E731
+    if first["verdict"]["passes"]:
+        return (f"The profile's mask settings ({what(first)}) pass the control: the method can "
+                "find modules that exist at these settings.")
+    if passed:
+        return (f"The profile's mask settings ({what(first)}) fail the control and "
+                f"{', '.join(what(r) for r in passed)} pass it: the profile's masks stop too "
+                "early to find modules that exist, so its verdicts of shared modules do not "
+                "show that distinct modules are absent.")
+    return (f"No mask settings tried pass the control ({'; '.join(what(r) for r in results)}): "
+            "the method has not been shown able to find modules that exist.")

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.config import Config, ConfigError, load
-from core.controlfile import ControlError, read_result, summary_text
+from core.controlfile import ControlError, comparison_text, read_result, summary_text
 from core.io import atomic_write_bytes, atomic_write_text
 from figures import FAMILIES, PROVENANCE_FILE
 from figures.inputs import Inputs
@@ -199,8 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             print(rewrite_readme(args.readme, text))
             ctl = read_control(args.control)
             if ctl:
-                print(rewrite_readme(args.readme, "\n\n".join(map(summary_text, ctl)) + "\n",
-                                     CONTROL_BEGIN, CONTROL_END))
+                text = "\n\n".join([*map(summary_text, ctl), comparison_text(ctl)])
+                print(rewrite_readme(args.readme, text.rstrip() + "\n", CONTROL_BEGIN,
+                                     CONTROL_END))
             return 0
         paths = build(args.metrics, args.figures, args.out, cfg, gen=args.generated,
                       compile_pdf=not args.numbers_only, control=args.control)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.config import Config
-from core.controlfile import settings_label
+from core.controlfile import comparison_text, settings_label
 from core.stats import CHANCE_ACC
 from core.tasks import FAMILIES
 from figures import original
@@ -423,7 +423,8 @@ def control_tex(results: Sequence[Mapping[str, Any]]) -> str:
     if not results:
         return head + (r"\paragraph{Composite positive control.} Not run for this report "
                        r"(\texttt{python -m core.control run}; \texttt{make control}).") + "\n"
-    return head + "\n".join(_control_tex(r, i == 0) for i, r in enumerate(results))
+    return (head + "\n".join(_control_tex(r, i == 0) for i, r in enumerate(results))
+            + tex_escape(comparison_text(list(results))) + "\n")
 
 
 def _control_tex(result: Mapping[str, Any], first: bool) -> str:

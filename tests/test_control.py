@@ -12,6 +12,7 @@ from torch import nn
 
 from core import control
 from core.config import compose_text
+from core.controlfile import comparison_text
 from core.io import atomic_write_text
 from paper import numbers
 from paper.build import CONTROL_BEGIN, CONTROL_END, README_BEGIN, README_END
@@ -98,6 +99,16 @@ def test_bad_settings_get_one_clear_error(args, match, capsys, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_comparison_says_what_the_verdicts_support():
+    def res(steps, passes):
+        return {"masks": {"steps": steps, "lr": 0.05}, "verdict": {"passes": passes}}
+    assert comparison_text([res(200, True)]) == ""
+    assert "stop too early" in comparison_text([res(200, False), res(2000, True)])
+    assert "not been shown able" in comparison_text([res(200, False), res(2000, False)])
+    assert comparison_text([res(200, True), res(2000, True)]).startswith(
+        "The profile's mask settings (200 steps, lr 0.05) pass")
+
+
 def test_read_result_names_the_file(tmp_path):
     with pytest.raises(control.ControlError, match="not found"):
         control.read_result(tmp_path / "none.json")
@@ -112,7 +123,9 @@ def test_committed_result_is_reported_in_readme_and_paper():
     result = control.read_result(ROOT / "results/control/control.json")
     text = (ROOT / "README.md").read_text()
     section = text.split(CONTROL_BEGIN, 1)[1].split(CONTROL_END, 1)[0]
-    assert section.strip() == control.summary_text(result).strip()
+    longer = control.read_result(ROOT / "results/control/control_steps2000.json")
+    assert control.summary_text(result) in section and control.summary_text(longer) in section
+    assert comparison_text([result, longer]) in section
     tex = numbers.control_tex([result])
     assert result["verdict"]["text"].split(":")[0] in tex
     assert tex.count(r"\\") >= len(result["rows"]) + 1
