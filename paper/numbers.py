@@ -43,7 +43,8 @@ def fmt_iv(iv: Mapping[str, Any] | None, digits: int, scale: float = 1.0) -> str
 
 def tex_escape(s: str) -> str:
     return (s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%")
-            .replace("&", r"\&").replace("#", r"\#"))
+            .replace("&", r"\&").replace("#", r"\#").replace("<", r"\textless{}")
+            .replace(">", r"\textgreater{}"))
 
 
 def sci(x: float) -> str:
@@ -151,7 +152,7 @@ def _table(summary: Mapping[str, Any], fam: str, ms: Mapping[str, float]) -> lis
             rf"\caption{{Family \texttt{{{tex_escape(fam)}}} per checkpoint: mean "
             rf"[\CILevel\% CI across \NNetworks{{}} networks, mask seeds nested], converged "
             r"masks at the selected $\alpha$. Accuracies on the report split. Column "
-            + tex_escape(PLATEAU_NOTE).replace("<=", r"$\le$") + ".}",
+            + tex_escape(PLATEAU_NOTE).replace(r"\textless{}=", r"$\le$") + ".}",
             r"\resizebox{\textwidth}{!}{%", r"\begin{tabular}{@{}lllllll@{}}", r"\toprule",
             r"checkpoint & converged & sparsity (\%) & dispersity & normalised & "
             r"masked / unmasked acc.\ (\%) & IoMin cross / same-task / chance (\%) \\",
