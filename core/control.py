@@ -41,7 +41,7 @@ import yaml
 from torch import nn
 
 from core.config import Config, ConfigError, checkpoint_name, load
-from core.controlfile import TASKS, ControlError, read_result, summary_text  # noqa: F401
+from core.controlfile import TASKS, ControlError, summary_text
 from core.io import atomic_write_text
 
 MIN_OWN = 0.75  # a mask passes when >= 75% of its kept weights lie in its own task's network
@@ -135,8 +135,8 @@ def check(s: Settings) -> None:
         raise ControlError(f"--n: expected >= 50 problems per task set, got {s.n}")
     if not 0 < s.milestone < 100:
         raise ControlError(f"--milestone: expected a percentage in (0, 100), got {s.milestone}")
-    if len(set(s.seeds)) < 1 or any(x < 0 for x in s.seeds):
-        raise ControlError(f"--seeds: expected non-negative seeds, got {list(s.seeds)}")
+    if not s.seeds or len(set(s.seeds)) != len(s.seeds) or any(x < 0 for x in s.seeds):
+        raise ControlError(f"--seeds: expected distinct non-negative seeds, got {list(s.seeds)}")
     for key in ("steps", "lr", "alpha"):
         v = getattr(s, key)
         if v is not None and not v > 0:

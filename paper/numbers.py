@@ -449,10 +449,9 @@ def _control_tex(result: Mapping[str, Any], first: bool) -> str:
              r"mask & seed & density (\%) & in own network (\%) & acc.\ own (\%) & "
              r"acc.\ other (\%) & converged \\", r"\hline"]
     for r in sorted(rows, key=lambda r: (r["task"], r["seed"])):
-        other = [t for t in tasks if t != r["task"]]
+        other = next(t for t in tasks if t != r["task"])
         lines.append(rf"\texttt{{{tex_escape(r['task'])}}} & {r['seed']} & {r['density']:.1f} & "
                      rf"{100 * r['own']:.0f} & {r['acc_' + r['task']]:.1f} & "
-                     rf"{r['acc_' + other[0]]:.1f} & {'yes' if r['converged'] else 'no'} \\"
-                     if other else "")
+                     rf"{r['acc_' + other]:.1f} & {'yes' if r['converged'] else 'no'} \\")
     lines += [r"\hline", r"\end{tabular}", r"\end{center}"]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from core import control
+from core import control, controlfile
 from core.config import compose_text
 from core.controlfile import comparison_text
 from core.io import atomic_write_text
@@ -92,6 +92,7 @@ def test_overlaps_split_same_and_cross_pairs():
 @pytest.mark.parametrize("args, match", [
     (["--n", "10"], "--n"), (["--milestone", "120"], "--milestone"),
     (["--steps", "0"], "--steps"), (["--workers", "0"], "--workers"),
+    (["--seeds", "0", "0"], "--seeds"),
 ])
 def test_bad_settings_get_one_clear_error(args, match, capsys, tmp_path):
     assert control.main(["run", "--out", str(tmp_path / "c"), *args]) == 1
@@ -111,20 +112,20 @@ def test_comparison_says_what_the_verdicts_support():
 
 def test_read_result_names_the_file(tmp_path):
     with pytest.raises(control.ControlError, match="not found"):
-        control.read_result(tmp_path / "none.json")
+        controlfile.read_result(tmp_path / "none.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"profile": "ci"}')
     with pytest.raises(control.ControlError, match="bad.json: not a control.json"):
-        control.read_result(bad)
+        controlfile.read_result(bad)
 
 
 def test_committed_result_is_reported_in_readme_and_paper():
     """The committed control.json is what README's generated section and control.tex say."""
-    result = control.read_result(ROOT / "results/control/control.json")
+    result = controlfile.read_result(ROOT / "results/control/control.json")
     text = (ROOT / "README.md").read_text()
     section = text.split(CONTROL_BEGIN, 1)[1].split(CONTROL_END, 1)[0]
-    longer = control.read_result(ROOT / "results/control/control_steps2000.json")
-    assert control.summary_text(result) in section and control.summary_text(longer) in section
+    longer = controlfile.read_result(ROOT / "results/control/control_steps2000.json")
+    assert controlfile.summary_text(result) in section and controlfile.summary_text(longer) in section
     assert comparison_text([result, longer]) in section
     tex = numbers.control_tex([result])
     assert result["verdict"]["text"].split(":")[0] in tex
@@ -160,6 +161,6 @@ def test_end_to_end_at_ci_size(tmp_path):
             str(results / "metrics"), "--readme", str(readme), "--control"]
     assert paper_main([*args, str(out / "control.json")]) == 0
     section = readme.read_text().split(CONTROL_BEGIN, 1)[1].split(CONTROL_END, 1)[0]
-    assert section.strip() == control.summary_text(json.loads(
+    assert section.strip() == controlfile.summary_text(json.loads(
         (out / "control.json").read_text())).strip()
     assert paper_main([*args, str(tmp_path / "missing.json")]) == 2
