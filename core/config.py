@@ -53,7 +53,9 @@ class ConfigError(ValueError):
 
 
 def _spec(**kw: Any) -> dict[str, Any]:
-    """Field metadata: gt/ge/lt/le bounds, choices, divisible_by, nonempty, increasing."""
+    """Field metadata: gt/ge/lt/le bounds, choices, divisible_by, nonempty, increasing;
+    ``absent``: the value of a key added after parameter files were exported, used when such a
+    file lacks it (the behaviour before the key existed), so committed results stay readable."""
     return kw
 
 
@@ -133,6 +135,7 @@ class MaskConfig:
     workers: int = f(ge=1)  # mask runs at a time (core.sweep's process executor / local Ray)
     mask_norm: bool = f()  # also mask BatchNorm/LayerNorm scale and shift (the original study)
     lr_anneal: float = f(ge=0, le=1)  # last fraction of the run whose lr falls to 0 (cosine)
+    readout: float = f(absent=0.0)  # read-out: a weight is kept when its logit > readout (0: p > 0.5)
     converge_window: float = f(gt=0, le=1)  # last fraction of the run the convergence check reads
     converge_density: float = f(ge=0)  # max read-out density change (points) in that window
     converge_acc: float = f(ge=0)  # max masked task accuracy change (points) in that window
@@ -199,6 +202,16 @@ def config_hash(cfg: Config | dict[str, Any], sections: list[str] | None = None)
     """sha256 (hex) of the resolved configuration as canonical JSON (sorted keys, compact);
     with ``sections``, of those top-level keys only (what one stage depends on)."""
     values = cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)
+    # a key added later (``absent`` metadata) at its absent value leaves the hash unchanged:
+    # it names the behaviour of files written before the key existed
+    for name, fl in ((fl.name, fl) for fl in dataclasses.fields(Config)):
+        tp = fl.type if not isinstance(fl.type, str) else typing.get_type_hints(Config)[name]
+        if dataclasses.is_dataclass(tp) and isinstance(values.get(name), dict):
+            section = dict(values[name])
+            for sub in dataclasses.fields(tp):
+                if "absent" in sub.metadata and section.get(sub.name) == sub.metadata["absent"]:
+                    section.pop(sub.name)
+            values[name] = section
     if sections is not None:
         values = {k: values[k] for k in sections}
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -295,6 +308,8 @@ def build_section(cls: type, raw: Any, where: str) -> Any:
         raise ConfigError(
             f"{_join(where, unknown[0])}: unknown key (expected one of {', '.join(fields)})"
         )
+    raw = {**{n: fl.metadata["absent"] for n, fl in fields.items()
+              if n not in raw and "absent" in fl.metadata}, **raw}
     missing = [name for name in fields if name not in raw]
     if missing:
         raise ConfigError(f"{_join(where, missing[0])}: missing key ({_describe(hints[missing[0]])})")

@@ -125,6 +125,7 @@ class Settings:
     steps: int | None = None  # None: the profile's masks.steps (likewise lr, alpha)
     lr: float | None = None
     alpha: float | None = None
+    readout: float | None = None  # None: the profile's masks.readout (the logit threshold)
     eval_n: int = 800  # test problems per task for the accuracies
     curve_n: int = 400  # validation problems for the mask curves (the convergence flag)
     workers: int = 2
@@ -141,6 +142,8 @@ def check(s: Settings) -> None:
         v = getattr(s, key)
         if v is not None and not v > 0:
             raise ControlError(f"--{key}: expected a number > 0, got {v!r}")
+    if s.readout is not None and not np.isfinite(s.readout):
+        raise ControlError(f"--readout: expected a finite logit threshold, got {s.readout!r}")
     if s.eval_n < 1 or s.curve_n < 1:
         raise ControlError(f"--eval-n / --curve-n: expected >= 1, got {s.eval_n} / {s.curve_n}")
     if s.workers < 1:
@@ -155,6 +158,8 @@ def mask_settings(cfg: Config, s: Settings):
                                  log_every=max(1, s.steps // 5))
     if s.lr is not None:
         mc = dataclasses.replace(mc, lr=s.lr)
+    if s.readout is not None:
+        mc = dataclasses.replace(mc, readout=s.readout)
     return mc, (s.alpha if s.alpha is not None else cfg.masks.alpha)
 
 
@@ -187,6 +192,13 @@ def specialist_params(cfg: Config, s: Settings) -> dict[str, Any]:
     return d
 
 
+def _training_part(text: str) -> dict[str, Any]:
+    """What a specialist's training reads from its params (mask, metric and figure settings
+    do not change it: a control run with other ``--steps`` reuses the networks)."""
+    return {k: v for k, v in (yaml.safe_load(text) or {}).items()
+            if k not in ("masks", "metrics", "figures")}
+
+
 def train_specialists(cfg: Config, s: Settings, data: dict[str, Path], out: Path,
                       progress: bool) -> dict[str, Path]:
     """Both networks in parallel (``python -m core.train``), reused when trained with the same
@@ -198,7 +210,8 @@ def train_specialists(cfg: Config, s: Settings, data: dict[str, Path], out: Path
         d = out / "train" / task
         ckpts[task] = d / name
         params = out / "train" / f"{task}.params.yaml"
-        if ckpts[task].exists() and params.exists() and params.read_text() == text:
+        if ckpts[task].exists() and params.exists() and _training_part(params.read_text()) \
+                == _training_part(text):
             continue
         params.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(params, text)
@@ -279,7 +292,8 @@ def run(params: str | Path, out: str | Path, s: Settings, profile: str | None = 
     result = {
         "profile": cfg.profile, "settings": dataclasses.asdict(s),
         "masks": {"steps": mc.steps, "lr": mc.lr, "alpha": alpha, "init": mc.init,
-                  "batch_size": mc.batch_size, "lr_anneal": mc.lr_anneal},
+                  "batch_size": mc.batch_size, "lr_anneal": mc.lr_anneal,
+                  "readout": mc.readout},
         "reference": reference_accuracy(ckpts, cfg.model.arch, data, s.eval_n),
         "rows": rows, "iomin": pairs, "verdict": verdict(rows, pairs),
         "seconds": round(time.perf_counter() - t0, 1)}
@@ -303,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--steps", type=int, default=None, help="mask steps (default: masks.steps)")
     r.add_argument("--lr", type=float, default=None, help="mask lr (default: masks.lr)")
     r.add_argument("--alpha", type=float, default=None, help="default: masks.alpha")
+    r.add_argument("--readout", type=float, default=None,
+                   help="read-out logit threshold (default: masks.readout)")
     r.add_argument("--eval-n", type=int, default=d.eval_n, help="test problems per task")
     r.add_argument("--curve-n", type=int, default=d.curve_n,
                    help="validation problems per task for the mask curves")
@@ -311,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         s = Settings(args.n, args.milestone, args.tolerance, tuple(args.seeds), args.steps,
-                     args.lr, args.alpha, args.eval_n, args.curve_n, args.workers)
+                     args.lr, args.alpha, args.readout, args.eval_n, args.curve_n, args.workers)
         result = run(args.params, args.out, s, args.profile, not args.no_progress)
         print(summary_text(result))
     except (ControlError, ConfigError) as err:

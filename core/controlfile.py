@@ -32,7 +32,7 @@ def read_result(path: str | Path) -> dict[str, Any]:
 
 def settings_label(result: dict[str, Any]) -> str:
     """"the mask settings of profile P" or, with overrides, which of them were changed."""
-    changed = [f"{k} {result['masks'][k]:g}" for k in ("steps", "lr", "alpha")
+    changed = [f"{k} {result['masks'][k]:g}" for k in ("steps", "lr", "alpha", "readout")
                if result.get("settings", {}).get(k) is not None]
     base = f"the mask settings of profile `{result['profile']}`"
     return base + (f" except {', '.join(changed)}" if changed else "")
@@ -44,7 +44,7 @@ def summary_text(result: dict[str, Any]) -> str:
     m, ref, rows = result["masks"], result["reference"], result["rows"]
     lines = [f"Composite positive control (`python -m core.control`), masks with "
              f"{settings_label(result)} ({m['steps']} steps, lr {m['lr']:g}, alpha "
-             f"{m['alpha']:g}): a colour-rule SCL and a size-rule SCL, logits summed. Unmasked "
+             f"{m['alpha']:g}, read-out logit > {m.get('readout', 0.0):g}): a colour-rule SCL and a size-rule SCL, logits summed. Unmasked "
              f"composite / colour net / size net test accuracy (%): colour problems "
              f"{ref['composite']['color_rule']:.1f} / {ref['net_color_rule']['color_rule']:.1f}"
              f" / {ref['net_size_rule']['color_rule']:.1f}, size problems "

@@ -198,10 +198,12 @@ class MaskedModel:
         hard = (soft > 0.5).to(soft.dtype)
         return self._views(hard + (soft - soft.detach()))
 
-    def binary(self) -> dict[str, torch.Tensor]:
-        """The deterministic read-out ``logits > 0`` (bool CPU tensors, standard layout)."""
+    def binary(self, threshold: float = 0.0) -> dict[str, torch.Tensor]:
+        """The deterministic read-out ``logits > threshold`` (bool CPU tensors, standard
+        layout); ``threshold`` 0 keeps the weights a sampled mask keeps with probability > 0.5
+        (Csordas), ``-2`` those it keeps with probability > sigmoid(-2) = 0.12."""
         return {n: m.to("cpu").clone(memory_format=torch.contiguous_format)
-                for n, m in self._views(self.flat.detach() > 0).items()}
+                for n, m in self._views(self.flat.detach() > threshold).items()}
 
     def __call__(self, x: torch.Tensor, masks: dict[str, torch.Tensor] | None = None,
                  invert: bool = False) -> torch.Tensor:
@@ -624,10 +626,11 @@ def check_settings(cfg: MaskConfig, alpha: float, steps: int, n_train: int) -> N
         raise MaskError(f"alpha: expected a finite number > 0, got {alpha!r}")
     if not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0:
         raise MaskError(f"steps: expected an integer > 0, got {steps!r}")
-    for key in ("init", "lr", "tau"):
+    for key in ("init", "lr", "tau", "readout"):
         value = getattr(cfg, key)
-        if not math.isfinite(value) or (key != "init" and value <= 0):
-            raise MaskError(f"masks.{key}: expected a finite number{'' if key == 'init' else ' > 0'}"
+        free = key in ("init", "readout")
+        if not math.isfinite(value) or (not free and value <= 0):
+            raise MaskError(f"masks.{key}: expected a finite number{'' if free else ' > 0'}"
                             f", got {value!r}")
     if cfg.batch_size < cfg.n_samples:
         raise MaskError(f"masks.batch_size ({cfg.batch_size}) must be >= masks.n_samples "
@@ -672,7 +675,7 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
     snap_logits: list[torch.Tensor] = []
 
     def log(step: int, ce: float) -> None:
-        mask = masked.binary()
+        mask = masked.binary(cfg.readout)
         reg = alpha * float(masked.flat.detach().double().sum())
         curve["step"].append(step)
         curve["ce"].append(ce)
@@ -717,7 +720,7 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
             log(t + 1, float(np.mean(window)))
             window = []
     conv = convergence(curve, cfg.converge_window)
-    mask = masked.binary()
+    mask = masked.binary(cfg.readout)
     logits = {n: s.to("cpu").clone(memory_format=torch.contiguous_format)
               for n, s in masked.logits.items()}
     return MaskResult(masked.names, masked.shapes, masked.fingerprint, logits, mask, curve,

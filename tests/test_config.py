@@ -118,6 +118,18 @@ def test_missing_key(tmp_path):
     assert "metrics: missing key" in bad(tmp_path, lambda r: r.pop("metrics"))
 
 
+def test_a_key_added_later_reads_as_its_old_behaviour_when_absent(tmp_path):
+    # masks.readout came after results were exported: a file without it means logit > 0, and
+    # hashes as it did (committed results stay checkable); another value changes the hash
+    raw = copy.deepcopy(RAW)
+    raw["masks"].pop("readout")
+    old = C.load(write(tmp_path, raw))
+    assert old.masks.readout == 0.0
+    assert C.config_hash(old) == C.config_hash(C.load(write(tmp_path, RAW)))
+    raw["masks"]["readout"] = -3.0
+    assert C.config_hash(C.load(write(tmp_path, raw))) != C.config_hash(old)
+
+
 def test_wrong_types(tmp_path):
     msg = bad(tmp_path, lambda r: r["train"].update(batch_size="32"))
     assert "train.batch_size: expected an integer, got '32'" in msg

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from core import control, controlfile
@@ -154,6 +155,16 @@ def test_end_to_end_at_ci_size(tmp_path):
                          "--no-progress"]) == 0
     assert ck.stat().st_mtime_ns == before
     assert json.loads((out / "control.json").read_text())["masks"]["steps"] == 5
+    # ... and so does a params file whose masks section differs (training does not read it)
+    other = yaml.safe_load(compose_text("ci"))
+    other["masks"]["readout"] = -1.0
+    params2 = tmp_path / "params2.yaml"
+    atomic_write_text(params2, yaml.safe_dump(other))
+    assert control.main(["run", "--params", str(params2), "--out", str(out), "--n", "60",
+                         "--milestone", "10", "--tolerance", "90", "--steps", "5",
+                         "--no-progress"]) == 0
+    assert ck.stat().st_mtime_ns == before
+    assert json.loads((out / "control.json").read_text())["masks"]["readout"] == -1.0
     readme = tmp_path / "README.md"
     readme.write_text(f"{README_BEGIN}\n{README_END}\nx\n{CONTROL_BEGIN}\nold\n{CONTROL_END}\n")
     results = ROOT / "results" / "ci"

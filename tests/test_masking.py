@@ -180,6 +180,27 @@ def test_read_out_is_deterministic_logits_above_zero():
     assert all(torch.equal(b[n], v) for n, v in mm.binary().items())
 
 
+def test_read_out_threshold_keeps_logits_above_it_and_training_uses_masks_readout():
+    mm = MaskedModel(convbn(), init=0.0)
+    with torch.no_grad():
+        mm.logits["fc.weight"][0, :4] = torch.tensor([0.5, -1.0, -2.5, -3.5])
+    assert mm.binary(-3.0)["fc.weight"][0, :4].tolist() == [True, True, True, False]
+    assert mm.binary(-2.0)["fc.weight"][0, :4].tolist() == [True, True, False, False]
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.randn(32, 1, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g))
+    cfg = dataclasses.replace(CFG, batch_size=8, lr=0.2)
+    runs = {t: train_mask(convbn(), dataclasses.replace(cfg, readout=t), data, data,
+                          alpha=1e-2, seed=0, steps=20) for t in (0.0, -1.0)}
+    for t, r in runs.items():  # same seed, same logits; the read-out follows masks.readout
+        assert all(torch.equal(r.mask[n], r.logits[n] > t) for n in r.names)
+    assert all(torch.equal(runs[0.0].logits[n], runs[-1.0].logits[n]) for n in runs[0.0].names)
+    kept = {t: sum(int(m.sum()) for m in r.mask.values()) for t, r in runs.items()}
+    assert kept[-1.0] > kept[0.0]
+    with pytest.raises(MaskError, match="masks.readout"):
+        train_mask(convbn(), dataclasses.replace(CFG, readout=float("nan")), data, data,
+                   alpha=1e-2, seed=0, steps=2)
+
+
 def test_a_masked_entry_removes_exactly_that_weight():
     m = convbn()
     mm = MaskedModel(m, init=1.0)
