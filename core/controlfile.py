@@ -71,13 +71,18 @@ def comparison_text(results: list[dict[str, Any]]) -> str:
         return ""
     first, rest = results[0], results[1:]
     passed = [r for r in rest if r["verdict"]["passes"]]
-    what = lambda r: f"{r['masks']['steps']} steps, lr {r['masks']['lr']:g}"  # noqa: E731
+
+    def what(r: dict[str, Any]) -> str:
+        ro = r["masks"].get("readout", 0.0)
+        return (f"{r['masks']['steps']} steps, lr {r['masks']['lr']:g}"
+                + (f", read-out logit > {ro:g}" if ro else ""))
+
     if first["verdict"]["passes"]:
         return (f"The profile's mask settings ({what(first)}) pass the control: the method can "
                 "find modules that exist at these settings.")
     if passed:
         return (f"The profile's mask settings ({what(first)}) fail the control and "
-                f"{', '.join(what(r) for r in passed)} pass it: the profile's masks stop too "
+                f"{'; '.join(what(r) for r in passed)} pass it: the profile's masks stop too "
                 "early to find modules that exist, so its verdicts of shared modules do not "
                 "show that distinct modules are absent.")
     return (f"No mask settings tried pass the control ({'; '.join(what(r) for r in results)}): "

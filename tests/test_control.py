@@ -109,6 +109,10 @@ def test_comparison_says_what_the_verdicts_support():
     assert "not been shown able" in comparison_text([res(200, False), res(2000, False)])
     assert comparison_text([res(200, True), res(2000, True)]).startswith(
         "The profile's mask settings (200 steps, lr 0.05) pass")
+    low = res(6000, True)
+    low["masks"]["readout"] = -1.0  # a read-out threshold other than 0 is named
+    assert ("fail the control and 2000 steps, lr 0.05; 6000 steps, lr 0.05, read-out logit > -1 "
+            "pass it") in comparison_text([res(200, False), res(2000, True), low])
 
 
 def test_read_result_names_the_file(tmp_path):
