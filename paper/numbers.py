@@ -442,7 +442,8 @@ def _control_tex(result: Mapping[str, Any], first: bool) -> str:
                          f"{ref['net_color_rule'][t]:.1f} / {ref['net_size_rule'][t]:.1f}\\%"
                          for t in tasks)
              + ". Masks with " + tex_escape(settings_label(result)).replace("`", "")
-             + rf" ({m['steps']} steps, lr {m['lr']:g}, $\alpha={sci(m['alpha'])}$): IoMin "
+             + rf" ({m['steps']} steps, lr {m['lr']:g}, $\alpha={sci(m['alpha'])}$, read-out "
+             rf"logit $>{m.get('readout', 0.0):g}$): IoMin "
              rf"cross-task {pct(p['cross'])}\% vs same-task {pct(p['same'])}\%. "
              rf"Verdict: the method {tex_escape(result['verdict']['text'])}.",
              r"\begin{center}\small", r"\begin{tabular}{llrrrrl}", r"\hline",
