@@ -99,6 +99,7 @@ def macros(summary: Mapping[str, Any], cfg: Config, source: str) -> dict[str, st
         # fewest report-split problems behind any reported masked accuracy (from the data)
         "ReportN": _report_n(summary),
         "MaskNorm": "including" if m.mask_norm else "excluding",
+        "MaskReadout": f"{m.readout:g}",  # the read-out logit threshold (masks.readout)
         "FamilyList": ", ".join(tex_escape(f) for f in families(summary)),
         "FamilyWhen": _family_when(summary, m.families_last),
         "MaskSchedule": ("constant" if not m.lr_anneal else
