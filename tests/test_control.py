@@ -131,7 +131,9 @@ def test_committed_result_is_reported_in_readme_and_paper():
     section = text.split(CONTROL_BEGIN, 1)[1].split(CONTROL_END, 1)[0]
     longer = controlfile.read_result(ROOT / "results/control/control_steps2000.json")
     assert controlfile.summary_text(result) in section and controlfile.summary_text(longer) in section
-    assert comparison_text([result, longer]) in section
+    lowlr = controlfile.read_result(ROOT / "results/control/control_steps6000_lr001_readout-1.json")
+    assert controlfile.summary_text(lowlr) in section
+    assert comparison_text([result, longer, lowlr]) in section
     tex = numbers.control_tex([result])
     assert result["verdict"]["text"].split(":")[0] in tex
     assert tex.count(r"\\") >= len(result["rows"]) + 1
