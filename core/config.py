@@ -136,6 +136,7 @@ class MaskConfig:
     mask_norm: bool = f()  # also mask BatchNorm/LayerNorm scale and shift (the original study)
     lr_anneal: float = f(ge=0, le=1)  # last fraction of the run whose lr falls to 0 (cosine)
     readout: float = f(absent=0.0)  # read-out: a weight is kept when its logit > readout (0: p > 0.5)
+    noise_anneal: float = f(ge=0, le=1, absent=0.0)  # last fraction of the run whose sampling noise falls to 0
     converge_window: float = f(gt=0, le=1)  # last fraction of the run the convergence check reads
     converge_density: float = f(ge=0)  # max read-out density change (points) in that window
     converge_acc: float = f(ge=0)  # max masked task accuracy change (points) in that window

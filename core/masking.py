@@ -187,14 +187,16 @@ class MaskedModel:
     def numel(self) -> int:
         return sum(self.sizes)
 
-    def sample(self, generator: torch.Generator, tau: float) -> dict[str, torch.Tensor]:
+    def sample(self, generator: torch.Generator, tau: float,
+               scale: float = 1.0) -> dict[str, torch.Tensor]:
         """One stochastic mask per parameter: hard values in the forward pass, the gradient
-        of ``sigmoid((s + l) / tau)`` in the backward pass (straight-through). The noise comes
-        from ``generator`` on the CPU (the same draws on every device)."""
+        of ``sigmoid((s + scale * l) / tau)`` in the backward pass (straight-through). The noise
+        comes from ``generator`` on the CPU (the same draws on every device); ``scale`` 0 gives
+        the read-out ``s > 0`` with a straight-through gradient."""
         u = torch.empty(self.flat.shape).uniform_(generator=generator)
         u.clamp_(torch.finfo(torch.float32).tiny, 1.0 - 2 ** -24)
         noise = torch.logit(u).to(self.device)
-        soft = torch.sigmoid((self.flat + noise) / tau)  # logistic noise
+        soft = torch.sigmoid((self.flat + scale * noise) / tau)  # logistic noise
         hard = (soft > 0.5).to(soft.dtype)
         return self._views(hard + (soft - soft.detach()))
 
@@ -611,6 +613,16 @@ def lr_factor(step: int, steps: int, anneal: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - start) / (steps - start)))
 
 
+def noise_factor(step: int, steps: int, anneal: float) -> float:
+    """The scale of the sampling noise at ``step``: 1, then over the last ``anneal`` fraction
+    of the run a linear fall to 0, reached at the end of its first half (the rest trains the
+    deterministic read-out's mask, so the read-out is what was optimised)."""
+    start = (1.0 - anneal) * steps
+    if anneal <= 0 or step < start:
+        return 1.0
+    return max(0.0, 1.0 - (step - start) / (0.5 * anneal * steps))
+
+
 def _batches(n: int, size: int, generator: torch.Generator):
     """Endless batches of indices: a fresh permutation per epoch, the incomplete rest dropped."""
     while True:
@@ -632,6 +644,9 @@ def check_settings(cfg: MaskConfig, alpha: float, steps: int, n_train: int) -> N
         if not math.isfinite(value) or (not free and value <= 0):
             raise MaskError(f"masks.{key}: expected a finite number{'' if free else ' > 0'}"
                             f", got {value!r}")
+    if not 0.0 <= cfg.noise_anneal <= 1.0:
+        raise MaskError(f"masks.noise_anneal: expected a fraction in [0, 1], got "
+                        f"{cfg.noise_anneal!r}")
     if cfg.batch_size < cfg.n_samples:
         raise MaskError(f"masks.batch_size ({cfg.batch_size}) must be >= masks.n_samples "
                         f"({cfg.n_samples}): each mask sample gets a chunk of the batch")
@@ -698,7 +713,7 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
         opt.zero_grad(set_to_none=True)
         ce = x.new_zeros((), dtype=torch.float32)
         for xc, yc in zip(x.chunk(cfg.n_samples), y.chunk(cfg.n_samples)):
-            out = masked(xc, masked.sample(gen, cfg.tau))
+            out = masked(xc, masked.sample(gen, cfg.tau, noise_factor(t, steps, cfg.noise_anneal)))
             ce = ce + F.cross_entropy(out, yc, reduction="sum")
         ce = ce / len(y)
         loss = ce + alpha * masked.flat.sum()

@@ -35,6 +35,7 @@ from core.masking import (
     log_steps,
     mask_record,
     merge_parts,
+    noise_factor,
     norm_parameters,
     relative_drop,
     save_mask,
@@ -198,6 +199,33 @@ def test_read_out_threshold_keeps_logits_above_it_and_training_uses_masks_readou
     assert kept[-1.0] > kept[0.0]
     with pytest.raises(MaskError, match="masks.readout"):
         train_mask(convbn(), dataclasses.replace(CFG, readout=float("nan")), data, data,
+                   alpha=1e-2, seed=0, steps=2)
+
+
+def test_noise_anneal_ends_training_on_the_read_out_itself():
+    # the schedule: 1, a linear fall over the first half of the last fraction, then 0
+    assert [noise_factor(t, 100, 0.4) for t in (0, 59, 60, 70, 79, 80, 99)] == pytest.approx(
+        [1.0, 1.0, 1.0, 0.5, 0.05, 0.0, 0.0])
+    assert all(noise_factor(t, 100, 0.0) == 1.0 for t in range(100))
+    # scale 0: the sampled mask is the read-out s > 0, with the straight-through gradient
+    mm = MaskedModel(convbn(), init=0.0)
+    with torch.no_grad():
+        mm.logits["fc.weight"].normal_(generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(0)
+    zero, noisy = mm.sample(g, 1.0, scale=0.0), mm.sample(g, 1.0)
+    assert all(torch.equal(zero[n].detach().bool().cpu(), b) for n, b in mm.binary().items())
+    assert not all(torch.equal(noisy[n].detach().bool().cpu(), b) for n, b in mm.binary().items())
+    sum(v.sum() for v in zero.values()).backward()
+    assert mm.flat.grad is not None and bool((mm.flat.grad != 0).any())
+    # in training: a different run than without it (same seed), same read-out rule
+    data = Split(torch.randn(32, 1, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g))
+    cfg = dataclasses.replace(CFG, batch_size=8, lr=0.2)
+    runs = {na: train_mask(convbn(), dataclasses.replace(cfg, noise_anneal=na), data, data,
+                           alpha=1e-2, seed=0, steps=20) for na in (0.0, 0.5)}
+    assert not all(torch.equal(runs[0.0].logits[n], runs[0.5].logits[n]) for n in runs[0.0].names)
+    assert all(torch.equal(runs[0.5].mask[n], runs[0.5].logits[n] > 0) for n in runs[0.5].names)
+    with pytest.raises(MaskError, match="masks.noise_anneal"):
+        train_mask(convbn(), dataclasses.replace(CFG, noise_anneal=1.5), data, data,
                    alpha=1e-2, seed=0, steps=2)
 
 
