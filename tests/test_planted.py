@@ -168,34 +168,78 @@ def test_modules_of_tasks_that_share_nothing_do_not_overlap(runs):
             assert iomin(out[a].mask, out[b].mask) <= 0.10
 
 
-def test_complement_protocol_finds_the_weights_only_one_task_needs():
-    """Csordas et al.'s complement protocol: a reference mask on all data, a mask on every
-    task but k (same settings); the relative drop on k is large, on the others near zero.
-    Alpha by the same rule on the all-data set (a weight of one task's module matters for a
-    third of its problems, so the single-task alpha is too strong)."""
-    m, _ = planted()
-    cfg = profile_settings()
+def union(modules: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {n: torch.stack([m[n] for m in modules]).any(0) for n in modules[0]}
+
+
+K = 1  # the task the complement protocol leaves out
+
+
+def relative_drops(m: nn.Module, ref: dict[str, torch.Tensor], comp: dict[str, torch.Tensor],
+                   test: dict[int, Split]) -> dict[int, float]:
+    mm = MaskedModel(m)
+    return {t: relative_drop(accuracy(mm.forward_fn(ref), test[t]),
+                             accuracy(mm.forward_fn(comp), test[t])) for t in test}
+
+
+def complement_protocol(cfg) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+    """Csordas et al.'s complement protocol with mask settings ``cfg``: a reference mask on all
+    tasks, a mask on every task but :data:`K`; returns the masks' relative drops per task, the
+    planted truth's (the union of the planted modules vs the union without task K's) and the
+    reference mask's accuracy gain over the unmasked model per task. Alpha by the study's rule
+    on the all-task set (a weight of one task's module matters for a third of its problems, so
+    the single-task alpha is too strong)."""
+    m, modules = planted()
     everything = list(range(T))
+    rest = [t for t in everything if t != K]
     mm = MaskedModel(m)
     train_all, select_all = planted_data(everything, 1536, 30), planted_data(everything, 192, 31)
     alpha = select_alpha(m, cfg, train_all, select_all)
-    ref = train_mask(m, cfg, train_all, select_all, alpha=alpha, seed=0, steps=cfg.steps)
-    test = {t: planted_data([t], 1024, 40 + t) for t in everything}
-    ref_acc = {t: accuracy(mm.forward_fn(ref.mask), test[t]) for t in everything}
-    # on mixed data every module is needed and adds noise to the other tasks' problems (the
-    # planted union scores ~85%); the reference beats the unmasked model on every task
-    for t in everything:
-        assert ref_acc[t] > accuracy(mm.forward_fn(None), test[t]) + 10.0
-    k = 1
-    rest = [t for t in everything if t != k]
+    ref = train_mask(m, cfg, train_all, select_all, alpha=alpha, seed=0, steps=cfg.steps).mask
     comp = train_mask(m, cfg, planted_data(rest, 1024, 50), planted_data(rest, 64, 51),
-                      alpha=alpha, seed=0, steps=cfg.steps)
-    drop = {t: relative_drop(ref_acc[t], accuracy(mm.forward_fn(comp.mask), test[t]))
+                      alpha=alpha, seed=0, steps=cfg.steps).mask
+    test = {t: planted_data([t], 1024, 40 + t) for t in everything}
+    gain = {t: accuracy(mm.forward_fn(ref), test[t]) - accuracy(mm.forward_fn(None), test[t])
             for t in everything}
-    print("complement protocol: reference", ref_acc, "relative drops", drop)
-    # near zero on the others, in both directions: a negative drop means the reference mask
-    # is worse than the complement mask on a task both need (at lr 0.1: -15% and -43%,
-    # which a one-sided bound let pass); the reference and complement masks are separate
-    # 200-step optimisations, so "near" is 0.15, and at most a quarter of the drop on k
-    assert drop[k] >= 0.5
-    assert all(abs(drop[t]) <= min(0.15, drop[k] / 4) for t in rest), drop
+    truth = relative_drops(m, union(modules), union([modules[t] for t in rest]), test)
+    return relative_drops(m, ref, comp, test), truth, gain
+
+
+def test_the_planted_truth_of_the_complement_protocol():
+    """What a perfect method would report: every module adds noise to the other tasks'
+    problems, so without task K's module the other tasks gain (negative drops, ~-0.25: a
+    bound of 'near zero' on them rejects the truth), and task K falls to chance."""
+    m, modules = planted()
+    test = {t: planted_data([t], 1024, 40 + t) for t in range(T)}
+    truth = relative_drops(m, union(modules), union([modules[t] for t in range(T) if t != K]),
+                           test)
+    assert truth[K] >= 0.8
+    assert all(-0.35 <= truth[t] <= -0.15 for t in truth if t != K), truth
+
+
+def check_complement(drop: dict[int, float], truth: dict[int, float],
+                     gain: dict[int, float]) -> None:
+    print("complement protocol: relative drops", drop, "planted truth", truth)
+    # on mixed data every module is needed and adds noise to the other tasks' problems (the
+    # planted union scores ~80%); the reference beats the unmasked model on every task
+    assert all(g > 10.0 for g in gain.values()), gain
+    # the masks report what the planted modules do, within 0.1 on every task
+    assert drop[K] >= 0.5
+    assert all(abs(drop[t] - truth[t]) <= 0.1 for t in drop), (drop, truth)
+
+
+# A longer mask run that reaches the planted truth (measured, session 11: 600 / 0.03 misses
+# it by 0.07, 1000 / 0.02 by 0.05, 2000 / 0.01 by 0.03; 200 / 0.05 by 0.37, 400 / 0.05 by
+# 0.16, 400 / 0.025 and 1000 / 0.01 by 0.24)
+LONG = {"steps": 2000, "lr": 0.01}
+
+
+def test_complement_protocol_recovers_the_planted_truth_with_longer_masks():
+    check_complement(*complement_protocol(dataclasses.replace(profile_settings(), **LONG)))
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15: the default profile's 200-step masks miss the "
+                   "planted truth (drops 0.06 / 0.57 / 0.09 vs -0.25 / 0.89 / -0.28); a profile "
+                   "whose masks pass makes this XPASS: remove the mark then")
+def test_complement_protocol_at_the_profile_settings():
+    check_complement(*complement_protocol(profile_settings()))
