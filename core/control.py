@@ -126,6 +126,7 @@ class Settings:
     lr: float | None = None
     alpha: float | None = None
     readout: float | None = None  # None: the profile's masks.readout (the logit threshold)
+    noise_anneal: float | None = None  # None: the profile's masks.noise_anneal
     eval_n: int = 800  # test problems per task for the accuracies
     curve_n: int = 400  # validation problems for the mask curves (the convergence flag)
     workers: int = 2
@@ -144,6 +145,8 @@ def check(s: Settings) -> None:
             raise ControlError(f"--{key}: expected a number > 0, got {v!r}")
     if s.readout is not None and not np.isfinite(s.readout):
         raise ControlError(f"--readout: expected a finite logit threshold, got {s.readout!r}")
+    if s.noise_anneal is not None and not 0 <= s.noise_anneal <= 1:
+        raise ControlError(f"--noise-anneal: expected a fraction in [0, 1], got {s.noise_anneal!r}")
     if s.eval_n < 1 or s.curve_n < 1:
         raise ControlError(f"--eval-n / --curve-n: expected >= 1, got {s.eval_n} / {s.curve_n}")
     if s.workers < 1:
@@ -160,6 +163,8 @@ def mask_settings(cfg: Config, s: Settings):
         mc = dataclasses.replace(mc, lr=s.lr)
     if s.readout is not None:
         mc = dataclasses.replace(mc, readout=s.readout)
+    if s.noise_anneal is not None:
+        mc = dataclasses.replace(mc, noise_anneal=s.noise_anneal)
     return mc, (s.alpha if s.alpha is not None else cfg.masks.alpha)
 
 
@@ -293,7 +298,7 @@ def run(params: str | Path, out: str | Path, s: Settings, profile: str | None = 
         "profile": cfg.profile, "settings": dataclasses.asdict(s),
         "masks": {"steps": mc.steps, "lr": mc.lr, "alpha": alpha, "init": mc.init,
                   "batch_size": mc.batch_size, "lr_anneal": mc.lr_anneal,
-                  "readout": mc.readout},
+                  "readout": mc.readout, "noise_anneal": mc.noise_anneal},
         "reference": reference_accuracy(ckpts, cfg.model.arch, data, s.eval_n),
         "rows": rows, "iomin": pairs, "verdict": verdict(rows, pairs),
         "seconds": round(time.perf_counter() - t0, 1)}
@@ -319,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--alpha", type=float, default=None, help="default: masks.alpha")
     r.add_argument("--readout", type=float, default=None,
                    help="read-out logit threshold (default: masks.readout)")
+    r.add_argument("--noise-anneal", type=float, default=None,
+                   help="last fraction of the run whose sampling noise falls to 0 "
+                   "(default: masks.noise_anneal)")
     r.add_argument("--eval-n", type=int, default=d.eval_n, help="test problems per task")
     r.add_argument("--curve-n", type=int, default=d.curve_n,
                    help="validation problems per task for the mask curves")
@@ -327,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         s = Settings(args.n, args.milestone, args.tolerance, tuple(args.seeds), args.steps,
-                     args.lr, args.alpha, args.readout, args.eval_n, args.curve_n, args.workers)
+                     args.lr, args.alpha, args.readout, args.noise_anneal, args.eval_n,
+                     args.curve_n, args.workers)
         result = run(args.params, args.out, s, args.profile, not args.no_progress)
         print(summary_text(result))
     except (ControlError, ConfigError) as err:

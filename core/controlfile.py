@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 TASKS = ("color_rule", "size_rule")
+# mask settings added after the first control.json files were written: their value then
+MASK_DEFAULTS = {"readout": 0.0, "noise_anneal": 0.0}
 
 
 class ControlError(ValueError):
@@ -30,9 +32,21 @@ def read_result(path: str | Path) -> dict[str, Any]:
     return result
 
 
+def mask_settings(result: dict[str, Any]) -> dict[str, Any]:
+    """The run's mask settings, with the value a file written before a setting existed had."""
+    return {**MASK_DEFAULTS, **result["masks"]}
+
+
+def noise_text(masks: dict[str, Any]) -> str:
+    """", sampling noise annealed to 0 over the last F of the run", or "" when it is not."""
+    na = masks["noise_anneal"]
+    return f", sampling noise annealed to 0 over the last {na:g} of the run" if na else ""
+
+
 def settings_label(result: dict[str, Any]) -> str:
     """"the mask settings of profile P" or, with overrides, which of them were changed."""
-    changed = [f"{k} {result['masks'][k]:g}" for k in ("steps", "lr", "alpha", "readout")
+    changed = [f"{k.replace('_', ' ')} {mask_settings(result)[k]:g}"
+               for k in ("steps", "lr", "alpha", "readout", "noise_anneal")
                if result.get("settings", {}).get(k) is not None]
     base = f"the mask settings of profile `{result['profile']}`"
     return base + (f" except {', '.join(changed)}" if changed else "")
@@ -41,10 +55,10 @@ def settings_label(result: dict[str, Any]) -> str:
 def summary_text(result: dict[str, Any]) -> str:
     """Markdown: the settings, per task the masks' own share / density / accuracies, the
     overlaps and the verdict (every number from ``control.json``)."""
-    m, ref, rows = result["masks"], result["reference"], result["rows"]
+    m, ref, rows = mask_settings(result), result["reference"], result["rows"]
     lines = [f"Composite positive control (`python -m core.control`), masks with "
              f"{settings_label(result)} ({m['steps']} steps, lr {m['lr']:g}, alpha "
-             f"{m['alpha']:g}, read-out logit > {m.get('readout', 0.0):g}): a colour-rule SCL and a size-rule SCL, logits summed. Unmasked "
+             f"{m['alpha']:g}, read-out logit > {m['readout']:g}{noise_text(m)}): a colour-rule SCL and a size-rule SCL, logits summed. Unmasked "
              f"composite / colour net / size net test accuracy (%): colour problems "
              f"{ref['composite']['color_rule']:.1f} / {ref['net_color_rule']['color_rule']:.1f}"
              f" / {ref['net_size_rule']['color_rule']:.1f}, size problems "
@@ -73,9 +87,10 @@ def comparison_text(results: list[dict[str, Any]]) -> str:
     passed = [r for r in rest if r["verdict"]["passes"]]
 
     def what(r: dict[str, Any]) -> str:
-        ro = r["masks"].get("readout", 0.0)
-        return (f"{r['masks']['steps']} steps, lr {r['masks']['lr']:g}"
-                + (f", read-out logit > {ro:g}" if ro else ""))
+        m = mask_settings(r)
+        return (f"{m['steps']} steps, lr {m['lr']:g}"
+                + (f", read-out logit > {m['readout']:g}" if m["readout"] else "")
+                + noise_text(m))
 
     if first["verdict"]["passes"]:
         return (f"The profile's mask settings ({what(first)}) pass the control: the method can "

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.config import Config
-from core.controlfile import comparison_text, settings_label
+from core.controlfile import comparison_text, mask_settings, noise_text, settings_label
 from core.stats import CHANCE_ACC
 from core.tasks import FAMILIES
 from figures import original
@@ -430,7 +430,7 @@ def control_tex(results: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _control_tex(result: Mapping[str, Any], first: bool) -> str:
-    m, ref, rows, p = result["masks"], result["reference"], result["rows"], result["iomin"]
+    m, ref, rows, p = mask_settings(result), result["reference"], result["rows"], result["iomin"]
     tasks = sorted({r["task"] for r in rows})
     pct = lambda v: ", ".join(f"{100 * x:.0f}" for x in v) or "none"  # noqa: E731
     intro = (r"\paragraph{Composite positive control.} Two SCLs of this architecture, "
@@ -444,7 +444,7 @@ def _control_tex(result: Mapping[str, Any], first: bool) -> str:
                          for t in tasks)
              + ". Masks with " + tex_escape(settings_label(result)).replace("`", "")
              + rf" ({m['steps']} steps, lr {m['lr']:g}, $\alpha={sci(m['alpha'])}$, read-out "
-             rf"logit $>{m.get('readout', 0.0):g}$): IoMin "
+             rf"logit $>{m['readout']:g}${tex_escape(noise_text(m))}): IoMin "
              rf"cross-task {pct(p['cross'])}\% vs same-task {pct(p['same'])}\%. "
              rf"Verdict: the method {tex_escape(result['verdict']['text'])}.",
              r"\begin{center}\small", r"\begin{tabular}{llrrrrl}", r"\hline",
