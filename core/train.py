@@ -92,6 +92,7 @@ from core.device import (
 from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes, torch_load
 from core.models import build_model, checkpoint_dict, predict
 from core.raven.store import RavenFileError
+from core.stats import CHANCE_ACC
 
 LAST = "last.pt"
 LOG = "training.nc"
@@ -915,6 +916,24 @@ def check_training_dir(train_dir: str | Path, cfg: Config | None = None) -> xr.D
 # --------------------------------------------------------------------------- entry points
 
 
+def not_reached_message(cfg: Config, steps: int, missing: Sequence[float],
+                        reached: Sequence[float], best: float) -> str:
+    """The error of a run that ended with milestones missing; a run that never left chance
+    (the initial plateau, loss ln 8) gets what was measured to get out of it."""
+    msg = (f"training ended after {cfg.train.epochs} epochs ({steps} steps) without reaching "
+           f"validation-accuracy milestone(s) {', '.join(f'{m:g}%' for m in missing)} (best "
+           f"validation accuracy {best:.2f}%); checkpoints written for "
+           f"{', '.join(f'{m:g}%' for m in reached) or 'none'}")
+    if best < CHANCE_ACC + 10.0:
+        msg += (f". The network never left chance ({CHANCE_ACC:g}%): the initial plateau, "
+                "which some initialisations on some CPUs do not leave (measured: network 1 of "
+                "the default profile stayed at loss 2.08 for 3000 steps on one machine and left "
+                "it by step ~650 on another; train.warmup_steps=300 left it at step ~320 on "
+                "the first). Try a longer "
+                "train.warmup_steps or another seed in train.networks")
+    return msg
+
+
 def train(cfg: Config, network: int, data_dir: str | Path, out_dir: str | Path,
           state_dir: str | Path, *, progress: bool = True, strict: bool = True) -> Result:
     """Train network ``network`` of ``cfg`` on ``data_dir``: outputs to ``out_dir``, resume
@@ -941,13 +960,9 @@ def train(cfg: Config, network: int, data_dir: str | Path, out_dir: str | Path,
               f"{proc.world} process(es) x {cfg.train.threads} thread(s), {proc.device}, "
               f"{proc.precision})", flush=True)
     if result.missing and strict:
-        best = max(st.val_acc, default=float("nan"))
-        raise MilestonesNotReached(
-            f"training ended after {cfg.train.epochs} epochs ({st.step} steps) without "
-            f"reaching validation-accuracy milestone(s) "
-            f"{', '.join(f'{m:g}%' for m in result.missing)} (best validation accuracy "
-            f"{best:.2f}%); checkpoints written for "
-            f"{', '.join(f'{m:g}%' for m in sorted(result.reached)) or 'none'}")
+        raise MilestonesNotReached(not_reached_message(
+            cfg, st.step, result.missing, sorted(result.reached),
+            max(st.val_acc, default=float("nan"))))
     return result
 
 

@@ -286,6 +286,15 @@ def test_missing_milestones_listed_and_reached_ones_kept(tmp_path):
         [1, -1, -1]
 
 
+def test_a_run_that_never_left_chance_is_told_how_to_leave_it():
+    cfg = cfg_of(epochs=2, milestones=[50, 70])
+    stuck = T.not_reached_message(cfg, 750, [50, 70], [], 15.9)
+    assert "milestone(s) 50%, 70%" in stuck and "written for none" in stuck
+    assert "never left chance" in stuck and "train.warmup_steps" in stuck
+    slow = T.not_reached_message(cfg, 750, [70], [50], 61.0)
+    assert "written for 50%" in slow and "never left chance" not in slow
+
+
 def test_interrupted_run_resumes_to_identical_bytes(tmp_path):
     splits = fake_splits((40, 16, 16))
     cfg = cfg_of(epochs=3, milestones=[20, 99], checkpoint_every=4, val_every=3)
