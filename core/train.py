@@ -91,8 +91,8 @@ from core.device import (
 )
 from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes, torch_load
 from core.models import build_model, checkpoint_dict, predict
+from core.models.scl import N_CANDIDATES
 from core.raven.store import RavenFileError
-from core.stats import CHANCE_ACC
 
 LAST = "last.pt"
 LOG = "training.nc"
@@ -924,8 +924,9 @@ def not_reached_message(cfg: Config, steps: int, missing: Sequence[float],
            f"validation-accuracy milestone(s) {', '.join(f'{m:g}%' for m in missing)} (best "
            f"validation accuracy {best:.2f}%); checkpoints written for "
            f"{', '.join(f'{m:g}%' for m in reached) or 'none'}")
-    if best < CHANCE_ACC + 10.0:
-        msg += (f". The network never left chance ({CHANCE_ACC:g}%): the initial plateau, "
+    chance = 100.0 / N_CANDIDATES
+    if best < chance + 10.0:
+        msg += (f". The network never left chance ({chance:g}%): the initial plateau, "
                 "which some initialisations on some CPUs do not leave (measured: network 1 of "
                 "the default profile stayed at loss 2.08 for 3000 steps on one machine and left "
                 "it by step ~650 on another; train.warmup_steps=300 left it at step ~320 on "
