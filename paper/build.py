@@ -48,13 +48,25 @@ def _milestones(cfg: Config) -> dict[str, float]:
     return dict(zip(cfg.checkpoints, cfg.train.milestones))
 
 
+def control_files(folder: Path) -> list[Path]:
+    """A folder's control results: ``control.json`` (the profile's mask settings) first, then
+    the other ``*.json`` by name."""
+    files = sorted(folder.glob("*.json"), key=lambda p: (p.name != "control.json", p.name))
+    if not files:
+        raise PaperError(f"--control {folder}: no control.json files in the folder")
+    return files
+
+
 def read_control(paths: Sequence[str | Path] | str | Path | None) -> list[dict]:
     """The composite positive control's ``control.json`` file(s), in the order given (e.g. the
-    profile's mask settings, then a longer run); [] when none is given."""
+    profile's mask settings, then a longer run); a folder gives its files (:func:`control_files`);
+    [] when none is given."""
     if paths is None:
         return []
+    paths = [paths] if isinstance(paths, (str, Path)) else paths
+    files = [f for p in map(Path, paths) for f in (control_files(p) if p.is_dir() else [p])]
     try:
-        return [read_result(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        return [read_result(f) for f in files]
     except ControlError as err:
         raise PaperError(f"--control: {err}") from None
 
@@ -175,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=None)
     ap.add_argument("--control", action="append", default=None,
                     help="control.json of `python -m core.control run` (the composite positive "
-                         "control) to report; repeat for several runs")
+                         "control) to report, or a folder of them; repeat for several")
     if cmd == "build":
         ap.add_argument("--figures", default="data/figures")
         ap.add_argument("--out", default="data/paper")
