@@ -88,7 +88,9 @@ readme: install
 #     NAME=control_steps6000_lr001_readout-1                     (~40 min more)
 #   make control CONTROL='--steps 2000 --lr 0.01' NAME=control_steps2000_lr001
 #   make control CONTROL='--steps 2000 --lr 0.03 --noise-anneal 0.5' \
-#     NAME=control_steps2000_lr003_noise05        (these two with specialists trained on another
+#     NAME=control_steps2000_lr003_noise05
+#   make control CONTROL='--steps 2000 --lr 0.01 --noise-anneal 0.5' \
+#     NAME=control_steps2000_lr001_noise05        (these three with specialists trained on another
 #                                                  machine: their unmasked accuracies differ)
 control: install
 	$(PY) -m core.config compose --profile $(PROFILE) $(SET)
