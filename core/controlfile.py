@@ -4,13 +4,18 @@ imports: the report (``python -m paper``) renders it without torch."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+from core.config import MaskConfig
+
 TASKS = ("color_rule", "size_rule")
-# mask settings added after the first control.json files were written: their value then
-MASK_DEFAULTS = {"readout": 0.0, "noise_anneal": 0.0}
+# mask settings added after the first control.json files were written read as their value then
+# (the `absent` value of the masks key, as for parameter files)
+MASK_DEFAULTS = {f.name: f.metadata["absent"] for f in dataclasses.fields(MaskConfig)
+                 if "absent" in f.metadata}
 
 
 class ControlError(ValueError):
