@@ -111,6 +111,8 @@ class TrainConfig:
     nproc: int = f(ge=1)  # processes; > 1 launches torchrun
     jobs: int = f(ge=1)  # networks trained at once (`--net all`), one process each
     networks: list[int] = f(ge=0, nonempty=True, unique=True)  # one SCL per seed: data/train/net<s>
+    restart_after: int = f(ge=0, absent=0)  # a network still at chance this many steps in is re-initialised (0: never)
+    max_restarts: int = f(ge=0, absent=0)  # at most this many re-initialisations per network
 
 
 @dataclass(frozen=True)

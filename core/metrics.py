@@ -700,10 +700,14 @@ def _combine(evals: Mapping[tuple[int, str], xr.Dataset], nets: list[int], cks: 
 def _ckpt_coords(train: str | Path, cfg: Config, nets: list[int], cks: list[str]
                  ) -> dict[str, Any]:
     """Per (network, checkpoint): achieved validation / test accuracy and step of the kept
-    checkpoint, from each network's training log."""
+    checkpoint; per network the seed of its initialisation and its restarts (logs written
+    before restarts existed: the network's seed, 0); from each network's training log."""
     vals = {"ckpt_val_acc": [], "ckpt_test_acc": [], "ckpt_step": []}
+    init, restarts = [], []
     for net in nets:
         log = read_training(Path(train) / f"net{net}", cfg)
+        init.append(int(log.attrs.get("init_seed", net)))
+        restarts.append(int(log.attrs.get("restarts", 0)))
         log = log.swap_dims(milestone="checkpoint_name")
         for key, var in (("ckpt_val_acc", "milestone_val_acc"),
                          ("ckpt_test_acc", "milestone_test_acc"), ("ckpt_step", "milestone_step")):
@@ -712,7 +716,9 @@ def _ckpt_coords(train: str | Path, cfg: Config, nets: list[int], cks: list[str]
             else:
                 v = np.full(len(cks), np.nan)
             vals[key].append(np.where(v < 0, np.nan, v) if key == "ckpt_step" else v)
-    return {k: (("network", "checkpoint"), np.array(v)) for k, v in vals.items()}
+    return {**{k: (("network", "checkpoint"), np.array(v)) for k, v in vals.items()},
+            "init_seed": ("network", np.array(init, dtype=np.int64)),
+            "restarts": ("network", np.array(restarts, dtype=np.int64))}
 
 
 def _curves(rows: list[dict], snaps: Mapping[str, Mapping[str, dict]], train: str | Path,
@@ -880,6 +886,9 @@ def summarize(ds: Mapping[str, xr.Dataset], cfg: Config) -> dict[str, Any]:
     fams = [f for f in FAMILIES if any(t in md["task"].values for t in FAMILIES[f].tasks)]
     out: dict[str, Any] = {"config_hash": metrics_hash(cfg), "profile": cfg.profile,
                            "networks": [int(n) for n in md["network"].values],
+                           # networks re-initialised at chance (train.restart_after): count
+                           "restarts": {str(int(n)): int(r) for n, r in
+                                        zip(md["network"].values, md["restarts"].values) if r},
                            "ci_level": level, "checkpoints": {}, "trends": {}}
     for ck in md["checkpoint"].values:
         a = float(md["selected_alpha"].sel(checkpoint=ck))

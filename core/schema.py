@@ -74,6 +74,10 @@ _CKPT = {
     "ckpt_test_acc": Var(("network", "checkpoint"), "percent", "test accuracy at checkpoint",
                          description="from training.nc (NaN when not recorded)"),
     "ckpt_step": Var(("network", "checkpoint"), "1", "training step of checkpoint"),
+    "init_seed": Var(("network",), "1", "seed of the network's weight initialisation", "int64",
+                     "the network's seed, unless it was re-initialised (from training.nc)"),
+    "restarts": Var(("network",), "1", "re-initialisations of the network", "int64",
+                    "attempts abandoned at chance (train.restart_after; from training.nc)"),
 }
 _TASK = {"task": Var(("task",), "1", "task set the mask was trained on", "str"),
          "family": Var(("task",), "1", "task family of the task set", "str",

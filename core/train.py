@@ -23,6 +23,15 @@ tolerance is recorded as such and warned about (:class:`MilestoneWarning`). Trai
 after the last milestone or after ``train.epochs``; milestones not reached are listed in one
 error (the CLI exits 1) after everything reached has been written.
 
+Restarts. A network whose validation accuracy has stayed at chance (below ``100 / 8 +
+CHANCE_MARGIN``) for ``train.restart_after`` steps, no milestone reached, is re-initialised
+(:func:`restart`): new weights from :func:`init_seed` (derived from its seed and the attempt),
+a new optimiser and schedule, step 0 again; at most ``train.max_restarts`` times. SCL's initial
+plateau holds some initialisations for good on some CPUs (conf/config.yaml). ``training.nc``
+holds the kept attempt's curves, the abandoned attempts' steps and best accuracy
+(``restart_steps``, ``restart_best_val_acc``) and the ``init_seed`` / ``restarts``
+attributes; a checkpoint of a re-initialised network records its ``init_seed``.
+
 Files. ``--out`` gets the milestone checkpoints ``<arch>_<m>.pt`` and ``training.nc`` (per-step
 loss/accuracy/lr, per-validation accuracy, per-milestone step/epoch/achieved val and test
 accuracy and the checkpoint's sha256; provenance attributes: network seed, config hashes, data
@@ -100,6 +109,9 @@ SPLITS = ("train", "val", "test")
 # The parameters a training run depends on (with train.networks left out; the data enter
 # through their fingerprint, so data keys that do not change main/ do not count).
 TRAIN_SECTIONS = ["seed", "precision", "model", "train"]
+# A network whose best validation accuracy is below chance (100 / N_CANDIDATES) plus this many
+# points has not left SCL's initial plateau (loss ln 8); see train.restart_after
+CHANCE_MARGIN = 10.0
 
 
 class MilestonesNotReached(RuntimeError):
@@ -243,6 +255,23 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     return kind(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
 
+def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, total: int
+                   ) -> torch.optim.lr_scheduler.LRScheduler:
+    t = cfg.train
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_factor(s, t.warmup_steps, total, t.scheduler))
+
+
+def init_seed(network: int, attempt: int) -> int:
+    """The seed of network ``network``'s weight initialisation at ``attempt`` (0: the first,
+    the network's own seed; later ones after :func:`restart`, derived from both so that no
+    other network's or attempt's seed is reused)."""
+    if attempt == 0:
+        return network
+    digest = hashlib.sha256(f"core.train restart {network} {attempt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
     """Multiplier of ``train.lr`` at ``step``: linear warm-up, then constant or cosine to 0."""
     if step < warmup:
@@ -269,6 +298,7 @@ class Run:
     sched: torch.optim.lr_scheduler.LRScheduler
     identity: dict[str, Any]  # what resume state must match
     n_val: int = 0  # validation problems per check (for the noise of one check)
+    init_seed: int = 0  # the seed the current weights were initialised from (init_seed())
 
     @property
     def total(self) -> int:
@@ -284,8 +314,11 @@ class Run:
     @property
     def provenance(self) -> dict[str, Any]:
         """Plain facts recorded in every checkpoint and in ``training.nc``."""
-        return {"network": self.network, "train_hash": self.identity["train_hash"],
-                "data_fingerprint": self.identity["data"]}
+        facts = {"network": self.network, "train_hash": self.identity["train_hash"],
+                 "data_fingerprint": self.identity["data"]}
+        if self.init_seed != self.network:  # re-initialised (restart): the seed it came from
+            facts["init_seed"] = self.init_seed
+        return facts
 
 
 def train_sections(cfg: Config) -> dict[str, Any]:
@@ -325,16 +358,14 @@ def setup_run(cfg: Config, network: int, splits: Splits, proc: Process) -> Run:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
     opt = make_optimizer(cfg, model)
-    total = per_epoch * cfg.train.epochs
-    t = cfg.train
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, t.warmup_steps, total, t.scheduler))
+    sched = make_scheduler(cfg, opt, per_epoch * cfg.train.epochs)
     identity = {"network": network, "data": splits.fingerprint,
                 "config": train_sections(cfg), "train_hash": train_hash(cfg),
                 "device": proc.device.type, "precision_resolved": proc.precision,
                 "world": proc.world}
     n_val = len(val_indices(cfg, len(splits.val.targets)))
-    return Run(cfg, network, proc, size, n, per_epoch, model, net, opt, sched, identity, n_val)
+    return Run(cfg, network, proc, size, n, per_epoch, model, net, opt, sched, identity, n_val,
+               init_seed(network, 0))
 
 
 # --------------------------------------------------------------------------- state
@@ -360,6 +391,8 @@ class State:
     fine_every: int = 0  # > 0 while replaying after a rewind: validate every this many steps
     fine_until: int = 0  # ... until this step (the overshooting check), then adaptive again
     rewinds: list[list[float]] = field(default_factory=list)  # [from step, acc, to step, m]
+    attempt: int = 0  # re-initialisations so far (restart)
+    restarts: list[list[float]] = field(default_factory=list)  # [steps run, best val acc]
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -449,6 +482,7 @@ def start(run: Run, out_dir: Path, state_dir: Path) -> State:
             raise ResumeError(f"{path}: milestone checkpoint of the resume state missing or "
                               f"changed; delete {state_dir} to start over")
     _restore(run, saved["model"], saved["optimizer"], saved["scheduler"], saved["rng"])
+    run.init_seed = init_seed(run.network, st.attempt)
     if run.proc.rank == 0:
         print(f"resuming from {last} at step {st.step} (epoch {st.epoch})", flush=True)
     return st
@@ -710,6 +744,44 @@ def save_checkpoint(run: Run, m: float, src: dict[str, Any], state_dir: Path) ->
             "val_acc": float(src["val_acc"]), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def at_chance(acc: float) -> bool:
+    """Whether a (best) validation accuracy has not left chance: below ``100 / N_CANDIDATES
+    + CHANCE_MARGIN`` points (NaN, no validation yet, counts as at chance)."""
+    return not acc >= 100.0 / N_CANDIDATES + CHANCE_MARGIN
+
+
+def should_restart(cfg: Config, st: State) -> bool:
+    """Whether the run in ``st`` is stuck on the initial plateau: ``train.restart_after``
+    steps in without a milestone and every validation at chance, and restarts left."""
+    t = cfg.train
+    return (t.restart_after > 0 and st.attempt < t.max_restarts and not st.reached
+            and st.step >= t.restart_after and at_chance(max(st.val_acc, default=math.nan)))
+
+
+def restart(run: Run, st: State) -> None:
+    """Start the run again from new weights (seed :func:`init_seed` of the next attempt), a new
+    optimiser and schedule, step 0 and epoch 0; ``st`` keeps only the attempt count and the
+    record of the abandoned attempts (their steps and best validation accuracy)."""
+    cfg = run.cfg
+    best = max(st.val_acc, default=math.nan)
+    record = [*st.restarts, [st.step, best]]
+    attempt = st.attempt + 1
+    run.init_seed = init_seed(run.network, attempt)
+    torch.manual_seed(run.init_seed)
+    fresh = build_model(cfg.model, run.image_size).to(run.proc.device)
+    run.model.load_state_dict(fresh.state_dict())
+    run.opt = make_optimizer(cfg, run.model)
+    run.sched = make_scheduler(cfg, run.opt, run.total)
+    new = State(next_val=cfg.train.val_min_every, attempt=attempt, restarts=record)
+    for f in dataclasses.fields(State):
+        setattr(st, f.name, getattr(new, f.name))
+    if run.proc.rank == 0:
+        tqdm.write(f"network {run.network}: best validation accuracy {best:.2f}% after "
+                   f"{record[-1][0]:.0f} steps, still at chance (the initial plateau): "
+                   f"re-initialised from seed {run.init_seed} (restart {attempt} of at most "
+                   f"{cfg.train.max_restarts}, train.restart_after)", file=sys.stdout)
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -747,7 +819,11 @@ def train_loop(run: Run, st: State, train_split: Any, evaluate: Callable[[nn.Mod
                 bar.update(1)
                 final = st.epoch == cfg.train.epochs - 1 and st.pos == run.per_epoch
                 if st.step >= st.next_val or final:
-                    if validate(run, st, evaluate, state_dir):  # rewound: maybe another epoch
+                    rewound = validate(run, st, evaluate, state_dir)
+                    if not rewound and should_restart(cfg, st):
+                        restart(run, st)
+                        rewound = True
+                    if rewound:  # an earlier step, maybe another epoch
                         bar.n = st.step
                         bar.refresh()
                         break
@@ -859,6 +935,14 @@ def write_log(path: Path, run: Run, st: State, test: dict[float, float]) -> None
                    ("val_acc", np.float32, "percent", "its validation accuracy"),
                    ("to_step", np.int64, "1", "step replayed from (the check before)"),
                    ("milestone", np.float64, "percent", "the lowest milestone it overshot")))},
+            "restart_steps": ("restart", np.array([r[0] for r in st.restarts], dtype=np.int64),
+                              {"units": "1", "long_name": "steps an abandoned attempt ran "
+                               "before it was re-initialised, still at chance "
+                               "(train.restart_after)"}),
+            "restart_best_val_acc": ("restart",
+                                     np.array([r[1] for r in st.restarts], dtype=np.float32),
+                                     {"units": "percent", "long_name": "best validation "
+                                      "accuracy of the abandoned attempt"}),
         },
         coords={
             "step": ("step", np.arange(1, len(st.loss) + 1, dtype=np.int64),
@@ -873,6 +957,7 @@ def write_log(path: Path, run: Run, st: State, test: dict[float, float]) -> None
         attrs={"Conventions": "CF-1.8", "title": "Training log of one network",
                "source": "core.train", "arch": cfg.model.arch, "profile": cfg.profile,
                "network": run.network, "network_seed": run.network, "data_seed": cfg.seed,
+               "init_seed": run.init_seed, "restarts": len(st.restarts),
                "config_hash": config_hash(cfg), "train_hash": run.identity["train_hash"],
                "data_fingerprint": run.identity["data"], "device": run.proc.device.type,
                "precision": run.proc.precision, "processes": run.proc.world,
@@ -917,7 +1002,7 @@ def check_training_dir(train_dir: str | Path, cfg: Config | None = None) -> xr.D
 
 
 def not_reached_message(cfg: Config, steps: int, missing: Sequence[float],
-                        reached: Sequence[float], best: float) -> str:
+                        reached: Sequence[float], best: float, restarts: int = 0) -> str:
     """The error of a run that ended with milestones missing; a run that never left chance
     (the initial plateau, loss ln 8) gets what was measured to get out of it."""
     msg = (f"training ended after {cfg.train.epochs} epochs ({steps} steps) without reaching "
@@ -925,13 +1010,18 @@ def not_reached_message(cfg: Config, steps: int, missing: Sequence[float],
            f"validation accuracy {best:.2f}%); checkpoints written for "
            f"{', '.join(f'{m:g}%' for m in reached) or 'none'}")
     chance = 100.0 / N_CANDIDATES
-    if best < chance + 10.0:
-        msg += (f". The network never left chance ({chance:g}%): the initial plateau, "
+    if at_chance(best):
+        t = cfg.train
+        tried = (f" after {restarts} re-initialisation(s) (train.max_restarts)" if restarts
+                 else "")
+        msg += (f". The network never left chance ({chance:g}%){tried}: the initial plateau, "
                 "which some initialisations on some CPUs do not leave (measured: network 1 of "
                 "the default profile stayed at loss 2.08 for 3000 steps on one machine and left "
                 "it by step ~650 on another; train.warmup_steps=300 left it at step ~320 on "
-                "the first). Try a longer "
-                "train.warmup_steps or another seed in train.networks")
+                "the first). Try a longer train.warmup_steps, "
+                + ("more train.max_restarts" if t.restart_after else
+                   "train.restart_after / train.max_restarts (re-initialise a stuck network)")
+                + " or another seed in train.networks")
     return msg
 
 
@@ -963,7 +1053,7 @@ def train(cfg: Config, network: int, data_dir: str | Path, out_dir: str | Path,
     if result.missing and strict:
         raise MilestonesNotReached(not_reached_message(
             cfg, st.step, result.missing, sorted(result.reached),
-            max(st.val_acc, default=float("nan"))))
+            max(st.val_acc, default=float("nan")), st.attempt))
     return result
 
 

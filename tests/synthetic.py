@@ -200,7 +200,10 @@ def write_training(d: Path, cfg: Config, net: int) -> None:
          "checkpoint_sha256": ("milestone", shas)},
         coords={"step": steps, "val_step": vs, "milestone": np.array(ms, float),
                 "checkpoint": ("milestone", cks)},
-        attrs={"train_hash": config_hash(values, TRAIN_SECTIONS), "network": net},
+        # network 1 was re-initialised once at chance (core.train.restart); the others have
+        # no restart attributes, as logs written before restarts existed
+        attrs={"train_hash": config_hash(values, TRAIN_SECTIONS), "network": net,
+               **({"init_seed": 123456, "restarts": 1} if net == 1 else {})},
     ).to_netcdf(d / "training.nc", engine="netcdf4")
 
 

@@ -294,6 +294,16 @@ def test_files_match_schema_and_carry_provenance(data, built):
     assert md["family"].sel(task="circle") == "original"
     # achieved milestone accuracies per network, from each training.nc
     assert md["ckpt_val_acc"].sel(network=2).values.tolist() == pytest.approx([20.9, 30.9])
+    # network 1 was re-initialised once (its log says so); logs without restart attributes
+    # (written before restarts existed) mean the network's own seed and none
+    assert md["init_seed"].values.tolist() == [0, 123456, 2]
+    assert md["restarts"].values.tolist() == [0, 1, 0]
+    for name, ds in data.items():
+        assert ds["restarts"].values.tolist() == [0, 1, 0], name
+
+
+def test_restarts_in_summary(summary):
+    assert summary["restarts"] == {"1": 1}
 
 
 def test_modules_values_match_the_mask_files(data, built):

@@ -3,6 +3,7 @@ synthetic inputs (tests/synthetic.py): verdicts follow the data, every report ma
 output is byte-identical, metrics and figures of another configuration are refused, errors
 are clear, and (when TeX is installed) the PDF builds."""
 
+import dataclasses
 import json
 import re
 import shutil
@@ -180,6 +181,31 @@ def test_tasks_outside_the_alpha_tolerance_are_stated(inputs):
     assert "Selected alpha more than the tolerance below" in md and f["tasks"][0] in md
     entry["alpha_outside_tolerance"] = []
     assert "not faithful" not in numbers.results_tex(summary, ms)
+
+
+def test_restarts_are_stated(inputs):
+    """A network re-initialised at chance (train.restart_after) is named under the README's
+    table head and in the paper's Networks paragraph; none: the paper says none was."""
+    metrics, base, _ = inputs
+    summary = json.loads((metrics / "summary.json").read_text())
+    ms = {c: 10.0 * (i + 1) for i, c in enumerate(summary["checkpoints"])}
+
+    def compose_cfg(**train):
+        return dataclasses.replace(base, train=dataclasses.replace(base.train, **train))
+
+    assert summary["restarts"] == {"1": 1}  # tests/synthetic.py: network 1 restarted once
+    assert "3 networks (re-initialised at chance: network 1 1x);" in numbers.results_markdown(
+        summary, ms)
+    cfg = compose_cfg(restart_after=800, max_restarts=2)
+    assert numbers.restarts_text(summary, cfg) == (
+        "A network still at chance after 800 steps is re-initialised (at most 2 times; "
+        "train.restart_after): re-initialised network 1 1 time (the kept run is the last "
+        "attempt).")
+    none = {**summary, "restarts": {}}
+    assert numbers.restarts_text(none, cfg).endswith(": none was.")
+    assert "re-initialised" not in numbers.results_markdown(none, ms).split("\n")[0]
+    assert "never re-initialised" in numbers.restarts_text(none, compose_cfg(restart_after=0))
+    assert "Restarts" in numbers.macros(summary, cfg, "test")
 
 
 def test_positive_control_conclusion_follows_the_verdicts(inputs):

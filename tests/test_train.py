@@ -67,13 +67,17 @@ def fake_splits(n=(16, 16, 16), fingerprint="fake"):
     return T.Splits(*(fake_split(k, s) for k, s in zip(n, (0, 1, 2))), fingerprint=fingerprint)
 
 
-def fit(cfg, out, splits=None, evaluate=None, stop_after=None, network=0, proc=CPU):
-    """The parts of core.train.train, with the test seams: fake data, evaluate, stop_after."""
+def fit(cfg, out, splits=None, evaluate=None, stop_after=None, network=0, proc=CPU,
+        evaluate_of=None):
+    """The parts of core.train.train, with the test seams: fake data, evaluate (or
+    ``evaluate_of(state)``, one that reads the run's state), stop_after."""
     splits = splits or fake_splits()
     state = out / "state"
     run = T.setup_run(cfg, network, splits, proc)
     st = T.start(run, out, state)
     bs = cfg.train.eval_batch_size
+    if evaluate_of is not None:
+        evaluate = evaluate_of(st)
     if evaluate is None:
         evaluate = T.Evaluator(splits.val, torch.arange(len(splits.val.targets)), bs, proc)
     if not T.train_loop(run, st, splits.train, evaluate, state, stop_after=stop_after):
@@ -293,6 +297,80 @@ def test_a_run_that_never_left_chance_is_told_how_to_leave_it():
     assert "never left chance" in stuck and "train.warmup_steps" in stuck
     slow = T.not_reached_message(cfg, 750, [70], [50], 61.0)
     assert "written for 50%" in slow and "never left chance" not in slow
+
+
+def stuck_first(st):
+    """Validation at chance for the first attempt, 49 then 51% after a restart."""
+    return lambda model, step: 14.0 if st.attempt == 0 else (49.0 if step < 3 else 51.0)
+
+
+def test_a_network_stuck_at_chance_is_reinitialised(tmp_path):
+    splits = fake_splits((40, 16, 16))  # 5 steps per epoch
+    cfg = cfg_of(epochs=3, milestones=[50, 99], restart_after=6, max_restarts=2, val_every=3,
+                 checkpoint_every=4)
+    res = fit(cfg, tmp_path / "a", splits, evaluate_of=stuck_first)
+    log = xr.open_dataset(tmp_path / "a" / "training.nc")
+    assert log.attrs["restarts"] == 1 and log.attrs["init_seed"] == T.init_seed(0, 1) != 0
+    assert 6 <= int(log["restart_steps"][0]) <= 6 + 3 and float(log["restart_best_val_acc"][0]) == 14
+    # the kept attempt's steps only: a full schedule again, the milestone in its own steps
+    assert res.steps == 15 and len(log["loss"]) == 15 and res.missing == [99]
+    assert 3 <= res.reached[50]["step"] <= 6
+    _, meta = load_checkpoint(tmp_path / "a" / "scl_50.pt")
+    assert meta["init_seed"] == T.init_seed(0, 1) and meta["network"] == 0
+    # killed in the second attempt and resumed: the bytes of an uninterrupted run
+    b = tmp_path / "b"
+    assert fit(cfg, b, splits, evaluate_of=stuck_first, stop_after=10) is None
+    fit(cfg, b, splits, evaluate_of=stuck_first)
+    for name in ("scl_50.pt", "training.nc"):
+        assert (tmp_path / "a" / name).read_bytes() == (b / name).read_bytes(), name
+    # a run that leaves chance, or has no restarts left, or restart_after 0: no restart
+    for kw, acc in (({}, 30.0), ({"max_restarts": 0}, 14.0), ({"restart_after": 0}, 14.0)):
+        c = tmp_path / f"c{len(kw)}{acc:g}{list(kw)}"
+        fit(cfg_of(**{**cfg.train.__dict__, "networks": [0, 1], **kw}), c, splits,
+            evaluate=lambda m, s, acc=acc: acc)
+        with xr.open_dataset(c / "training.nc") as log:
+            assert log.attrs["restarts"] == 0 and log.attrs["init_seed"] == 0
+            assert log.sizes.get("restart", 0) == 0
+
+
+def test_restarts_stop_at_max_restarts_and_say_so(tmp_path):
+    splits = fake_splits((40, 16, 16))
+    cfg = cfg_of(epochs=2, milestones=[50], restart_after=4, max_restarts=2, val_every=2)
+    res = fit(cfg, tmp_path, splits, evaluate=lambda m, s: 14.0)
+    with xr.open_dataset(tmp_path / "training.nc") as log:
+        assert log.attrs["restarts"] == 2 and list(log["restart_best_val_acc"].values) == [14, 14]
+        assert log.attrs["init_seed"] == T.init_seed(0, 2)
+    assert res.missing == [50] and res.steps == 10
+    msg = T.not_reached_message(cfg, 10, [50], [], 14.0, restarts=2)
+    assert "never left chance" in msg and "after 2 re-initialisation(s)" in msg
+    assert "more train.max_restarts" in msg
+
+
+def test_restart_reinitialises_weights_optimiser_and_schedule():
+    cfg = cfg_of(restart_after=1, max_restarts=1, warmup_steps=3)
+    run = T.setup_run(cfg, 1, fake_splits(), CPU)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    x, y = fake_split(8, 5).images.float(), torch.zeros(8, dtype=torch.long)
+    T.train_step(run, x, y, 1)
+    st = T.State(step=1, val_acc=[12.0])
+    assert T.should_restart(cfg, st)
+    T.restart(run, st)
+    assert st.attempt == 1 and st.step == 0 and st.restarts == [[1, 12.0]] and not st.val_acc
+    assert not T.should_restart(cfg, T.State(step=5, val_acc=[12.0], attempt=1))
+    torch.manual_seed(T.init_seed(1, 1))
+    fresh = T.build_model(cfg.model, SIZE).state_dict()
+    now = run.model.state_dict()
+    assert all(torch.equal(now[k], fresh[k]) for k in fresh)
+    assert not all(torch.equal(now[k], before[k]) for k in before)
+    assert not run.opt.state and run.sched.last_epoch == 0
+    assert run.opt.param_groups[0]["lr"] == pytest.approx(cfg.train.lr / 3)  # warm-up again
+    seeds = {T.init_seed(n, a) for n in range(20) for a in range(4)}
+    assert len(seeds) == 80 and T.init_seed(7, 0) == 7
+    # not at chance, a milestone reached, too early: no restart
+    assert not T.should_restart(cfg, T.State(step=5, val_acc=[12.0, 40.0]))
+    assert not T.should_restart(cfg, T.State(step=5, val_acc=[12.0], reached={50.0: {}}))
+    assert not T.should_restart(cfg_of(restart_after=9, max_restarts=1),
+                                T.State(step=5, val_acc=[12.0]))
 
 
 def test_interrupted_run_resumes_to_identical_bytes(tmp_path):
