@@ -264,8 +264,8 @@ def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, total: int
 
 def init_seed(network: int, attempt: int) -> int:
     """The seed of network ``network``'s weight initialisation at ``attempt`` (0: the first,
-    the network's own seed; later ones after :func:`restart`, derived from both so that no
-    other network's or attempt's seed is reused)."""
+    the network's own seed; later ones after :func:`restart`: 31 bits of a sha256 of both,
+    so another network's or attempt's seed comes up only by a 1-in-2^31 chance)."""
     if attempt == 0:
         return network
     digest = hashlib.sha256(f"core.train restart {network} {attempt}".encode()).digest()
