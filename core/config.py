@@ -139,6 +139,9 @@ class MaskConfig:
     lr_anneal: float = f(ge=0, le=1)  # last fraction of the run whose lr falls to 0 (cosine)
     readout: float = f(absent=0.0)  # read-out: a weight is kept when its logit > readout (0: p > 0.5)
     noise_anneal: float = f(ge=0, le=1, absent=0.0)  # last fraction of the run whose sampling noise falls to 0
+    estimator: str = f(choices=("straight_through", "hard_concrete"), absent="straight_through")  # mask gradient: Csordas' straight-through hard masks, or Louizos' hard concrete
+    clamp: float = f(ge=0, absent=0.0)  # logits kept in [-clamp, clamp] after each step (0: unbounded)
+    prune_n: int = f(ge=0, absent=0)  # training problems on which inert kept weights are found and dropped (0: none)
     converge_window: float = f(gt=0, le=1)  # last fraction of the run the convergence check reads
     converge_density: float = f(ge=0)  # max read-out density change (points) in that window
     converge_acc: float = f(ge=0)  # max masked task accuracy change (points) in that window

@@ -44,6 +44,9 @@ from core.config import Config, ConfigError, checkpoint_name, load
 from core.controlfile import TASKS, ControlError, summary_text
 from core.io import atomic_write_text
 
+# the mask settings a control.json records (with alpha): what decides the masks
+CONTROL_MASK_KEYS = ("steps", "lr", "init", "tau", "batch_size", "n_samples", "lr_anneal",
+                     "readout", "noise_anneal", "clamp", "prune_n")
 MIN_OWN = 0.75  # a mask passes when >= 75% of its kept weights lie in its own task's network
 
 
@@ -90,25 +93,41 @@ def overlaps(masks: dict[tuple[str, int], dict[str, torch.Tensor]]) -> dict[str,
     return out
 
 
+TRUTH_POINTS = 5.0  # a mask uses only its own network when removing the other's costs <= this
+
+
 def verdict(rows: list[dict[str, Any]], pairs: dict[str, list[float]]) -> dict[str, Any]:
-    """The control passes when every mask keeps >= :data:`MIN_OWN` of its weights in its own
-    task's network AND every cross-task IoMin is below every same-task IoMin (the same-task
-    null: two seeds of one task). Without a same-task pair the separation is not testable."""
-    own = [r["own"] for r in rows]
+    """The rule, fixed before any run: first the control's truth (every mask's own-task test
+    accuracy with the other network's part removed stays within :data:`TRUTH_POINTS` of the
+    mask's: the module lies in its own network; otherwise not testable). Then it passes when
+    every mask keeps >= :data:`MIN_OWN` of its *functional* weights (those whose removal can
+    change an answer: inert weights belong to no module, they are what the optimiser has not
+    removed) in its own network, AND every cross-task IoMin is below every same-task IoMin
+    (the same-task null: two seeds of one task). Without a same-task pair the separation is
+    not testable."""
+    used = [r for r in rows if r["acc_" + r["task"]] - r["acc_own_only"] > TRUTH_POINTS]
+    own = [r["own_functional"] for r in rows]
     own_ok = bool(own) and all(np.isfinite(o) and o >= MIN_OWN for o in own)
+    if used:
+        r = used[0]
+        return {"passes": False, "own_ok": own_ok, "separated": None, "truth": False,
+                "text": f"not testable: the {r['task']} mask (seed {r['seed']}) uses the other "
+                        f"network ({r['acc_' + r['task']]:.1f}% with it, "
+                        f"{r['acc_own_only']:.1f}% without)"}
     if not pairs["same"] or not pairs["cross"]:
-        return {"passes": False, "own_ok": own_ok, "separated": None,
+        return {"passes": False, "own_ok": own_ok, "separated": None, "truth": True,
                 "text": "not testable (needs >= 2 seeds per task)"}
     separated = bool(max(pairs["cross"]) < min(pairs["same"]))
     passes = own_ok and separated
     text = ("passes: each task's mask lies in its own network and the two tasks' masks overlap "
             "less than two seeds of one task's" if passes else
             "fails: " + "; ".join(
-                s for s, bad in ((f"a mask keeps < {MIN_OWN:.0%} of its weights in its own "
-                                  "network", not own_ok),
+                s for s, bad in ((f"a mask keeps < {MIN_OWN:.0%} of its functional weights in "
+                                  "its own network", not own_ok),
                                  ("cross-task overlap not below the same-task overlap",
                                   not separated)) if bad))
-    return {"passes": passes, "own_ok": own_ok, "separated": separated, "text": text}
+    return {"passes": passes, "own_ok": own_ok, "separated": separated, "truth": True,
+            "text": text}
 
 
 # --------------------------------------------------------------------------- steps
@@ -246,26 +265,53 @@ def composite(ckpts: dict[str, Path], arch: str) -> Composite:
 
 
 def _mask_job(job: tuple) -> dict[str, Any]:
-    """One mask of the composite (a worker process)."""
+    """One mask of the composite (a worker process), with the checks of its truth."""
     from core import masking
-    ckpts, arch, data, mc, alpha, task, seed, eval_n, curve_n = job
+    ckpts, arch, data, mc, alpha, task, seed, eval_n, curve_n, out = job
     torch.set_num_threads(1)
     model = composite(ckpts, arch)
     t0 = time.perf_counter()
-    res = masking.train_mask(model, mc, _split(data[task], "train"),
-                             _split(data[task], "val", curve_n), alpha=alpha, seed=seed,
-                             steps=mc.steps)
+    train = _split(data[task], "train")
+    res = masking.train_mask(model, mc, train, _split(data[task], "val", curve_n), alpha=alpha,
+                             seed=seed, steps=mc.steps)
+    seconds = round(time.perf_counter() - t0, 1)
     mm = masking.MaskedModel(model, names=res.names)
-    acc = {t: masking.accuracy(mm.forward_fn(res.mask), _split(data[t], "test", eval_n), 16)
-           for t in TASKS}
+    test = {t: _split(data[t], "test", eval_n) for t in TASKS}
+    acc = {t: masking.accuracy(mm.forward_fn(res.mask), test[t], 16) for t in TASKS}
+    truth = mask_truth(mm, res.mask, task, train.head(TRUTH_N), test[task], seed)
     row = {"task": task, "seed": seed, "density": res.curve["density"][-1],
-           "own": own_share(res.mask, task),
+           "own": own_share(res.mask, task), "pruned": res.pruned,
            **{f"kept_{t}": kept(res.mask, t) for t in TASKS},
-           **{f"acc_{t}": acc[t] for t in TASKS}, "converged": res.converged,
+           **{f"acc_{t}": acc[t] for t in TASKS}, **truth, "converged": res.converged,
            "convergence": res.convergence, "curve": {k: res.curve[k] for k in
                                                      ("step", "density", "task_acc")},
-           "seconds": round(time.perf_counter() - t0, 1)}
+           "seconds": seconds}
+    if out is not None:
+        from core.io import atomic_torch_save
+        atomic_torch_save({"mask": res.mask, "logits": res.logits, "row": row},
+                          Path(out) / "masks" / f"{task}-s{seed}.pt")
     return {"row": row, "mask": res.mask}
+
+
+TRUTH_N = 256  # training problems on which inert weights are found (masking.inert_weights)
+
+
+def mask_truth(mm, mask: dict[str, torch.Tensor], task: str, train, test, seed: int
+               ) -> dict[str, Any]:
+    """What a mask of the composite keeps of the other task's network, and whether it uses it:
+    ``acc_own_only`` = its task's test accuracy with the other network's part of the mask
+    removed (the control's premise is that a module lies in its own network: then this equals
+    the mask's own accuracy); ``inert_<t>`` = kept weights of each network whose removal changes
+    no centred logit on ``train`` (to first order: ``masking.inert_weights``); ``own_functional``
+    = the own-network share of the kept weights that are not inert (the control's criterion)."""
+    from core import masking
+    other = f"nets.{[t for t in TASKS if t != task][0]}."
+    own_only = {n: (torch.zeros_like(v) if n.startswith(other) else v) for n, v in mask.items()}
+    inert = masking.inert_weights(mm, mask, train, seed=seed)
+    live = {n: mask[n] & ~inert[n] for n in mask}
+    return {"acc_own_only": masking.accuracy(mm.forward_fn(own_only), test, 16),
+            **{f"inert_{t}": kept(inert, t) for t in TASKS},
+            "own_functional": own_share(live, task)}
 
 
 def reference_accuracy(ckpts: dict[str, Path], arch: str, data: dict[str, Path],
@@ -288,7 +334,7 @@ def run(params: str | Path, out: str | Path, s: Settings, profile: str | None = 
     data = make_data(cfg, s, out, progress)
     ckpts = train_specialists(cfg, s, data, out, progress)
     mc, alpha = mask_settings(cfg, s)
-    jobs = [(ckpts, cfg.model.arch, data, mc, alpha, t, seed, s.eval_n, s.curve_n)
+    jobs = [(ckpts, cfg.model.arch, data, mc, alpha, t, seed, s.eval_n, s.curve_n, out)
             for t in TASKS for seed in s.seeds]
     with ProcessPoolExecutor(s.workers, mp_context=get_context("spawn")) as pool:
         done = list(pool.map(_mask_job, jobs))
@@ -296,9 +342,7 @@ def run(params: str | Path, out: str | Path, s: Settings, profile: str | None = 
     pairs = overlaps({(d["row"]["task"], d["row"]["seed"]): d["mask"] for d in done})
     result = {
         "profile": cfg.profile, "settings": dataclasses.asdict(s),
-        "masks": {"steps": mc.steps, "lr": mc.lr, "alpha": alpha, "init": mc.init,
-                  "batch_size": mc.batch_size, "lr_anneal": mc.lr_anneal,
-                  "readout": mc.readout, "noise_anneal": mc.noise_anneal},
+        "masks": {**{k: getattr(mc, k) for k in CONTROL_MASK_KEYS}, "alpha": alpha},
         "reference": reference_accuracy(ckpts, cfg.model.arch, data, s.eval_n),
         "rows": rows, "iomin": pairs, "verdict": verdict(rows, pairs),
         "seconds": round(time.perf_counter() - t0, 1)}

@@ -556,6 +556,7 @@ class MaskResult:
     snapshots: dict[str, Any] = field(default_factory=dict)
     convergence: dict[str, float] = field(default_factory=dict)
     converged: bool = False
+    pruned: int = 0  # inert weights dropped from the read-out (masks.prune_n)
 
 
 def log_steps(steps: int, every: int) -> list[int]:
@@ -631,6 +632,39 @@ def _batches(n: int, size: int, generator: torch.Generator):
             yield perm[i:i + size]
 
 
+# Louizos et al.'s stretch of the hard concrete distribution (NeuroSurgeon's defaults too)
+HC_GAMMA, HC_ZETA = -0.1, 1.1
+
+
+def sample_hard_concrete(masked: MaskedModel, generator: torch.Generator, tau: float,
+                         scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """One hard concrete mask (Louizos et al., ICLR 2018): ``z = clamp(sigmoid((s + scale *
+    l) / tau) * (zeta - gamma) + gamma, 0, 1)`` with logistic noise ``l``: exact zeros and ones
+    with a gradient between them (no straight-through estimate). The noise comes from
+    ``generator`` on the CPU, as for :meth:`MaskedModel.sample`."""
+    u = torch.empty(masked.flat.shape).uniform_(generator=generator)
+    u.clamp_(torch.finfo(torch.float32).tiny, 1.0 - 2 ** -24)
+    noise = torch.logit(u).to(masked.device)
+    soft = torch.sigmoid((masked.flat + scale * noise) / tau)
+    return masked._views((soft * (HC_ZETA - HC_GAMMA) + HC_GAMMA).clamp(0.0, 1.0))
+
+
+def penalty(flat: torch.Tensor, cfg: MaskConfig) -> torch.Tensor:
+    """The regulariser per unit alpha: ``sum(s)`` (Csordas, straight-through) or the hard
+    concrete's expected number of kept weights, ``sum(sigmoid(s - tau * log(-gamma / zeta)))``."""
+    if cfg.estimator == "hard_concrete":
+        return torch.sigmoid(flat - cfg.tau * math.log(-HC_GAMMA / HC_ZETA)).sum()
+    return flat.sum()
+
+
+def _flat_logits(masked: MaskedModel, logits: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-parameter logits (standard layout) as ``masked.flat`` holds them (4-D ones in
+    channels-last memory order)."""
+    parts = [logits[n].permute(0, 2, 3, 1) if logits[n].dim() == 4 else logits[n]
+             for n in masked.names]
+    return torch.cat([p.reshape(-1) for p in parts]).to(masked.device, torch.float32)
+
+
 def check_settings(cfg: MaskConfig, alpha: float, steps: int, n_train: int) -> None:
     """One clear error for run settings the method cannot use (non-finite numbers included:
     a NaN init would give an empty mask and exit 0)."""
@@ -657,8 +691,12 @@ def check_settings(cfg: MaskConfig, alpha: float, steps: int, n_train: int) -> N
 
 def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Split, *,
                alpha: float, seed: int, steps: int, progress: bool = False,
-               device: torch.device | str | None = None, precision: str = "fp32") -> MaskResult:
+               device: torch.device | str | None = None, precision: str = "fp32",
+               start: MaskResult | None = None) -> MaskResult:
     """Train one mask of ``model`` on ``train``; log the curve on ``curve_data``.
+
+    ``start``: continue that run (its final logits are the initial ones; the continuation
+    test of :mod:`core.validate` sets the schedule).
 
     Loss: ``ce + alpha * sum(s)``, ``ce`` the batch-mean cross-entropy: a weight is kept when
     removing it costs more than ``alpha`` nats of mean cross-entropy (Csordas' beta, whose
@@ -678,7 +716,10 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
     check_settings(cfg, alpha, steps, len(train))
     check_finite_weights(model)
     masked = MaskedModel(model, cfg.include, cfg.init, mask_norm=cfg.mask_norm, device=device,
-                         precision=precision)
+                         precision=precision, names=None if start is None else start.names)
+    if start is not None:
+        with torch.no_grad():
+            masked.flat.copy_(_flat_logits(masked, start.logits))
     dev = masked.device
     snap_name = snapshot_parameter(masked.names, masked.shapes, cfg.snapshot_param)
     logged, snaps = set(log_steps(steps, cfg.log_every)), snapshot_steps(
@@ -691,7 +732,7 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
 
     def log(step: int, ce: float) -> None:
         mask = masked.binary(cfg.readout)
-        reg = alpha * float(masked.flat.detach().double().sum())
+        reg = alpha * float(penalty(masked.flat.detach().double(), cfg))
         curve["step"].append(step)
         curve["ce"].append(ce)
         curve["reg"].append(reg)
@@ -704,6 +745,8 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
                 memory_format=torch.contiguous_format))
 
     batches = _batches(len(train), cfg.batch_size, gen)
+    sampler = (masked.sample if cfg.estimator == "straight_through" else
+               lambda *a: sample_hard_concrete(masked, *a))
     window: list[float] = []
     bar = range(steps)
     if progress:
@@ -713,15 +756,15 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
         opt.zero_grad(set_to_none=True)
         ce = x.new_zeros((), dtype=torch.float32)
         for xc, yc in zip(x.chunk(cfg.n_samples), y.chunk(cfg.n_samples)):
-            out = masked(xc, masked.sample(gen, cfg.tau, noise_factor(t, steps, cfg.noise_anneal)))
+            out = masked(xc, sampler(gen, cfg.tau, noise_factor(t, steps, cfg.noise_anneal)))
             ce = ce + F.cross_entropy(out, yc, reduction="sum")
         ce = ce / len(y)
-        loss = ce + alpha * masked.flat.sum()
+        loss = ce + alpha * penalty(masked.flat, cfg)
         loss.backward()
         ce_value, loss_value = ce.item(), loss.item()
         if not math.isfinite(loss_value):
             raise MaskError(f"mask training: non-finite loss at step {t} (cross-entropy "
-                            f"{ce_value!r}, regulariser {alpha * float(masked.flat.detach().sum())!r}); "
+                            f"{ce_value!r}, regulariser {alpha * float(penalty(masked.flat.detach(), cfg))!r}); "
                             "check the checkpoint, masks.init, masks.lr and alpha")
         if t == 0:
             log(0, ce_value)
@@ -730,14 +773,85 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
         if not bool(torch.isfinite(masked.flat).all()):
             raise MaskError(f"mask training: non-finite mask logits after step {t + 1} "
                             f"(masks.lr {cfg.lr!r}, alpha {alpha!r})")
+        if cfg.clamp > 0:
+            with torch.no_grad():
+                masked.flat.clamp_(-cfg.clamp, cfg.clamp)
         window.append(ce_value)
         if t + 1 in logged:
             log(t + 1, float(np.mean(window)))
             window = []
     conv = convergence(curve, cfg.converge_window)
     mask = masked.binary(cfg.readout)
+    pruned = 0
+    if cfg.prune_n > 0:
+        mask, pruned = prune_inert(masked, mask, train.head(cfg.prune_n), batch_size=64,
+                                   seed=seed)
     logits = {n: s.to("cpu").clone(memory_format=torch.contiguous_format)
               for n, s in masked.logits.items()}
     return MaskResult(masked.names, masked.shapes, masked.fingerprint, logits, mask, curve,
                       {"param": snap_name, "steps": snaps, "logits": torch.stack(snap_logits)},
-                      conv, is_converged(conv, cfg))
+                      conv, is_converged(conv, cfg), pruned)
+
+
+# --------------------------------------------------------------------------- inert weights
+
+
+def inert_weights(masked: MaskedModel, mask: dict[str, torch.Tensor], data: Split, *,
+                  batch_size: int = 64, draws: int = 2, seed: int = 0
+                  ) -> dict[str, torch.Tensor]:
+    """The kept weights whose removal cannot change the answer on ``data`` to first order
+    (bool per parameter): the gradient of every problem's *centred* logits (a shift of all
+    candidates changes no answer and no cross-entropy) with respect to the weight's mask value
+    is exactly 0. Structurally dead weights are exactly that: the inputs of a unit whose every
+    output weight is removed, a weight of value 0, a path cut further on. Random zero-mean
+    projections of the logits (``draws`` per batch) make a weight that moves any centred
+    logit of any problem show a non-zero gradient (with probability 1)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    m = {n: t.to(masked.device, torch.float32).requires_grad_(True)
+         for n, t in masked._views(torch.cat([mask[n].flatten() for n in masked.names])
+                                   .float()).items()}
+    # the views above are in the model's layout; gradients per parameter in standard layout
+    total = {n: torch.zeros(sh) for n, sh in zip(masked.names, masked.shapes)}
+    for i in range(0, len(data), batch_size):
+        x, _ = data.batch(slice(i, i + batch_size), masked.device)
+        out = masked(x, m)
+        out = out - out.mean(-1, keepdim=True)
+        for _ in range(draws):
+            r = torch.randn(out.shape, generator=gen).to(out.device)
+            grads = torch.autograd.grad((out * r).sum(), list(m.values()), retain_graph=True)
+            for n, g in zip(m, grads):
+                total[n] += g.detach().abs().to("cpu").reshape(total[n].shape)
+    return {n: mask[n] & (total[n] == 0) for n in masked.names}
+
+
+def centred_logits(masked: MaskedModel, mask: dict[str, torch.Tensor], data: Split,
+                   batch_size: int = 64) -> torch.Tensor:
+    out = predict(masked.forward_fn(mask), data, batch_size, masked.device)
+    return out - out.mean(-1, keepdim=True)
+
+
+def prune_inert(masked: MaskedModel, mask: dict[str, torch.Tensor], data: Split, *,
+                batch_size: int = 64, tol: float = 1e-5, seed: int = 0
+                ) -> tuple[dict[str, torch.Tensor], int]:
+    """``mask`` without its inert weights (:func:`inert_weights`), checked: the centred
+    logits on ``data`` must stay within ``tol * max(1, max |logit|)``; tensors whose inert
+    weights fail the check together are kept whole (a ReLU that is off on every problem of
+    ``data`` is inert to first order only). Returns the mask and how many weights it lost."""
+    inert = inert_weights(masked, mask, data, batch_size=batch_size, seed=seed)
+    before = centred_logits(masked, mask, data, batch_size)
+    bound = tol * max(1.0, float(before.abs().max()))
+
+    def same(candidate: dict[str, torch.Tensor]) -> bool:
+        after = centred_logits(masked, candidate, data, batch_size)
+        return bool((after - before).abs().max() <= bound)
+
+    pruned = {n: mask[n] & ~inert[n] for n in mask}
+    if not same(pruned):
+        pruned = {n: t.clone() for n, t in mask.items()}
+        for n in masked.names:
+            if bool(inert[n].any()):
+                trial = {**pruned, n: pruned[n] & ~inert[n]}
+                if same(trial):
+                    pruned = trial
+    lost = sum(int(mask[n].sum()) - int(pruned[n].sum()) for n in mask)
+    return pruned, lost

@@ -59,27 +59,6 @@ def test_own_share_and_iomin():
         control.iomin(a, {k: v for k, v in list(b.items())[:1]})
 
 
-def rows_for(own: float) -> list[dict]:
-    return [{"task": t, "seed": s, "own": own} for t in control.TASKS for s in (0, 1)]
-
-
-@pytest.mark.parametrize("own, cross, same, passes", [
-    (0.9, [0.2, 0.25], [0.7, 0.8], True),
-    (0.6, [0.2, 0.25], [0.7, 0.8], False),   # masks straddle both networks
-    (0.9, [0.85, 0.2], [0.8, 0.9], False),   # one cross pair as close as a rerun
-    (0.9, [0.8, 0.8], [0.8, 0.9], False),    # ties are not separation
-])
-def test_verdict_needs_own_network_and_separation(own, cross, same, passes):
-    v = control.verdict(rows_for(own), {"cross": cross, "same": same})
-    assert v["passes"] is passes
-    assert v["text"].startswith("passes" if passes else "fails")
-
-
-def test_verdict_without_a_same_task_pair_is_not_testable():
-    v = control.verdict(rows_for(0.9), {"cross": [0.1], "same": []})
-    assert v["passes"] is False and v["separated"] is None and "not testable" in v["text"]
-
-
 def test_overlaps_split_same_and_cross_pairs():
     m = two_nets()
     masks = {("color_rule", 0): mask_of(m, {"color_rule": 12}),

@@ -1,0 +1,144 @@
+"""The validation suite's pieces: the planted networks' truth, inert-weight pruning, the hard
+concrete estimator, the continuation schedule and the verdict rules (core/validate.py,
+core/planted.py, core/control.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import control
+from core import planted as P
+from core import validate as V
+from core.config import load
+from core.masking import MaskedModel, accuracy, penalty, prune_inert, sample_hard_concrete
+
+torch.set_num_threads(1)
+V_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def settings(**kw):
+    return dataclasses.replace(V.planted_settings(load(V_PARAMS, "default").masks), **kw)
+
+
+@pytest.mark.parametrize("spec", [P.MILD, P.STRONG])
+def test_planted_truth_holds(spec):
+    acc = P.check_truth(spec)
+    for t in range(spec.tasks):
+        assert acc[f"module_{t}"] == 100.0
+        assert acc[f"other_{t}"] < 30.0  # another task's module cannot solve it
+    if spec is P.STRONG:  # strong distractors: >= 30 points below the module alone
+        assert max(acc[f"full_{t}"] for t in range(spec.tasks)) <= 70.0
+
+
+def test_check_truth_rejects_a_network_whose_distractors_do_not_harm():
+    with pytest.raises(ValueError, match="truth does not hold"):
+        P.check_truth(P.Spec(distractor=0.0, noise_units=1, noise_inputs=1, classes=2))
+
+
+def test_prune_inert_drops_dead_and_zero_weights_only():
+    m, modules = P.build(P.MILD)
+    mm = MaskedModel(m)
+    mask = {n: t.clone() for n, t in modules[0].items()}
+    mask["l1.weight"][30:, 30:] = True  # noise units' inputs: dead without their outputs
+    mask["l1.bias"][:] = True  # zero-valued weights
+    pruned, lost = prune_inert(mm, mask, P.data(P.MILD, [0], 128, 1))
+    assert lost == P.n_on(mask) - P.n_on(modules[0])
+    assert P.iou(pruned, modules[0]) == 1.0
+    # a live weight stays: the noise units with their outputs change the logits
+    live = {n: t.clone() for n, t in mask.items()}
+    live["l2.weight"][:, 30:] = True
+    pruned, _ = prune_inert(mm, live, P.data(P.MILD, [0], 128, 1))
+    assert bool(pruned["l1.weight"][30:, 30:].all()) and bool(pruned["l2.weight"][:, 30:].all())
+
+
+def test_hard_concrete_masks_are_exact_zeros_and_ones_with_a_gradient_between():
+    m, _ = P.build(P.MILD)
+    mm = MaskedModel(m, init=0.0)
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([v.flatten() for v in sample_hard_concrete(mm, g, 2 / 3).values()])
+    assert 0.0 <= float(z.min()) and float(z.max()) <= 1.0
+    assert (z == 0).any() and (z == 1).any() and ((z > 0) & (z < 1)).any()
+    z.sum().backward()
+    assert mm.flat.grad is not None and bool((mm.flat.grad != 0).any())
+    # no noise: the deterministic read-out is 1 exactly where the logit is > 0 at large logits
+    with torch.no_grad():
+        mm.flat.fill_(5.0)
+    z = torch.cat([v.flatten() for v in sample_hard_concrete(mm, g, 2 / 3, 0.0).values()])
+    assert bool((z == 1).all())
+
+
+def test_penalties():
+    s = torch.tensor([-50.0, 0.0, 50.0])
+    st = settings(estimator="straight_through")
+    hc = settings(estimator="hard_concrete", tau=2 / 3)
+    assert float(penalty(s, st)) == 0.0
+    # the expected number of non-zero hard concrete gates: ~0, P(z > 0) at s=0, ~1
+    assert float(penalty(s, hc)) == pytest.approx(1.0 + float(torch.sigmoid(torch.tensor(
+        2 / 3 * 2.3979))), abs=1e-3)
+
+
+def test_continuation_extends_the_constant_phase_by_half_and_replays_the_tail():
+    mc = settings(steps=2000, lr_anneal=0.5, noise_anneal=0.2)
+    cfg, steps = V.continuation_settings(mc)
+    assert steps == 2000  # 1000 more constant steps + the 1000-step tail
+    assert cfg.lr_anneal * steps == pytest.approx(1000) and cfg.noise_anneal * steps == \
+        pytest.approx(400)
+    cfg, steps = V.continuation_settings(settings(steps=1000, lr_anneal=0.0, noise_anneal=0.0))
+    assert steps == 500 and cfg.lr_anneal == 0.0
+
+
+def test_a_continued_mask_starts_from_the_run_it_continues():
+    m, _ = P.build(P.MILD)
+    mc = settings(steps=60, log_every=20)
+    tr, cu = P.data(P.MILD, [0], 256, 10), P.data(P.MILD, [0], 64, 20)
+    first = V.train_mask(m, mc, tr, cu, alpha=0.01, seed=0, steps=60)
+    more = V.train_mask(m, mc, tr, cu, alpha=0.01, seed=1, steps=20, start=first)
+    assert more.curve["density"][0] == first.curve["density"][-1]
+    assert more.curve["task_acc"][0] == first.curve["task_acc"][-1]
+
+
+def rows(own_functional, acc=60.0, own_only=60.0):
+    return [{"task": t, "seed": s, "own": 0.5, "own_functional": own_functional,
+             f"acc_{t}": acc, "acc_own_only": own_only} for t in control.TASKS for s in (0, 1)]
+
+
+@pytest.mark.parametrize("own, cross, same, passes", [
+    (0.9, [0.2, 0.25], [0.7, 0.8], True),
+    (0.6, [0.2, 0.25], [0.7, 0.8], False),   # functional weights straddle both networks
+    (0.9, [0.85, 0.2], [0.8, 0.9], False),   # one cross pair as close as a rerun
+    (0.9, [0.8, 0.8], [0.8, 0.9], False),    # ties are not separation
+])
+def test_control_verdict_reads_functional_weights_and_separation(own, cross, same, passes):
+    v = control.verdict(rows(own), {"cross": cross, "same": same})
+    assert v["passes"] is passes and v["truth"] is True
+    assert v["text"].startswith("passes" if passes else "fails")
+
+
+def test_control_verdict_is_not_testable_when_a_mask_uses_the_other_network():
+    v = control.verdict(rows(0.9, acc=60.0, own_only=40.0), {"cross": [0.1], "same": [0.9]})
+    assert v["passes"] is False and v["truth"] is False and "not testable" in v["text"]
+    assert "uses the other network" in v["text"]
+
+
+def test_verdict_without_a_same_task_pair_is_not_testable():
+    v = control.verdict(rows(0.9), {"cross": [0.1], "same": []})
+    assert v["passes"] is False and v["separated"] is None and "not testable" in v["text"]
+
+
+def test_select_alpha_is_the_largest_within_tolerance_of_the_best():
+    m, _ = P.build(P.MILD)
+    acc = {1e-3: 100.0, 3e-3: 97.0, 1e-2: 96.0, 3e-2: 80.0, 1e-1: 10.0}
+
+    class Fake:
+        def __init__(self, a):
+            self.curve = {"task_acc": [acc[a]]}
+
+    alpha, grid = V.select_alpha(m, settings(), P.data(P.MILD, [0], 16, 1),
+                                 P.data(P.MILD, [0], 16, 2), 5.0,
+                                 lambda *a, alpha, **k: Fake(alpha))
+    assert alpha == 1e-2 and grid == acc
+    assert accuracy(MaskedModel(m).forward_fn(None), P.data(P.MILD, [0], 16, 2)) < 100.0
