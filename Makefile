@@ -19,7 +19,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint repro figures results readme tex bench clean-venv control
+.PHONY: install test lint repro figures results readme tex bench clean-venv control validate
 
 install: $(STAMP)
 
@@ -96,6 +96,15 @@ control: install
 	$(PY) -m core.config compose --profile $(PROFILE) $(SET)
 	$(PY) -m core.control run --params params.yaml --out data/control $(CONTROL)
 	mkdir -p results/control && cp data/control/control.json results/control/$(NAME).json
+
+# The mask method's validation suite at the profile's mask settings (+ SET='masks.key=value'
+# overrides): planted recovery, the planted complement protocol, the composite control,
+# faithfulness and continuation on the profile's trained networks (trained first if needed).
+# Writes results/validation/<profile>[-overrides].json and prints the table.
+validate: install
+	$(PY) -m core.config compose --profile $(PROFILE)
+	$(DVC) repro train
+	$(PY) -m core.validate --profile $(PROFILE) $(SET)
 
 bench: install
 	$(PY) -m benchmarks $(if $(QUICK),--quick,)

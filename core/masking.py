@@ -1,15 +1,30 @@
 """Differentiable binary weight masks for any ``nn.Module``: find a task's functional module.
 
-Method (Csordas et al., ICLR 2021; settings of the original study in ``shared/reference``):
-the trained weights ``w`` are frozen (BatchNorm in eval mode: running statistics untouched);
-every masked parameter gets a logit tensor ``s`` initialised to ``masks.init``. Each step
-samples logistic noise ``l = log(u / (1 - u))``, ``m_soft = sigmoid((s + l) / tau)``, the hard
-mask ``m_soft > 0.5`` with a straight-through gradient, runs the model with weights ``w * m``
-through :func:`torch.func.functional_call` (no per-model code) and minimises
-``cross-entropy + alpha * sum(s)`` with Adam on the logits only (``alpha`` is per weight:
-a weight stays when removing it costs more than ``alpha`` nats of batch-mean cross-entropy;
-Csordas' beta, divided by the batch size B, is ``alpha * B``). The read-out is deterministic:
-``mask = s > 0``. Normalisation scale and shift are not masked unless ``masks.mask_norm``.
+Method (Csordas et al., ICLR 2021; Louizos et al., ICLR 2018 for the hard concrete): the
+trained weights ``w`` are frozen (BatchNorm in eval mode: running statistics untouched); every
+masked parameter gets a logit tensor ``s`` initialised to ``masks.init``, trained with Adam on
+the logits only; the model runs with weights ``w * m`` through
+:func:`torch.func.functional_call` (no per-model code). Two estimators (``masks.estimator``):
+
+- ``straight_through`` (Csordas): each step samples logistic noise ``l = log(u / (1 - u))``,
+  ``m_soft = sigmoid((s + l) / tau)``, the hard mask ``m_soft > 0.5`` with a straight-through
+  gradient; loss ``cross-entropy + alpha * sum(s)``. ``alpha`` is a force per weight and
+  logit unit. Csordas' own loss is ``mean CE + beta * sum(s) / B`` with his batch B = 128,
+  so his beta is ``128 * alpha`` (his default 1e-4 is alpha 7.8e-7; alpha 1e-5 is his 1.28e-3,
+  the top of his sweeps).
+- ``hard_concrete`` (Louizos): ``z = clamp(sigmoid((s + l) / tau) * 1.2 - 0.1, 0, 1)``, exact
+  zeros and ones with a true gradient between them; loss ``cross-entropy + alpha * E[number
+  of non-zero gates]``, so ``alpha`` is the nats of mean cross-entropy a kept weight must be
+  worth. No straight-through bias: measured on the planted networks (``core.planted``), the
+  straight-through estimator drives the all-task mask to collapse (cross-entropy rising while
+  weights that each cost >= 0.2 nats are removed) at every alpha tried; the hard concrete does
+  not.
+
+The read-out is deterministic: ``mask = s > masks.readout`` (0: keep probability > 0.5 for
+either estimator). With ``masks.prune_n`` the read-out then loses its *inert* weights (whose
+removal changes no centred logit on that many training problems, checked): weights no loss
+gradient reaches at the read-out (inputs of units whose outputs were all removed) belong to
+no module. Normalisation scale and shift are not masked unless ``masks.mask_norm``.
 
 Ablations (:func:`evaluate_group`): model * mask, model * (1 - mask) (the inverted mask) and the
 selective ablation (only the module's task-specific part removed), each with its *degenerate*
@@ -698,9 +713,8 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
     ``start``: continue that run (its final logits are the initial ones; the continuation
     test of :mod:`core.validate` sets the schedule).
 
-    Loss: ``ce + alpha * sum(s)``, ``ce`` the batch-mean cross-entropy: a weight is kept when
-    removing it costs more than ``alpha`` nats of mean cross-entropy (Csordas' beta, whose
-    regulariser is divided by the batch size B, is ``alpha * B``).
+    Loss: ``ce + alpha * penalty(s)``, ``ce`` the batch-mean cross-entropy, the penalty of
+    ``masks.estimator`` (:func:`penalty`; the module docstring relates alpha to Csordas' beta).
 
     Deterministic for a given seed (batches and noise come from one seeded CPU generator).
     Curve (``masks.log_every``): ``ce`` = mean training cross-entropy since the previous log

@@ -373,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="networks for the SCL checks (default: the first two of the profile)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # the planted checks run here; one thread, as every mask run
     try:
         bad = [o for o in args.overrides if not o.startswith("masks.") or "=" not in o]
         if bad:
