@@ -228,7 +228,7 @@ def test_clean_after_commit(locked_repo):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["masks.alpha=1e-4"], {"masks@0", "masks@1", "metrics", "plots", "paper"}),
+    (["masks.alpha=3e-4"], {"masks@0", "masks@1", "metrics", "plots", "paper"}),
     (["masks.seeds=[0,1,2]"], {"masks@0", "masks@1", "metrics", "paper"}),
     (["train.lr=1e-3"], {"train", "paper"}),
     (["train.jobs=1"], {"paper"}),
