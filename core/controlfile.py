@@ -57,13 +57,23 @@ def settings_label(result: dict[str, Any]) -> str:
     return base + (f" except {', '.join(changed)}" if changed else "")
 
 
+def scramble_text(result: dict[str, Any]) -> str:
+    """How the other task's network reads its input (files without the setting: the plain
+    composite, both networks reading the problem)."""
+    if result.get("settings", {}).get("scramble", False):
+        return (" (for each task's masks the other task's network reads another problem of the "
+                "batch: noise with respect to the answer)")
+    return ""
+
+
 def summary_text(result: dict[str, Any]) -> str:
     """Markdown: the settings, per task the masks' own share / density / accuracies, the
     overlaps and the verdict (every number from ``control.json``)."""
     m, ref, rows = mask_settings(result), result["reference"], result["rows"]
     lines = [f"Composite positive control (`python -m core.control`), masks with "
              f"{settings_label(result)} ({m['steps']} steps, lr {m['lr']:g}, alpha "
-             f"{m['alpha']:g}, read-out logit > {m['readout']:g}{noise_text(m)}): a colour-rule SCL and a size-rule SCL, logits summed. Unmasked "
+             f"{m['alpha']:g}, read-out logit > {m['readout']:g}{noise_text(m)}): a colour-rule SCL and a size-rule SCL, logits summed"
+             f"{scramble_text(result)}. Unmasked "
              f"composite / colour net / size net test accuracy (%): colour problems "
              f"{ref['composite']['color_rule']:.1f} / {ref['net_color_rule']['color_rule']:.1f}"
              f" / {ref['net_size_rule']['color_rule']:.1f}, size problems "

@@ -388,9 +388,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, ConfigError, ControlError, MaskError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    result = {"name": name, "profile": args.profile, "overrides": args.overrides,
-              "commit": git_commit(Path.cwd()), **result}
+    commit = git_commit(Path.cwd())
+    for check in result["checks"].values():
+        check["commit"] = commit
     path = Path(args.out) / f"{name}.json"
+    if set(args.only) != set(CHECKS) and path.is_file():  # the checks not run now are kept
+        before = json.loads(path.read_text())
+        if before.get("masks") != json.loads(json.dumps(result["masks"])):
+            print(f"error: {path} holds other mask settings: run every check", file=sys.stderr)
+            return 1
+        result["checks"] = {**before["checks"], **result["checks"]}
+        result["passes"] = all(c["passes"] for c in result["checks"].values()) and set(
+            result["checks"]) == set(CHECKS)
+    result = {"name": name, "profile": args.profile, "overrides": args.overrides,
+              "commit": commit, **result}
     atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True, default=_plain) + "\n")
     print(table(result))
     print(f"{'PASSES' if result['passes'] else 'does not pass'} every check -> {path}")

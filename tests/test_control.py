@@ -45,6 +45,18 @@ def test_composite_sums_the_logits_and_names_weights_by_task():
     assert all(n.split(".")[1] in control.TASKS for n in names)
 
 
+def test_scrambled_composite_feeds_the_other_network_another_problem():
+    m = two_nets()
+    m.scrambled = "size_rule"
+    x = torch.randn(5, 4)
+    want = m.nets["color_rule"](x) + m.nets["size_rule"](x.roll(1, 0))
+    assert torch.allclose(m(x), want)
+    with pytest.raises(control.ControlError, match=">= 2 problems"):
+        m(x[:1])
+    with pytest.raises(control.ControlError, match="not one of"):
+        control.Composite({t: nn.Linear(4, 3) for t in control.TASKS}, scrambled="shape")
+
+
 def test_own_share_and_iomin():
     m = two_nets()
     a = mask_of(m, {"color_rule": 9, "size_rule": 3})
@@ -131,8 +143,11 @@ def test_end_to_end_at_ci_size(tmp_path):
     assert len(result["rows"]) == 4
     assert len(result["iomin"]["same"]) == 2 and len(result["iomin"]["cross"]) == 4
     assert result["masks"]["steps"] > 0 and result["verdict"]["text"]
+    assert result["settings"]["scramble"] is True
     for r in result["rows"]:
         assert r["kept_color_rule"] + r["kept_size_rule"] > 0 and 0 <= r["own"] <= 1
+        assert 0 <= r["acc_own_only"] <= 100 and r["inert_color_rule"] >= 0
+    assert (out / "masks" / "color_rule-s0.pt").is_file()
     # the specialists are reused: a second run (other mask steps) trains no network
     ck = out / "train/color_rule/scl_10.pt"
     before = ck.stat().st_mtime_ns
