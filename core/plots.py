@@ -10,7 +10,7 @@ network (``net<k>``) or per network and checkpoint (``net<k> <checkpoint>``), wh
 
 - ``training.png``: training loss (batch mean) per optimiser step;
 - ``validation.png``: validation accuracy (percent), the milestones dashed;
-- ``mask_density.png`` / ``mask_accuracy.png``: mask density (fraction of weights kept) and
+- ``mask_density.png`` / ``mask_accuracy.png``: mask density (percent of weights kept) and
   masked task accuracy (percent) per mask training step, the mean over the tasks and seeds
   of the main runs (``masks.alpha``).
 
@@ -176,7 +176,7 @@ def write(params: str | Path, train: str | Path, masks: str | Path, out: str | P
                                tuple(cfg.train.milestones)),
         "mask_density.png": _png(m["density"], "Mask density (main runs, mean over tasks and "
                                  "seeds)", "mask training step",
-                                 "density (fraction of weights kept)"),
+                                 "density (% of weights kept)"),
         "mask_accuracy.png": _png(m["task_acc"], "Masked task accuracy (main runs, mean over "
                                   "tasks and seeds)", "mask training step", "task accuracy (%)"),
     }
