@@ -57,7 +57,7 @@ $(STAMP): pyproject.toml $(LOCK)
 
 # Refresh the locks from pyproject.toml (pip-compile; keeps the current pins unless UPGRADE=1),
 # then environment.yml from the lock. lock-ray.txt starts from lock.txt, so both pin the
-# packages they share alike (tests/test_lock.py checks). About 6 minutes.
+# packages they share alike (tests/test_lock.py checks). A few minutes.
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links
 lock:
