@@ -37,7 +37,7 @@ def test_every_dependency_pinned_with_hashes(lock: Path) -> None:
     options = [ln for ln in lock.read_text().splitlines() if ln.startswith("-")]
     assert options == [], options
     text = lock.read_text()
-    assert " /" not in text and "=/" not in text and "file:" not in text  # no absolute path
+    assert " /" not in text and "=/" not in text and "file://" not in text  # no absolute path
 
 
 def test_the_two_locks_pin_what_they_share_alike() -> None:
