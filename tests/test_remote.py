@@ -133,3 +133,21 @@ def test_publish_refuses_without_a_remote_or_with_a_stale_workspace(run: Path,
 def test_pull_without_dvc_lock_says_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(remote.RemoteError, match="dvc.lock: not found: nothing names"):
         remote.pull(tmp_path, str(tmp_path / "store"))
+
+
+def test_committed_dvc_lock_is_the_reference_run() -> None:
+    """The root dvc.lock, once committed with a published run, records the committed
+    params.yaml's run: the same record as results/<profile>/dvc.lock (`make results`)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    show = subprocess.run(["git", "show", "HEAD:dvc.lock"], cwd=root, capture_output=True,
+                          text=True)
+    if show.returncode:
+        pytest.skip("no dvc.lock committed at the root (no published reference run yet)")
+    params = yaml.safe_load(subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=root,
+                                           capture_output=True, text=True, check=True).stdout)
+    copy = root / "results" / params["profile"] / "dvc.lock"
+    assert copy.is_file() and show.stdout == copy.read_text(), (
+        f"the committed dvc.lock is not {copy.relative_to(root)}: commit the dvc.lock of the "
+        "run whose results/ and params.yaml are committed (make results, make publish)")
