@@ -2,9 +2,19 @@
 #                                make test         (the test suite)
 # Overrides for one run (Hydra syntax, as `dvc exp run -S`): make repro PROFILE=ci SET='masks.alpha=1e-4'
 # The reviewer's path (no training): make figures   (figures + paper from results/default)
-# Every target installs what it needs into .venv first, once (re-installs when pyproject changes).
+# Every target installs what it needs into .venv first, once (re-installs when the lock changes).
+# Without TeX: make repro PAPER=0   (everything but the PDF; params: paper.pdf: false)
+# Share a run: make publish REMOTE=/path/to/folder   ->   in a clone: make pull REMOTE=/path/to/folder
 PROFILE ?= default
 SET ?=
+# PAPER=0: the paper stage writes data/paper/NO_PDF.txt instead of the PDF (no TeX needed)
+PAPER ?= 1
+# a DVC remote's name, or a folder / URL to use as the default remote (kept in .dvc/config.local)
+REMOTE ?=
+# RAY=1: install the lock with the optional Ray extra (requirements/lock-ray.txt)
+RAY ?=
+# UPGRADE=1: `make lock` moves every package to its newest release (else: keeps the pins)
+UPGRADE ?=
 CONTROL ?=
 NAME ?= control
 RESULTS ?= $(firstword $(wildcard results/default) results/ci)
@@ -14,23 +24,51 @@ DVC = PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+LOCK := requirements/lock$(if $(filter 1,$(RAY)),-ray,).txt
+STAMP := $(VENV)/.installed-$(notdir $(basename $(LOCK)))
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint repro figures results readme tex bench clean-venv control validate
+.PHONY: install lock test lint preflight repro figures results readme tex bench clean-venv control \
+	publish pull validate
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every package from the lock (exact versions, sha256-checked by pip), then this project without
+# dependencies. An already installed torch (e.g. a CUDA build, for GPU users) is kept: every
+# other package still comes from the lock, and `pip check` then only warns.
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	@# torch first, on its own: an already installed build (e.g. CUDA, for GPU users) is kept.
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) requirements/lockfile.py check $(LOCK)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "keeping the installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	  $(PY) requirements/lockfile.py without torch $(LOCK) > $(VENV)/lock-without-torch.txt && \
+	  $(PY) -m pip install -q --require-hashes -r $(VENV)/lock-without-torch.txt && \
+	  $(PY) -m pip install -q --no-deps --no-build-isolation -e . && \
+	  { $(PY) -m pip check || echo "warning: the kept torch's requirements differ from the lock's (above)"; }; \
+	else \
+	  $(PY) -m pip install -q --require-hashes -r $(LOCK) && \
+	  $(PY) -m pip install -q --no-deps --no-build-isolation -e . && \
+	  $(PY) -m pip check; \
+	fi
 	$(PY) -c "import core, figures, torch, xarray, dvc, papermill"
-	@touch $@
+	@touch $@ $(VENV)/.installed-lock
+
+# Refresh the locks from pyproject.toml (pip-compile; keeps the current pins unless UPGRADE=1),
+# then environment.yml from the lock. lock-ray.txt starts from lock.txt, so both pin the
+# packages they share alike (tests/test_lock.py checks). A few minutes.
+LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m piptools --version >/dev/null 2>&1 || $(PY) -m pip install -q pip-tools
+	$(PY) -m piptools compile $(LOCK_FLAGS) $(if $(filter 1,$(UPGRADE)),--upgrade,) --extra dev \
+	  -o requirements/lock.txt pyproject.toml
+	cp requirements/lock.txt requirements/lock-ray.txt
+	$(PY) -m piptools compile $(LOCK_FLAGS) --extra dev --extra ray -o requirements/lock-ray.txt \
+	  pyproject.toml
+	$(PY) requirements/lockfile.py environment requirements/lock.txt
 
 # pytest exits 5 when it collects no test: that is not a failure here.
 test: install
@@ -46,24 +84,46 @@ tex:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	      latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended >/dev/null; \
-	  else echo "note: latexmk not found and cannot install TeX here; the paper stage will say so"; fi; }
+	  else echo "note: latexmk not found and cannot install TeX here (not root); without TeX:" \
+	    "make repro PAPER=0"; fi; }
+
+# Every system tool the run of params.yaml needs (TeX unless paper.pdf is false, git, ...), found
+# before the first stage, each with its install hint (core/preflight.py).
+preflight: install
+	$(PY) -m core.preflight --params params.yaml
+
+PAPER_SET := $(if $(filter 0,$(PAPER)),paper.pdf=false,)
 
 # params.yaml = conf/ composed for PROFILE + SET (the bytes `dvc exp run -S profile=... -S ...`
 # writes); then DVC re-runs exactly the stages whose params, code or inputs changed.
-repro: install tex
-	$(PY) -m core.config compose --profile $(PROFILE) $(SET)
+repro: install $(if $(filter 0,$(PAPER)),,tex)
+	$(PY) -m core.config compose --profile $(PROFILE) $(SET) $(PAPER_SET)
+	$(PY) -m core.preflight --params params.yaml
 	@# stage wall times go to build/repro-$(PROFILE).log (read by benchmarks/pipeline.py)
 	$(DVC) repro 2>&1 | $(PY) -m benchmarks.timelog build/repro-$(PROFILE).log
 
 # Every figure and the paper from the committed results of a reference run (no training, no
 # data generation): build/$(RESULTS)/{figures,paper}. Checks the results against the code first.
-figures: install tex
+figures: install $(if $(filter 0,$(PAPER)),,tex)
 	$(PY) -m core.results check $(RESULTS)
 	$(PY) -m figures --params $(RESULTS)/params.yaml --metrics $(RESULTS)/metrics \
 	  --raven $(RESULTS)/raven --out build/$(RESULTS)/figures
 	$(PY) -m paper --params $(RESULTS)/params.yaml --metrics $(RESULTS)/metrics \
 	  --figures build/$(RESULTS)/figures --out build/$(RESULTS)/paper \
-	  --generated build/$(RESULTS)/generated --control results/control
+	  --generated build/$(RESULTS)/generated --control results/control \
+	  $(if $(filter 0,$(PAPER)),--numbers-only,)
+
+# Push every output of the last `make repro` (the cache of each stage's outputs, as dvc.lock
+# records them) to the DVC remote: REMOTE (a remote's name, or a folder / URL, then kept as the
+# default remote in .dvc/config.local), else the default remote. The workspace must match
+# dvc.lock; commit dvc.lock and params.yaml with the run so that a clone can pull it.
+publish: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m core.remote publish $(if $(REMOTE),--remote '$(REMOTE)',)
+
+# In a clone: fetch the outputs that the committed dvc.lock names from the remote and check
+# them out (no stage runs), then check that `dvc status` is clean.
+pull: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m core.remote pull $(if $(REMOTE),--remote '$(REMOTE)',)
 
 # Copy the small results of the last `make repro` (metrics, summary, params, a few example
 # problems, provenance) to results/<profile>/ for committing.

@@ -172,6 +172,11 @@ class FiguresConfig:
 
 
 @dataclass(frozen=True)
+class PaperConfig:
+    pdf: bool = f(absent=True)  # false: the paper stage writes a note instead of the PDF (no TeX)
+
+
+@dataclass(frozen=True)
 class Config:
     profile: str = f(choices=PROFILES)  # conf/profile/<profile>.yaml
     seed: int = f(ge=0)
@@ -183,6 +188,7 @@ class Config:
     masks: MaskConfig = f()
     metrics: MetricsConfig = f()
     figures: FiguresConfig = f()
+    paper: PaperConfig = f(absent={})
 
     def __post_init__(self) -> None:
         try:
@@ -218,8 +224,10 @@ def config_hash(cfg: Config | dict[str, Any], sections: list[str] | None = None)
                 if "absent" in sub.metadata and section.get(sub.name) == sub.metadata["absent"]:
                     section.pop(sub.name)
             values[name] = section
+            if not section and "absent" in fl.metadata:  # a section added later, all absent
+                values.pop(name)
     if sections is not None:
-        values = {k: values[k] for k in sections}
+        values = {k: values[k] for k in sections if k in values}  # absent sections: none
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -1,41 +1,46 @@
-"""Training and mask curves as small CSV files for ``dvc plots show/diff`` (declared in dvc.yaml).
+"""Training and mask curves as images, and the run's headline numbers, for DVC (dvc.yaml's
+top-level ``plots:`` and ``metrics:``).
 
-    python -m core.plots --params params.yaml --train data/train --masks data/masks --out data/plots
+    python -m core.plots --params params.yaml --train data/train --masks data/masks \
+        --summary data/metrics/summary.json --out data/plots --headline data/headline.json
 
-Writes, one row per logged step and series (``series``: ``net<k>`` for training,
-``net<k> <checkpoint>`` for masks; the template ``.dvc/plots/by_network.json`` colours by it):
+Writes PNG images (matplotlib; byte-stable: no date or version in the file), one line per
+network (``net<k>``) or per network and checkpoint (``net<k> <checkpoint>``), which
+``dvc plots show`` embeds as images, so its page reads without a network connection:
 
-- ``training.csv``: ``series, step, loss`` (training loss, batch mean);
-- ``validation.csv``: ``series, step, val_acc`` (percent);
-- ``mask_density.csv`` / ``mask_accuracy.csv``: ``series, step, density`` / ``task_acc``
-  (percent), the mean over the tasks and seeds of the main runs (``masks.alpha``).
+- ``training.png``: training loss (batch mean) per optimiser step;
+- ``validation.png``: validation accuracy (percent), the milestones dashed;
+- ``mask_density.png`` / ``mask_accuracy.png``: mask density (percent of weights kept) and
+  masked task accuracy (percent) per mask training step, the mean over the tasks and seeds
+  of the main runs (``masks.alpha``).
 
-The files are views of ``training.nc`` and the mask files, not inputs of any stage.
+and ``headline.json`` (:func:`headline`): about fifteen numbers of ``summary.json`` in one
+flat mapping, the metric ``dvc metrics show`` and ``dvc exp show`` print.
+
+The files are views of ``training.nc``, the mask files and ``summary.json``, inputs of no stage.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import sys
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from core.config import ConfigError, load
-from core.io import atomic_write_text
+from core.io import atomic_write_bytes, atomic_write_text
 from core.maskfile import MaskError, load_mask
 
 
 class PlotError(RuntimeError):
     """A missing or unreadable input; the message names the file."""
-
-
-def _csv(header: tuple[str, ...], rows: list[tuple]) -> str:
-    def cell(v: object) -> str:
-        return f"{v:.6g}" if isinstance(v, float) else str(v)
-    return "\n".join([",".join(header), *(",".join(cell(v) for v in r) for r in rows)]) + "\n"
 
 
 def training_rows(train: Path, networks: list[int]) -> tuple[list[tuple], list[tuple]]:
@@ -75,18 +80,119 @@ def mask_rows(masks: Path, networks: list[int], alpha: float) -> dict[str, list[
     return {"density": density, "task_acc": task}
 
 
-def write(params: str | Path, train: str | Path, masks: str | Path, out: str | Path) -> list[Path]:
+# short names of the task families in headline keys (the original study's family has none)
+FAMILY_KEYS = {"original": "", "shape_rule": "shape.", "control": "ctrl."}
+
+
+def _mean(iv: Mapping[str, Any] | None) -> float | None:
+    m = None if iv is None else iv.get("mean")
+    return None if m is None else round(float(m), 1)
+
+
+def _short(verdict: str | None) -> str | None:
+    """A verdict without its explanation: ``not shown distinct (...)`` -> ``not shown distinct``."""
+    return None if verdict is None else verdict.split(" (")[0]
+
+
+def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers a reader looks at first, from ``summary.json``, flat (one column each in
+    ``dvc exp show``), percentages to one decimal; keys carry the milestone (``@80``: checkpoint
+    ``scl_80``) and the family (none: the original study's; ``shape.``, ``ctrl.``):
+
+    - ``milestones``: how many milestones every network reached; ``val@M``: the validation
+      accuracy at milestone M (mean over networks);
+    - ``sparsity@M`` per family and checkpoint with masks (percent of weights removed);
+    - ``cross@M`` / ``same@M`` at each family's last checkpoint: IoMin overlap (percent) of two
+      tasks' masks vs two seeds of one task's (modules are distinct when cross < same);
+    - ``ctrl.sharing``: the control family's sharing verdict there (can the method see modules
+      that differ by construction?); ``profile``.
+    """
+    nets = len(summary["networks"])
+    cks = summary["checkpoints"]
+    out: dict[str, Any] = {"profile": summary["profile"],
+                           "milestones": sum(1 for e in cks.values()
+                                             if e["val_acc"].get("n") == nets)}
+    last: dict[str, tuple[str, Mapping]] = {}
+    for ck, entry in cks.items():
+        m = ck.rsplit("_", 1)[-1]
+        out[f"val@{m}"] = _mean(entry["val_acc"])
+        for fam, prefix in FAMILY_KEYS.items():
+            f = entry.get("families", {}).get(fam)
+            if f and f.get("runs"):
+                out[f"{prefix}sparsity@{m}"] = _mean(f["sparsity"])
+                last[fam] = (m, f)
+    for fam, (m, f) in last.items():
+        prefix = FAMILY_KEYS[fam]
+        out[f"{prefix}cross@{m}"] = _mean(f["iomin"]["cross_task"])
+        out[f"{prefix}same@{m}"] = _mean(f["iomin"]["same_task"])
+    if "control" in last:
+        out["ctrl.sharing"] = _short(last["control"][1]["iomin"]["verdict"])
+    return out
+
+
+def _png(rows: list[tuple], title: str, xlabel: str, ylabel: str,
+         hlines: tuple[float, ...] = ()) -> bytes:
+    """One line per series of ``rows`` = (series, x, y), as PNG bytes without date or version."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    series: dict[str, list[tuple]] = defaultdict(list)
+    for name, x, y in rows:
+        series[name].append((x, y))
+    for name, pts in sorted(series.items()):
+        xs, ys = zip(*sorted(pts))
+        ax.plot(xs, ys, label=name, linewidth=1.2)
+    for h in hlines:
+        ax.axhline(h, color="0.5", linestyle="--", linewidth=0.8)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=7, ncol=2 if len(series) > 4 else 1)
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def write(params: str | Path, train: str | Path, masks: str | Path, out: str | Path,
+          summary: str | Path | None = None, headline_out: str | Path | None = None
+          ) -> list[Path]:
     cfg = load(params)
     nets = list(cfg.train.networks)
     loss, val = training_rows(Path(train), nets)
     m = mask_rows(Path(masks), nets, cfg.masks.alpha)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"training.csv": _csv(("series", "step", "loss"), loss),
-             "validation.csv": _csv(("series", "step", "val_acc"), val),
-             "mask_density.csv": _csv(("series", "step", "density"), m["density"]),
-             "mask_accuracy.csv": _csv(("series", "step", "task_acc"), m["task_acc"])}
-    return [atomic_write_text(out / name, text) for name, text in files.items()]
+    images = {
+        "training.png": _png(loss, "Training loss (batch mean) per network", "optimiser step",
+                             "cross-entropy loss"),
+        "validation.png": _png(val, "Validation accuracy per network (dashed: milestones)",
+                               "optimiser step", "validation accuracy (%)",
+                               tuple(cfg.train.milestones)),
+        "mask_density.png": _png(m["density"], "Mask density (main runs, mean over tasks and "
+                                 "seeds)", "mask training step",
+                                 "density (% of weights kept)"),
+        "mask_accuracy.png": _png(m["task_acc"], "Masked task accuracy (main runs, mean over "
+                                  "tasks and seeds)", "mask training step", "task accuracy (%)"),
+    }
+    paths = [atomic_write_bytes(out / name, data) for name, data in images.items()]
+    if summary is not None and headline_out is not None:
+        path = Path(summary)
+        try:
+            numbers = headline(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise PlotError(f"{path}: file not found (expected the metrics stage's "
+                            "summary.json)") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise PlotError(f"{path}: not a summary.json of core.metrics ({err!r})") from None
+        paths.append(atomic_write_text(Path(headline_out),
+                                       json.dumps(numbers, indent=1) + "\n"))
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,10 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--train", default="data/train", help="folder of net<k>/training.nc")
     ap.add_argument("--masks", default="data/masks", help="folder of net<k>/<ckpt>/*.pt")
-    ap.add_argument("--out", default="data/plots")
+    ap.add_argument("--out", default="data/plots", help="folder for the PNG images")
+    ap.add_argument("--summary", default=None, help="summary.json of the metrics stage")
+    ap.add_argument("--headline", default=None,
+                    help="where to write headline.json (with --summary)")
     args = ap.parse_args(argv)
+    if (args.summary is None) != (args.headline is None):
+        ap.error("--summary and --headline go together")
     try:
-        paths = write(args.params, args.train, args.masks, args.out)
+        paths = write(args.params, args.train, args.masks, args.out, args.summary,
+                      args.headline)
     except (ConfigError, PlotError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

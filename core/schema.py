@@ -38,9 +38,10 @@ PROVENANCE = ("config_hash", "profile")
 
 def metrics_hash(cfg: Config) -> str:
     """The provenance hash of metric files: :func:`core.config.config_hash` over every section
-    except ``figures`` (figure settings cannot change a metric, and the figures stage reads
-    them), so ``dvc exp run -S figures.dpi=...`` keeps the metrics valid."""
-    return config_hash(cfg, [k for k in cfg.to_dict() if k != "figures"])
+    except ``figures`` and ``paper`` (figure and PDF settings cannot change a metric, and the
+    figures and paper stages read them), so ``dvc exp run -S figures.dpi=...`` or
+    ``make repro PAPER=0`` keeps the metrics valid."""
+    return config_hash(cfg, [k for k in cfg.to_dict() if k not in ("figures", "paper")])
 
 
 class SchemaError(ValueError):
