@@ -52,8 +52,8 @@ def _numbers(name: str, c: dict[str, Any]) -> str:
                 if c["iomin"]["same"] and c["iomin"]["cross"] else c["verdict"]["text"])
     if name == "faithful":
         worst = max(c["rows"], key=lambda r: r["unmasked"] - r["masked"])
-        return (f"{len(c['rows'])} masks; largest loss {worst['unmasked'] - worst['masked']:.1f} "
-                f"points ({worst['masked']:.1f} vs {worst['unmasked']:.1f}%)")
+        return (f"{len(c['rows'])} masks; the worst: masked {worst['masked']:.1f} vs unmasked "
+                f"{worst['unmasked']:.1f}% (test split)")
     if name == "continuation":
         return (f"{len(c['rows'])} masks; density change <= "
                 f"{max(r['density_change'] for r in c['rows']):.2f} points, IoMin >= "

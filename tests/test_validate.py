@@ -5,6 +5,7 @@ core/planted.py, core/control.py)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,43 @@ def test_select_alpha_is_the_largest_within_tolerance_of_the_best():
                                  lambda *a, alpha, **k: Fake(alpha))
     assert alpha == 1e-2 and grid == acc
     assert accuracy(MaskedModel(m).forward_fn(None), P.data(P.MILD, [0], 16, 2)) < 100.0
+
+
+def fake_result(passes=True) -> dict:
+    rows = [{"iou": 1.0, "accuracy": 100.0}]
+    return {
+        "name": "default", "profile": "default", "commit": "abc123def4567", "passes": passes,
+        "masks": {"estimator": "hard_concrete", "steps": 2000, "batch_size": 8, "lr": 0.05,
+                  "lr_anneal": 0.0, "alpha": 1e-4, "prune_n": 256},
+        "checks": {
+            "planted": {"passes": True, "mild": {"rows": rows, "max_cross_iomin": 0.0},
+                        "strong": {"rows": rows, "max_cross_iomin": 0.0}},
+            "complement": {"passes": True, "drop": {"0": -0.25}, "truth": {"0": -0.25}},
+            "control": {"passes": passes, "verdict": {"text": "passes: ..."},
+                        "rows": [{"own_functional": 0.98}], "iomin": {"cross": [0.1],
+                                                                        "same": [0.7]}},
+            "faithful": {"passes": True, "rows": [{"masked": 90.0, "unmasked": 88.0}]},
+            "continuation": {"passes": passes, "rows": [{"density_change": 0.5, "iomin": 1.0,
+                                                         "iou": 0.95}]}}}
+
+
+def test_validation_table_says_every_verdict_with_its_numbers(tmp_path):
+    from core import validationfile as VF
+    text = VF.markdown(fake_result(False))
+    assert "NOT every check passes" in text and text.count("| pass |") == 3
+    assert text.count("| FAIL |") == 2 and "masked 90.0 vs unmasked 88.0%" in text
+    tex = VF.latex(fake_result())
+    assert tex.count(r"\\") >= 6 and "FAIL" not in tex
+    path = tmp_path / "default.json"
+    path.write_text(json.dumps(fake_result()))
+    assert VF.read(path)["passes"] is True
+    path.write_text("{}")
+    with pytest.raises(VF.ValidationFileError, match="default.json: not a result"):
+        VF.read(path)
+    with pytest.raises(VF.ValidationFileError, match="not found"):
+        VF.read(tmp_path / "none.json")
+
+
+def test_validate_refuses_overrides_outside_masks(capsys):
+    assert V.main(["train.lr=0.1", "--only", "planted"]) == 1
+    assert "expected masks.<key>=<value>" in capsys.readouterr().err
