@@ -166,3 +166,91 @@ def test_hand_runs_never_write_into_data(path):
         if name.startswith("out") or name.endswith(("_out", "out_dir", "report")):
             assert not p["default"].strip("\"'").startswith("data/"), (
                 f"{path.name}: {name} defaults to {p['default']} (use scratch/...)")
+
+
+# --------------------------------------------------------------------------- the stage notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_train_notebook_trains_every_network_through_the_launcher(tmp_path):
+    # the train stage: train_all (train.jobs processes) from the notebook, then the report
+    import copy
+
+    import test_train as tt
+    import xarray as xr
+
+    raw = copy.deepcopy(tt.raw_cfg(milestones=[1, 2], epochs=1, networks=[0, 1], jobs=2))
+    params = tt.write_params(tmp_path / "params.yaml", raw)
+    data = tt.write_data(tmp_path / "raven")
+    report = tmp_path / "reports" / "train.html"
+    notebook.run(ROOT / "analysis" / "train_scl.ipynb", report,
+                 {"params": str(params), "data": str(data), "out": str(tmp_path / "train"),
+                  "state": str(tmp_path / "state"), "progress": False}, cwd=ROOT)
+    for k in (0, 1):
+        log = xr.open_dataset(tmp_path / "train" / f"net{k}" / "training.nc")
+        assert list(log["checkpoint"].values) == ["scl_1", "scl_2"]
+    page = report.read_text()
+    assert "networks [0, 1] trained" in page and "== network 1 ==" in page
+    assert "milestone_test_acc" in page and "<img" in page  # the curves, embedded
+    # failed trainings: one error (each process's own is on stderr)
+    with pytest.raises(SystemExit, match="train_scl.ipynb failed in cell .*training failed"):
+        notebook.run(ROOT / "analysis" / "train_scl.ipynb", None,
+                     {"params": str(params), "data": str(tmp_path / "none"),
+                      "out": str(tmp_path / "t2"), "state": str(tmp_path / "s2"),
+                      "progress": False}, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_mask_notebook_makes_masks_at_new_settings_that_metrics_reads(tmp_path):
+    # `papermill analysis/train_masks.ipynb out.ipynb -p checkpoint ... -p task circle -p steps
+    # N`: mask files (core/maskfile.py) + evals.nc + the parameters they were made with, which
+    # the metrics stage's code reads as it reads the pipeline's masks
+    import papermill as pm
+    import synthetic as syn
+    import test_sweep as ts
+
+    from core import metrics
+    from core.config import load
+    from core.maskfile import load_mask
+
+    train, data = ts.make_inputs(tmp_path)
+    params = ts.small_params(tmp_path)
+    out = tmp_path / "masks" / "net0"
+    pm.execute_notebook(str(ROOT / "analysis" / "train_masks.ipynb"), str(tmp_path / "r.ipynb"),
+                        {"params": str(params), "checkpoint": str(train / "scl_2.pt"),
+                         "task": "circle", "steps": 6, "seed": 1, "alpha": 3e-4,
+                         "data": str(data), "out": str(out)}, cwd=str(ROOT), progress_bar=False)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == \
+        ["scl_2/circle-a3e-4-s1.pt", "scl_2/evals.nc"]
+    rec = load_mask(out / "scl_2" / "circle-a3e-4-s1.pt")
+    assert rec["steps"] == 6 and rec["settings"]["masks"]["steps"] == 6
+    cfg = load(tmp_path / "masks" / "params.yaml")
+    assert (cfg.masks.steps, cfg.masks.alpha, cfg.masks.seeds, cfg.masks.alpha_sweep) == \
+        (6, 3e-4, [1], [])
+    assert cfg.checkpoints == ["scl_2"] and cfg.train.networks == [0]
+    syn.write_training(train, cfg, 0)
+    metrics.run(tmp_path / "masks", tmp_path / "train", tmp_path / "masks" / "params.yaml",
+                tmp_path / "metrics", progress=False)
+    assert (tmp_path / "metrics" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("given,message", [
+    ({"steps": "2k"}, "parameter 'steps' (mask-training steps (0: masks.steps)): expected int, "
+                      "got str '2k'"),
+    ({"task": "circel"}, "task: unknown task set 'circel'"),
+    ({"task": "not_circle"}, "task: 'not_circle' is a complement or reference set"),
+    ({"checkpoint": "scl_9"}, "checkpoint: 'scl_9' is not a checkpoint of train.milestones"),
+    ({"steps": 7, "out": "data/masks/net0"}, "out: data/masks/net0 is under data/"),
+])
+def test_mask_notebook_refuses_bad_settings_naming_the_parameter(tmp_path, given, message):
+    import papermill as pm
+    import test_sweep as ts
+
+    params = ts.small_params(tmp_path)
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(ROOT / "analysis" / "train_masks.ipynb"),
+                            str(tmp_path / "r.ipynb"), {"params": str(params), **given},
+                            cwd=str(ROOT), progress_bar=False)
+    assert err.value.ename == "ParameterError" and message in err.value.evalue
