@@ -40,7 +40,6 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import nbconvert
 import papermill as pm
 import yaml
 from papermill.cli import _resolve_type  # papermill's own `-p` type inference
@@ -109,6 +108,8 @@ class Parameters:
 
 
 def to_html(notebook: Path, html: Path) -> None:
+    import nbconvert  # here: a kernel that imports Parameters does not need it
+
     body, _ = nbconvert.HTMLExporter(embed_images=True).from_filename(str(notebook))
     atomic_write_text(html, body)
 
