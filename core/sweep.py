@@ -727,6 +727,8 @@ class Sweep:
                 eval_bar.total -= expected[ckpt]
                 eval_bar.refresh()
                 return
+            if eval_bar.n == 0 and not evals:  # the first parts: the bar's clock starts now
+                eval_bar.reset(total=eval_bar.total)
             eval_bar.total += len(todo_parts) - expected[ckpt]
             parts[ckpt], n_parts[ckpt], evals[ckpt] = [], len(todo_parts), 0.0
             for i, (job, args) in enumerate(todo_parts):
@@ -754,6 +756,8 @@ class Sweep:
                     atomic_write_bytes(self.out / r.relpath, result)
                     timings.append({"mask": r.relpath, "compute_s": seconds})
                     mask_bar.update(1)
+                    if mask_bar.n == mask_bar.total:
+                        mask_bar.close()  # (no more refreshes while the evaluations finish)
                     if not progress:
                         self.log(f"{self.out / r.relpath}: {seconds:.1f} s "
                                  f"({len(timings)}/{len(todo)})")
