@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -61,6 +59,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 def torch_bytes(obj: Any) -> bytes:
     """``torch.save(obj)`` into memory: the same object always gives the same bytes (saving
     to a file would record the file's name inside the zip archive)."""
+    import torch  # here, not at the top: writing a text file must not cost importing torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
@@ -83,6 +83,8 @@ def torch_load(path: str | os.PathLike[str], what: str, error: type[Exception]) 
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: {what} not found")
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,

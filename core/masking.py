@@ -51,7 +51,6 @@ per-checkpoint ``evals.nc``: :mod:`core.sweep`.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +61,6 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 from torch.func import functional_call
-from tqdm import tqdm
 
 from core.config import MaskConfig
 from core.device import autocast
@@ -79,6 +77,7 @@ from core.maskfile import (  # noqa: F401  (the mask file's home; re-exported fo
     save_mask,
 )
 from core.models import percent_correct, predict  # noqa: F401  (the one accuracy loop)
+from core.progress import bar as progress_bar
 
 # --------------------------------------------------------------------------- the masked model
 
@@ -764,7 +763,7 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
     window: list[float] = []
     bar = range(steps)
     if progress:
-        bar = tqdm(bar, desc="mask", unit="step", mininterval=2.0, file=sys.stderr)
+        bar = progress_bar(iterable=bar, desc="mask", unit="step")
     for t in bar:
         x, y = train.batch(next(batches), dev)
         opt.zero_grad(set_to_none=True)

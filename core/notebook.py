@@ -1,18 +1,31 @@
-"""Run one analysis notebook with papermill and render the executed copy to HTML.
+"""Run one analysis notebook with papermill, check its parameters, render it to HTML.
 
     python -m core.notebook analysis/train_masks.ipynb --report data/reports/x.html \\
-        -p task circle -p alpha 1e-5 ...
+        -p task circle -p alpha 1e-5 ...      (-p: papermill's own type inference;
+                                              -r NAME VALUE: a raw string; -y: YAML)
 
-The pipeline runs every notebook stage through this: the executed notebook is a *report*
-(its bytes change every run), so it goes to ``--report`` as HTML and is never a dependency of
-a later stage. A failing cell stops with one message naming the notebook and the error; the
-executed notebook (with the traceback) is still rendered so the failure can be read. Every
-report written also refreshes ``index.html`` in the reports folder (the nearest parent named
-``reports``): one page linking every report with its time and size.
+The pipeline runs every notebook stage through this (one kernel per stage): the executed
+notebook is the stage's *report* (its bytes change every run), so it goes to ``--report`` as
+HTML (nbconvert's exporter, images embedded) and is never a dependency of a later stage. A
+failing cell stops with one message naming the notebook and the error; the executed notebook
+(with the traceback) is still rendered so the failure can be read. Every report written also
+refreshes ``index.html`` in the reports folder (the nearest parent named ``reports``): one page
+linking every report with its time and size.
 
-The kernel runs without its own log lines (:data:`KERNEL_ARGS`) and without the debugger's
-frozen-modules warning (``PYDEVD_DISABLE_FILE_VALIDATION``), so that the pipeline log shows the
-notebook's own output only.
+Parameters. A notebook declares them in its cell tagged ``parameters``, one per line as
+``name: type = default  # what it is`` (``papermill --help-notebook`` shows them; types: str,
+int, float, bool, list, dict). :func:`check` compares given parameters with that declaration,
+read by papermill's own :func:`papermill.inspect_notebook`: an unknown name or a value of
+another type is one :class:`ParameterError` naming the parameter, before any kernel starts.
+Papermill itself only warns about unknown names, so each notebook also checks inside, right
+after its parameters (:class:`Parameters`): a plain ``papermill`` run with a wrong name or type
+stops there with the same message.
+
+The kernel runs without its own log lines and without capturing its file descriptors
+(:data:`KERNEL_ARGS`), and without the debugger's frozen-modules warning
+(``PYDEVD_DISABLE_FILE_VALIDATION``): the pipeline log shows the notebook's own output once,
+and progress bars of the work a notebook starts (``core.progress``: the process's stderr) go
+to the log, not into the report.
 """
 
 from __future__ import annotations
@@ -23,35 +36,90 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
+from typing import Any
 
-import nbconvert
-import nbformat
 import papermill as pm
+import yaml
+from papermill.cli import _resolve_type  # papermill's own `-p` type inference
 
 from core.io import atomic_write_text
 
 
-def _value(text: str) -> object:
-    """papermill's ``-p`` inference: int, float, bool/None, else string."""
-    for cast in (int, float):
+class ParameterError(ValueError):
+    """A notebook parameter that the notebook does not declare, or of another type."""
+
+
+# parameter types a notebook may declare (what papermill.inspect_notebook infers)
+TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (float, int),
+                                      "bool": (bool,), "list": (list,), "dict": (dict,)}
+
+
+def declared(notebook: str | Path) -> dict[str, dict[str, str]]:
+    """The notebook's parameters: name -> papermill's ``{inferred_type_name, default, help}``."""
+    if not Path(notebook).is_file():
+        raise FileNotFoundError(f"{notebook}: notebook not found")
+    return pm.inspect_notebook(str(notebook))
+
+
+def check(notebook: str | Path, given: Mapping[str, Any]) -> None:
+    """Refuse a parameter ``notebook`` does not declare or a value of another type."""
+    spec = declared(notebook)
+    for name, value in given.items():
+        if name not in spec:
+            raise ParameterError(
+                f"{notebook}: unknown parameter {name!r} (the notebook's parameters: "
+                f"{', '.join(spec) or 'none'}; papermill --help-notebook {notebook})")
+        kind = spec[name]["inferred_type_name"]
+        if kind not in TYPES:
+            raise ParameterError(f"{notebook}: parameter {name!r} is declared with type "
+                                 f"{kind!r} (expected one of {', '.join(TYPES)})")
+        ok = isinstance(value, TYPES[kind]) and not (isinstance(value, bool) and kind != "bool")
+        if not ok:
+            hint = (f"; papermill's -p reads {value!r} as a {type(value).__name__}, give a "
+                    f"string with -r {name} VALUE" if kind == "str" else "")
+            raise ParameterError(
+                f"{notebook}: parameter {name!r} ({spec[name]['help']}): expected {kind}, got "
+                f"{type(value).__name__} {value!r}{hint}")
+
+
+class Parameters:
+    """A notebook's own check of the parameters it was run with (for plain papermill runs).
+
+    In the cell before the parameters cell: ``_parameters = Parameters("x.ipynb", globals())``
+    (the names defined so far are not parameters); in the cell after it (after papermill's
+    injected parameters): ``_parameters.check()``. ``notebook``: the notebook's file, relative
+    to the repository's ``analysis/`` folder unless absolute."""
+
+    def __init__(self, notebook: str | Path, namespace: MutableMapping[str, Any]):
+        self.notebook = Path(__file__).resolve().parents[1] / "analysis" / notebook
+        self.namespace = namespace
+        self.before = set(namespace)
+
+    def check(self) -> None:
+        given = {k: v for k, v in self.namespace.items()
+                 if k not in self.before and not k.startswith("_")}
         try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"True": True, "False": False, "None": None}.get(text, text)
+            check(self.notebook, given)
+        except ParameterError as err:  # the traceback would only point here
+            raise ParameterError(str(err).replace(str(self.notebook), self.notebook.name)
+                                 ) from None
 
 
 def to_html(notebook: Path, html: Path) -> None:
-    exporter = nbconvert.HTMLExporter()
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    import nbconvert  # here: a kernel that imports Parameters does not need it
+
+    body, _ = nbconvert.HTMLExporter(embed_images=True).from_filename(str(notebook))
     atomic_write_text(html, body)
 
 
 # The kernel's own log (not the notebook's output): without this every kernel start prints
 # "[IPKernelApp] WARNING | Kernel is running over TCP without encryption" and its shutdown a
 # "KeyboardInterrupt caught in kernel" error into the pipeline log.
-KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
+# Without capture_fd_output the kernel no longer copies what is written to its file descriptors
+# (subprocesses, sys.__stderr__) into the notebook *and* the log (twice in the log).
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL", "--IPKernelApp.capture_fd_output=False"]
 
 
 def reports_root(report: Path) -> Path:
@@ -84,8 +152,7 @@ def run(notebook: str | Path, report: str | Path | None, parameters: dict[str, o
         cwd: str | Path = ".") -> None:
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # inherited by the kernel
     notebook = Path(notebook)
-    if not notebook.is_file():
-        raise FileNotFoundError(f"{notebook}: notebook not found")
+    check(notebook, parameters)
     with tempfile.TemporaryDirectory() as tmp:
         executed = Path(tmp) / notebook.name
         try:
@@ -109,12 +176,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("notebook")
     ap.add_argument("--report", help="HTML report of the executed notebook")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="a parameter (type inferred like papermill's -p)")
+                    help="a parameter (typed by papermill's -p inference)")
     ap.add_argument("-r", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="a parameter kept as a raw string")
+    ap.add_argument("-y", action="append", default=[], metavar="YAML",
+                    help="parameters as a YAML mapping (lists, dicts)")
     args = ap.parse_args(argv)
-    params = {k: _value(v) for k, v in args.p} | {k: v for k, v in args.r}
-    run(args.notebook, args.report, params)
+    params: dict[str, Any] = {}
+    for text in args.y:
+        params.update(yaml.safe_load(text) or {})
+    params |= {k: _resolve_type(v) for k, v in args.p} | {k: v for k, v in args.r}
+    try:
+        run(args.notebook, args.report, params)
+    except (ParameterError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

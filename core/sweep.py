@@ -34,9 +34,14 @@ as one ``evaluate_group`` call), kept on resume when its inputs (mask files, eva
 settings, data) are unchanged.
 Inference (final accuracies, evaluations) runs in batches of ``train.eval_batch_size``.
 
-Timing: each run records its compute seconds (training + its final evaluation); the sweep
-writes them with the stage wall time to ``<report>.json`` (beside the HTML report; outputs in
-``<out>`` stay byte-identical), and the report shows the overhead share.
+Timing: each run records its compute seconds (training + its final evaluation); the summary
+(:meth:`Sweep.run`) has them with the sweep's wall time, and the report shows the overhead share.
+
+``--report`` runs the whole sweep through the mask notebook (``analysis/train_masks.ipynb``,
+what the ``masks`` stage runs: one kernel trains the masks, then reads them back into the HTML
+report) and writes the timing summary to ``<report>.json`` beside it (outputs in ``<out>`` stay
+byte-identical). Without it the sweep runs here, for scripting. Progress: a bar over the masks
+and one over the evaluation parts (``core.progress``).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ from core import masking
 from core.config import SHAPES, Config, ConfigError, MaskConfig, load
 from core.data import RavenDataset, RavenFileError, to_float
 from core.device import DeviceError, resolve_device, resolve_precision, set_deterministic
-from core.io import atomic_path, atomic_write_bytes, atomic_write_text, file_sha256, torch_bytes
+from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes
 from core.maskfile import (
     ACCURACY_KEYS,
     FORMAT,
@@ -76,7 +81,9 @@ from core.maskfile import (
     mask_record,
 )
 from core.models import CheckpointError, load_checkpoint
+from core.notebook import ParameterError
 from core.notebook import run as run_notebook
+from core.progress import bar as progress_bar
 from core.tasks import FAMILIES
 from core.train import data_fingerprint
 
@@ -670,8 +677,10 @@ class Sweep:
             ds.to_netcdf(tmp)
 
     # ----------------------------------------------------------------- the whole sweep
-    def run(self, executor: str = "inprocess", workers: int = 1) -> dict:
-        """Train what is missing, evaluate every checkpoint; the timing summary.
+    def run(self, executor: str = "inprocess", workers: int = 1, progress: bool = False) -> dict:
+        """Train what is missing, evaluate every checkpoint; the timing summary. With
+        ``progress``: a bar over the masks to train and one over the evaluation parts (instead
+        of a log line per mask; ``core.progress``).
 
         Mask runs and evaluation parts share one pool: a checkpoint's parts are submitted as
         soon as its last mask is written, so no core waits for one process's evaluation (in
@@ -702,12 +711,25 @@ class Sweep:
         parts: dict[str, list[dict]] = {}
         n_parts: dict[str, int] = {}
         remaining = {c: sum(r.checkpoint == c for r in todo) for c in self.cfg.checkpoints}
+        off = {} if progress else {"disable": True}
+        mask_bar = progress_bar(total=len(todo), desc=f"masks net{self.network}", unit="mask",
+                                **off)
+        # one evaluation part per (family, seed) of a checkpoint's masks (eval_parts)
+        expected = {c: len({(r.family, r.seed) for r in self.runs if r.checkpoint == c})
+                    for c in self.cfg.checkpoints}
+        eval_bar = progress_bar(total=sum(expected.values()), unit="part", position=1,
+                                desc=f"evaluate net{self.network}", **off)
 
         def evaluate(ckpt: str) -> None:
             todo_parts = self.eval_parts(ckpt)
             if todo_parts is None:
                 self.log(f"{self.out / ckpt / EVALS}: up to date")
+                eval_bar.total -= expected[ckpt]
+                eval_bar.refresh()
                 return
+            if eval_bar.n == 0 and not evals:  # the first parts: the bar's clock starts now
+                eval_bar.reset(total=eval_bar.total)
+            eval_bar.total += len(todo_parts) - expected[ckpt]
             parts[ckpt], n_parts[ckpt], evals[ckpt] = [], len(todo_parts), 0.0
             for i, (job, args) in enumerate(todo_parts):
                 pool.submit(("eval", ckpt, i), evaluate_one, job, *args)
@@ -733,8 +755,12 @@ class Sweep:
                     r = by_path[key[1]]
                     atomic_write_bytes(self.out / r.relpath, result)
                     timings.append({"mask": r.relpath, "compute_s": seconds})
-                    self.log(f"{self.out / r.relpath}: {seconds:.1f} s "
-                             f"({len(timings)}/{len(todo)})")
+                    mask_bar.update(1)
+                    if mask_bar.n == mask_bar.total:
+                        mask_bar.close()  # (no more refreshes while the evaluations finish)
+                    if not progress:
+                        self.log(f"{self.out / r.relpath}: {seconds:.1f} s "
+                                 f"({len(timings)}/{len(todo)})")
                     remaining[r.checkpoint] -= 1
                     if remaining[r.checkpoint] == 0:
                         evaluate(r.checkpoint)
@@ -742,11 +768,14 @@ class Sweep:
                     ckpt = key[1]
                     parts[ckpt].append(result)
                     evals[ckpt] += seconds
+                    eval_bar.update(1)
                     if len(parts[ckpt]) == n_parts[ckpt]:
                         self.write_evals(ckpt, parts[ckpt])
                         self.log(f"{self.out / ckpt / EVALS}: written ({n_parts[ckpt]} parts, "
                                  f"{evals[ckpt]:.1f} s)")
         finally:
+            mask_bar.close()
+            eval_bar.close()
             pool.close()
         wall = time.perf_counter() - t0
         compute = sum(t["compute_s"] for t in timings)
@@ -778,11 +807,14 @@ def process_age() -> float | None:
         return None
 
 
-def report(notebook: Path, html: Path, params: Path, network: int, masks: Path,
-           timing: Path) -> None:
-    """Run the per-network report notebook once through papermill."""
-    run_notebook(notebook, html, {"params": str(params), "network": int(network),
-                                  "masks_dir": str(masks), "timing": str(timing)})
+def report(notebook: Path, html: Path, args: argparse.Namespace) -> None:
+    """The sweep through the mask notebook (one kernel: it trains the masks, then reads them
+    back into the HTML report; the timing JSON beside it), as the masks stage runs it."""
+    run_notebook(notebook, html, {
+        "params": str(args.params), "profile": args.profile or "", "network": int(args.net),
+        "train_dir": str(args.train), "data": str(args.data), "out": str(args.out),
+        "executor": args.executor or "", "workers": args.workers or 0,
+        "timing": str(html.with_suffix(".json"))})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -795,7 +827,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", required=True, help="the network's checkpoints (data/train/netK)")
     ap.add_argument("--data", default="data/raven", help="data folder holding tasks/<set>/")
     ap.add_argument("--out", required=True, help="the network's mask folder (data/masks/netK)")
-    ap.add_argument("--report", default=None, help="HTML report (+ timing .json beside it)")
+    ap.add_argument("--report", default=None, help="run the sweep through the mask notebook "
+                    "(--notebook) and write its HTML report here (+ timing .json beside it)")
     ap.add_argument("--executor", default=None,
                     help="inprocess, process or ray (default: $MASKS_EXECUTOR, else process "
                     "when masks.workers > 1, else inprocess); the files are byte-identical "
@@ -804,8 +837,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs at a time (process executor, local Ray; default masks.workers)")
     ap.add_argument("--notebook", default=str(Path(__file__).resolve().parents[1] /
                                               "analysis" / "train_masks.ipynb"),
-                    help="the report notebook (run once through papermill)")
+                    help="the mask notebook (--report: run through papermill)")
     args = ap.parse_args(argv)
+    if args.report:
+        try:
+            report(Path(args.notebook), Path(args.report), args)
+        except (ParameterError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         cfg = load(args.params, args.profile)
         if args.net not in cfg.train.networks:
@@ -823,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError(f"--workers: expected an integer >= 1, got {args.workers}")
         sweep = Sweep(cfg, args.net, Path(args.train), Path(args.data), Path(args.out),
                       log=lambda m: print(m, flush=True))
-        summary = sweep.run(executor, args.workers)
+        summary = sweep.run(executor, args.workers, progress=True)
     except (SweepError, MaskError, ConfigError, CheckpointError, RavenFileError,
             DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -836,11 +876,6 @@ def main(argv: list[str] | None = None) -> int:
           f"evaluation {summary['group_eval_s']:.1f} s" +
           ("" if share is None else f", overhead {100 * share:.1f}% of (compute + "
                                     f"evaluation) / {summary['workers']} workers"))
-    if args.report:
-        html = Path(args.report)
-        timing = html.with_suffix(".json")
-        atomic_write_text(timing, json.dumps(summary, indent=1) + "\n")
-        report(Path(args.notebook), html, Path(args.params), args.net, Path(args.out), timing)
     return 0
 
 

@@ -85,7 +85,7 @@ import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-from tqdm import tqdm  # tqdm.auto warns in papermill kernels (no ipywidgets)
+from tqdm import tqdm
 
 from core.config import Config, ConfigError, checkpoint_name, config_hash, load
 from core.data import RavenDataset, to_float
@@ -101,6 +101,7 @@ from core.device import (
 from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes, torch_load
 from core.models import build_model, checkpoint_dict, predict
 from core.models.scl import N_CANDIDATES
+from core.progress import bar as progress_bar
 from core.raven.store import RavenFileError
 
 LAST = "last.pt"
@@ -785,6 +786,20 @@ def restart(run: Run, st: State) -> None:
 # --------------------------------------------------------------------------- the loop
 
 
+# The bar counts steps toward the real bound (train.epochs) and says so: training stops earlier,
+# at the last milestone, which no step count predicts; the note says how far the milestones are.
+BAR_FORMAT = ("{desc}: {n_fmt}/{total_fmt} steps {percentage:3.0f}%|{bar}| [{elapsed}, "
+              "at most {remaining} left (the train.epochs bound), {rate_fmt}{postfix}]")
+
+
+def progress_note(run: Run, st: State) -> str:
+    """The bar's note: milestones reached, the next one, the last validation accuracy."""
+    todo = [m for m in run.milestones if m not in st.reached]
+    val = f"val {st.val_acc[-1]:.1f}%" if st.val_acc else "not validated yet"
+    nxt = f", next {todo[0]:g}%" if todo else ""
+    return f"milestones {len(st.reached)}/{len(run.milestones)}{nxt}, {val}"
+
+
 def train_loop(run: Run, st: State, train_split: Any, evaluate: Callable[[nn.Module, int], float],
                state_dir: Path, *, progress: bool = False, stop_after: int | None = None) -> bool:
     """Train from ``st`` until every milestone is reached or the epochs are spent (True), or
@@ -792,9 +807,11 @@ def train_loop(run: Run, st: State, train_split: Any, evaluate: Callable[[nn.Mod
     restart continues from)."""
     cfg, proc = run.cfg, run.proc
     bs = cfg.train.batch_size
-    bar = tqdm(total=run.total, initial=st.step, disable=not progress or proc.rank != 0,
-               desc=f"train {cfg.model.arch} net{run.network}", mininterval=2.0,
-               file=sys.stderr)
+    bar = progress_bar(total=run.total, initial=st.step, desc=f"train {cfg.model.arch} "
+                       f"net{run.network}", unit="step", bar_format=BAR_FORMAT,
+                       postfix=progress_note(run, st),
+                       **({} if progress and proc.rank == 0 else {"disable": True}))
+    show = lambda: bar.set_postfix_str(progress_note(run, st), refresh=False)  # noqa: E731
     done = lambda: len(st.reached) == len(run.milestones)  # noqa: E731
     steps_run = 0
     run.model.train()
@@ -824,10 +841,12 @@ def train_loop(run: Run, st: State, train_split: Any, evaluate: Callable[[nn.Mod
                         restart(run, st)
                         rewound = True
                     if rewound:  # an earlier step, maybe another epoch
-                        bar.n = st.step
+                        # (the rate counts from here: no negative step count, no ETA jump)
+                        bar.n = bar.last_print_n = st.step
+                        show()
                         bar.refresh()
                         break
-                    bar.set_postfix(loss=f"{loss:.3f}", val=f"{st.val_acc[-1]:.1f}")
+                    show()
                 if st.step % cfg.train.checkpoint_every == 0:
                     save_state(run, st, state_dir)
             if st.pos == run.per_epoch:
@@ -1086,13 +1105,16 @@ def train_all(params: str | Path, profile: str | None, cfg: Config, data: str | 
                      "--state", str(Path(state) / f"net{k}"),
                      *([] if progress else ["--no-progress"])]
     running: dict[int, subprocess.Popen] = {}
+    line: dict[int, int] = {}  # network -> its progress line on a terminal (TQDM_POSITION)
     failed: list[int] = []
     todo = list(nets)
     try:
         while todo or running:
             while todo and len(running) < cfg.train.jobs:
                 k = todo.pop(0)
-                running[k] = subprocess.Popen(cmd(k))
+                line[k] = min(set(range(cfg.train.jobs)) - {line[j] for j in running})
+                running[k] = subprocess.Popen(cmd(k), env={**os.environ,
+                                                           "TQDM_POSITION": str(line[k])})
             time.sleep(0.5)
             for k, p in list(running.items()):
                 if p.poll() is not None:

@@ -148,14 +148,38 @@ def test_train_params_are_every_train_key_but_jobs():
 
 
 def test_matrix_stages_expand_over_the_networks():
-    for stage in ("train_report", "masks"):
-        assert STAGES[stage]["matrix"] == {"net": "${train.networks}"}
-        assert "${item.net}" in command(stage)
+    assert STAGES["masks"]["matrix"] == {"net": "${train.networks}"}
+    assert "${item.net}" in command("masks")
     masks_out = STAGES["masks"]["outs"][0]
     assert masks_out == {"data/masks/net${item.net}": {"persist": True}}
     # every network in one stage (train.jobs at a time), resume state outside its output
-    assert "--net all" in command("train") and "--state data/state/train" in command("train")
-    assert STAGES["train"]["outs"] == ["data/train"]
+    assert "-p state data/state/train" in command("train")
+    assert STAGES["train"]["outs"] == ["data/train", {"data/reports/train.html": {"cache": False}}]
+
+
+NOTEBOOK_STAGES = {"train": "analysis/train_scl.ipynb", "masks": "analysis/train_masks.ipynb",
+                   "metrics": "analysis/module_metrics.ipynb"}
+
+
+@pytest.mark.parametrize("stage", sorted(NOTEBOOK_STAGES))
+def test_notebook_stages_run_their_notebook_with_declared_parameters(stage):
+    # the stage is the notebook (one kernel), its report an uncached output; every parameter
+    # the command passes is one the notebook declares, of the declared type (papermill's -p)
+    from papermill.cli import _resolve_type
+
+    from core import notebook
+
+    words = command(stage).split()
+    assert words[:4] == ["python", "-m", "core.notebook", NOTEBOOK_STAGES[stage]]
+    report = words[words.index("--report") + 1]
+    assert {report: {"cache": False}} in STAGES[stage]["outs"]
+    given = {}
+    for i, w in enumerate(words):
+        if w in ("-p", "-r"):
+            name, value = words[i + 1], words[i + 2].replace("${item.net}", "0")
+            given[name] = _resolve_type(value) if w == "-p" else value
+    assert given
+    notebook.check(ROOT / NOTEBOOK_STAGES[stage], given)
 
 
 def test_metrics_and_plots_declared():
@@ -232,8 +256,7 @@ def test_clean_after_commit(locked_repo):
     (["masks.seeds=[0,1,2]"], {"masks@0", "masks@1", "metrics", "paper"}),
     (["train.lr=1e-3"], {"train", "paper"}),
     (["train.jobs=1"], {"paper"}),
-    (["train.networks=[0,1,2]"], {"train", "train_report@2", "masks@2", "metrics", "plots",
-                                  "paper"}),
+    (["train.networks=[0,1,2]"], {"train", "masks@2", "metrics", "plots", "paper"}),
     (["train.networks=[1]"], {"train", "metrics", "plots", "paper"}),
     (["figures.dpi=300"], {"figures", "paper"}),
     (["train.eval_batch_size=64"], {"train", "masks@0", "masks@1", "paper"}),

@@ -610,21 +610,6 @@ def test_data_errors(tmp_path):
         T.train(from_dict(bad), 0, write_data(tmp_path / "r2"), *args, progress=False)
 
 
-@pytest.mark.slow
-def test_notebook_reports_a_training_dir(tmp_path):
-    from core import notebook
-
-    out = tmp_path / "train"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", T.MilestoneWarning)
-        fit(cfg_of(epochs=2, milestones=[50, 70]), out, evaluate=lambda m, s: 55.0 + s)
-    notebook.run(ROOT / "analysis" / "train_scl.ipynb", tmp_path / "train.html",
-                 {"train_dir": str(out)}, cwd=ROOT)
-    html = (tmp_path / "train.html").read_text()
-    assert "milestone_test_acc" in html and "scl_70" in html
-    assert not math.isnan(float(xr.open_dataset(out / "training.nc")["milestone_test_acc"][0]))
-
-
 def test_batches_from_memory_mapped_or_numpy_panels_match_tensors(tmp_path):
     from core.data import ShardImages
 
