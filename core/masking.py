@@ -22,12 +22,14 @@ ablation. Every run reports whether it converged (:func:`convergence`).
 ``masks.n_samples`` > 1 splits each batch into that many chunks, each run with its own mask
 sample (more samples per step at the same cost). Speed: all logits live in one flat tensor
 (one noise draw and a handful of element-wise ops per step, whatever the number of
-parameters); four-dimensional (convolution) weights and their mask views are channels-last,
-which makes oneDNN convolutions ~1.6x faster on CPU, so a masked step costs about what a plain
-step of the model costs. Several masks in one ``torch.func.vmap`` forward showed no
-consistent gain over one after the other on a shared 2-core CPU (0.6x to 3.7x the sequential
-time across runs; ``benchmarks/masking.py``), so runs are independent (``core.sweep`` runs
-them one after the other).
+parameters), and so do the masked weights (one product per step); four-dimensional
+(convolution) weights and their mask views are channels-last, which makes oneDNN convolutions
+~1.6x faster on CPU; BatchNorm is folded into the convolution before it; freed memory is
+kept for the next step (:func:`keep_freed_memory`). MEASURED (SCL 64 px, batch 8, 1 thread,
+``benchmarks/masking.py``): 1.87x the step before folding, flat product and allocator
+setting, and no slower than a plain training step of the model. Several masks of one
+checkpoint in one vmapped step: :mod:`core.maskgroup` (``masks.group``; slower than one after
+the other on the CPU, meant for GPUs).
 
 Mask files: :mod:`core.maskfile`; the sweep over checkpoints, tasks, alphas and seeds, and the
 per-checkpoint ``evals.nc``: :mod:`core.sweep`.
