@@ -3,6 +3,7 @@
     python -m benchmarks            # everything (several minutes on 2 cores)
     python -m benchmarks --quick    # small sizes, a couple of minutes: for development
     python -m benchmarks scl masking
+    python -m benchmarks masking flops --merge   # re-run two, keep the other modules' rows
 
 Each module ``benchmarks/<name>.py`` exposes ``run(quick: bool) -> list[row]``
 (``benchmarks.common.row``): ours and a baseline measured in the same run, and their ratio.
@@ -55,7 +56,7 @@ def fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def render(rows: list[dict[str, Any]], meta: dict[str, str]) -> str:
+def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -68,6 +69,11 @@ def render(rows: list[dict[str, Any]], meta: dict[str, str]) -> str:
         f"- date: {meta['date']}",
         f"- commit: {meta['commit']}",
         f"- mode: {meta['mode']}",
+    ]
+    for name, when in meta.get("kept", {}).items():  # --merge: rows of an earlier run
+        lines.append(f"- rows of `{name}.py` from an earlier run: {when['date']}, commit "
+                     f"{when['commit']}, {when['mode']}, {when['machine']}")
+    lines += [
         "",
         "| what | ours | baseline | unit | ratio | goal | notes |",
         "|---|---|---|---|---|---|---|",
@@ -84,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"benchmarks to run (default all: {', '.join(MODULES)})")
     ap.add_argument("--quick", action="store_true", help="small sizes, for development")
     ap.add_argument("--out", default=str(ROOT / "benchmarks"), help="folder for results.*")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of the benchmarks not run now from results.json")
     args = ap.parse_args(argv)
     names = args.names or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
@@ -101,12 +109,21 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             continue
         for r in got:
+            r["module"] = name
             print(f"   {r['what']}: ours {fmt(r['ours'])} vs {fmt(r['baseline'])} {r['unit']}"
                   f" -> {r['ratio']:.2f}x {r['goal']}", flush=True)
         rows.extend(got)
-    meta = {"machine": machine(), "date": dt.date.today().isoformat(), "commit": commit(),
-            "mode": "quick" if args.quick else "full"}
+    meta: dict[str, Any] = {"machine": machine(), "date": dt.date.today().isoformat(),
+                            "commit": commit(), "mode": "quick" if args.quick else "full"}
     out = Path(args.out)
+    if args.merge and (out / "results.json").is_file():
+        old = json.loads((out / "results.json").read_text())
+        when = {k: old["meta"][k] for k in ("date", "commit", "mode", "machine")}
+        kept = [r for r in old["rows"] if r.get("module") not in names]
+        meta["kept"] = {m: old["meta"].get("kept", {}).get(m, when)
+                        for m in dict.fromkeys(r.get("module") for r in kept)}
+        rank = {m: i for i, m in enumerate(MODULES)}
+        rows = sorted(kept + rows, key=lambda r: rank.get(r.get("module"), len(MODULES)))
     atomic_write_text(out / "results.md", render(rows, meta))
     atomic_write_text(out / "results.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(f"wrote {out / 'results.md'}")

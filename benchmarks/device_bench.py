@@ -150,14 +150,16 @@ def readme_text(params: str | Path = "params.yaml", folder: Path = MEASURED) -> 
               "arithmetic, so bf16 autocast does not help (its casts add launches) and four "
               f"processes sharing the GPU (`masks.gpu_share` 0.25) reach {four:,.0f} problems/s "
               f"together vs {one:,.0f} for one (`h100-160px-4proc.json`).", "",
-              f"**Paper profile on one such GPU, from these numbers**: per network "
-              f"{est['train_hours']:.1f} h of training and {est['mask_hours']:.0f} h of masks "
-              f"({est['mask_runs']} mask runs x 20,000 steps x 32 problems in chunks of 8, one "
-              f"run at a time); {est['networks']} networks "
+              f"**Paper profile on one such GPU, an estimate from these numbers** (not run end "
+              f"to end): per network {est['train_hours']:.1f} h of training and "
+              f"{est['mask_hours']:.0f} h of masks ({est['mask_runs']} mask runs x 20,000 steps "
+              f"x 32 problems in chunks of 8, one run at a time, the masked step measured before "
+              f"BatchNorm folding); {est['networks']} networks "
               f"~{est['networks'] * (est['train_hours'] + est['mask_hours']):.0f} GPU-hours. "
-              "Batching several mask runs into one launch sequence (e.g. "
-              "`torch.func.vmap` over masks, or CUDA graphs) is what would cut this; it is not "
-              "built yet.", ""]
+              "Grouped masks (`masks.group` K: K runs of one checkpoint in one vmapped step, "
+              "`core.maskgroup`) are built and tested equal to sequential runs on the CPU but "
+              "not measured on a GPU, so the estimate does not count them (on the CPU they are "
+              "slower than one run at a time: `benchmarks/results.md`).", ""]
     return "\n".join(lines)
 
 

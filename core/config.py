@@ -151,6 +151,7 @@ class MaskConfig:
     complement_masks: list[str] = f(unique=True)  # families whose complements + reference get masks (seeds[0])
     families_last: list[str] = f(unique=True)  # families masked at the last checkpoint only
     gpu_share: float = f(gt=0, le=1)  # GPU fraction one mask run requests (ray executor, CUDA)
+    group: int = f(ge=1, le=256, absent=1)  # masks of one checkpoint trained in one step (core.maskgroup)
 
 
 @dataclass(frozen=True)

@@ -37,12 +37,14 @@ ablation. Every run reports whether it converged (:func:`convergence`).
 ``masks.n_samples`` > 1 splits each batch into that many chunks, each run with its own mask
 sample (more samples per step at the same cost). Speed: all logits live in one flat tensor
 (one noise draw and a handful of element-wise ops per step, whatever the number of
-parameters); four-dimensional (convolution) weights and their mask views are channels-last,
-which makes oneDNN convolutions ~1.6x faster on CPU, so a masked step costs about what a plain
-step of the model costs. Several masks in one ``torch.func.vmap`` forward showed no
-consistent gain over one after the other on a shared 2-core CPU (0.6x to 3.7x the sequential
-time across runs; ``benchmarks/masking.py``), so runs are independent (``core.sweep`` runs
-them one after the other).
+parameters), and so do the masked weights (one product per step); four-dimensional
+(convolution) weights and their mask views are channels-last, which makes oneDNN convolutions
+~1.6x faster on CPU; BatchNorm is folded into the convolution before it; freed memory is
+kept for the next step (:func:`keep_freed_memory`). MEASURED (SCL 64 px, batch 8, 1 thread,
+``benchmarks/masking.py``): 1.87x the step before folding, flat product and allocator
+setting, and no slower than a plain training step of the model. Several masks of one
+checkpoint in one vmapped step: :mod:`core.maskgroup` (``masks.group``; slower than one after
+the other on the CPU, meant for GPUs).
 
 Mask files: :mod:`core.maskfile`; the sweep over checkpoints, tasks, alphas and seeds, and the
 per-checkpoint ``evals.nc``: :mod:`core.sweep`.
@@ -50,6 +52,8 @@ per-checkpoint ``evals.nc``: :mod:`core.sweep`.
 
 from __future__ import annotations
 
+import copy
+import ctypes
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -139,6 +143,87 @@ def snapshot_parameter(names: Sequence[str], shapes: Sequence[Sequence[int]],
     return names[max(range(len(names)), key=lambda i: (math.prod(shapes[i]), -i))]
 
 
+# glibc mallopt parameters (malloc.h): see keep_freed_memory
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_KEEP_FREED: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Let this process keep the memory it frees for its next allocations (glibc only; True
+    when set). By default glibc hands freed blocks of several MB back to the kernel (``mmap``
+    blocks, and the heap top beyond ``M_TRIM_THRESHOLD``), so every step of a model with such
+    activations faults its pages in again and the kernel zeroes them: MEASURED (SCL 64 px,
+    batch 8, 1 thread) ~7,000 minor page faults per masked step, none with this. Blocks up to
+    32 MB come from the heap and the heap is never trimmed below 1 GB of free top: the process
+    keeps its peak memory (a few hundred MB for a mask run). Numbers are unchanged (allocation
+    only); process-wide, set once, by :class:`MaskedModel`."""
+    global _KEEP_FREED
+    if _KEEP_FREED is None:
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc (macOS, Windows)
+            _KEEP_FREED = False
+        else:
+            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+            _KEEP_FREED = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
+                mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return _KEEP_FREED
+
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def foldable_norms(model: nn.Module, masked: Sequence[str]) -> list[tuple[str, str]]:
+    """(convolution, BatchNorm) module names whose BatchNorm can be folded into the
+    convolution: a plain ``Conv{1,2,3}d`` directly followed by a plain ``BatchNorm{1,2,3}d`` in
+    an ``nn.Sequential`` (so the convolution's output feeds only the norm), the norm in eval
+    mode with running statistics, over the convolution's channels, its scale and shift not
+    masked (``masks.mask_norm: false``)."""
+    out = []
+    skip = set(masked)
+    for prefix, mod in model.named_modules():
+        if not isinstance(mod, nn.Sequential):
+            continue
+        kids = list(mod.named_children())
+        for (a, conv), (b, bn) in zip(kids, kids[1:]):
+            conv_name, bn_name = (f"{prefix}.{a}", f"{prefix}.{b}") if prefix else (a, b)
+            if (type(conv) in _CONVS and type(bn) in _BATCHNORMS and not bn.training
+                    and bn.running_mean is not None and bn.running_var is not None
+                    and bn.num_features == conv.out_channels
+                    and not any(f"{bn_name}.{p}" in skip for p, _ in bn.named_parameters())):
+                out.append((conv_name, bn_name))
+    return out
+
+
+class Masks(dict):
+    """Per-parameter mask views (a dict) that also carry the flat tensor they view
+    (``flat``): :meth:`MaskedModel.__call__` then masks every weight with one product."""
+
+    flat: torch.Tensor
+
+
+class _StraightThrough(torch.autograd.Function):
+    """``hard = sigmoid(z / tau) > 0.5`` forward with the gradient of ``sigmoid(z / tau)``
+    backward (``z = s + scale * noise``): the straight-through estimator as one node, the same
+    operations (so the same bits) as ``hard + (soft - soft.detach())`` without the two
+    passes and autograd nodes that only carry the gradient through."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, noise: torch.Tensor, scale: float,
+                tau: float) -> torch.Tensor:
+        soft = torch.sigmoid((flat + scale * noise) / tau)
+        ctx.save_for_backward(soft)
+        ctx.tau = tau
+        return (soft > 0.5).to(soft.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (soft,) = ctx.saved_tensors
+        # sigmoid_backward's order, grad * (1 - y) * y, then the division's gradient
+        return grad * (1 - soft) * soft / ctx.tau, None, None, None
+
+
 class MaskedModel:
     """A frozen model with one mask-logit tensor per masked parameter.
 
@@ -148,11 +233,28 @@ class MaskedModel:
     (BatchNorm running statistics) and unmasked parameters come from the model unchanged.
     ``names`` fixes the masked parameters explicitly (e.g. those of a mask file); otherwise
     :func:`select_parameters` picks them from ``include`` and ``mask_norm``.
+
+    Speed (the model's own computation is unchanged up to float rounding):
+
+    - BatchNorm folded into the convolution before it (``fold_norms``, default; where
+      :func:`foldable_norms` allows): in eval mode the norm is a per-channel scale ``g`` and
+      shift ``c``, so ``bn(conv(x, w * m) + b * m_b) = conv(x, (g w) * m) + (g b) * m_b + c``:
+      the mask still multiplies each original weight (scaled per output channel), the norm's
+      forward and backward are gone. The masked forwards run on a copy of the model whose
+      folded norms are identities (``self.net``); the unmasked forward (``masks`` None) runs
+      the model itself. Logits differ from the unfolded computation by float rounding only
+      (MEASURED on SCL 64 px: <= 1e-6 relative; tests/test_masking.py pins it).
+    - all masked weights live in one flat tensor in the logits' memory order, so a sampled
+      mask (:class:`Masks`) masks every weight with one product whose views already have the
+      weights' (channels-last) strides; the straight-through estimator is one autograd node.
+    - :func:`keep_freed_memory` (no page faults per step).
     """
 
     def __init__(self, model: nn.Module, include: Sequence[str] = (), init: float = 0.0, *,
                  mask_norm: bool = False, names: Sequence[str] | None = None,
-                 device: torch.device | str | None = None, precision: str = "fp32"):
+                 device: torch.device | str | None = None, precision: str = "fp32",
+                 fold_norms: bool = True):
+        keep_freed_memory()
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.precision = precision
         model.to(self.device)
@@ -167,25 +269,72 @@ class MaskedModel:
             raise MaskError(f"mask names {unknown[:3]} are not parameters of the model")
         self.names = list(names)
         self.shapes = [tuple(params[n].shape) for n in self.names]
-        self.weights = {n: self._layout(params[n].detach()) for n in self.names}
-        # All logits live in one flat leaf tensor (one Adam tensor, one noise draw, a few
-        # element-wise ops per step instead of a dozen per parameter).
         self.sizes = [math.prod(sh) for sh in self.shapes]
+        self.folded = foldable_norms(model, self.names) if fold_norms else []
+        self.net, weights, self.shifts = self._fold(model, self.folded, set(self.names))
+        # All logits live in one flat leaf tensor (one Adam tensor, one noise draw, a few
+        # element-wise ops per step instead of a dozen per parameter); the masked weights in
+        # one flat tensor of the same memory order.
         self.flat = torch.full((sum(self.sizes),), float(init), device=self.device,
                                requires_grad=True)
+        dtype = params[self.names[0]].dtype if self.names else torch.float32
+        self.flat_weights = torch.empty(self.flat.shape, dtype=dtype, device=self.device)
+        for n, v in self._views(self.flat_weights).items():
+            v.copy_(weights.get(n, params[n]))
+        self.weights = self._views(self.flat_weights)
+
+    @staticmethod
+    def _fold(model: nn.Module, pairs: Sequence[tuple[str, str]], masked: set[str]
+              ) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The model with ``pairs``' norms folded into their convolutions (a copy; the model
+        itself when there is nothing to fold), the folded weights of masked parameters and
+        the shifts added to their masked biases."""
+        if not pairs:
+            return model, {}, {}
+        net = copy.deepcopy(model)
+        weights, shifts = {}, {}
+        with torch.no_grad():
+            for conv_name, bn_name in pairs:
+                conv, bn = net.get_submodule(conv_name), net.get_submodule(bn_name)
+                var, mean = bn.running_var.double(), bn.running_mean.double()
+                g = torch.rsqrt(var + bn.eps)
+                if bn.weight is not None:
+                    g = g * bn.weight.double()
+                c = -mean * g + (bn.bias.double() if bn.bias is not None else 0.0)
+                w = conv.weight.double() * g.view(-1, *[1] * (conv.weight.dim() - 1))
+                w = w.to(conv.weight.dtype)
+                if f"{conv_name}.weight" in masked:
+                    weights[f"{conv_name}.weight"] = w
+                else:
+                    conv.weight.copy_(w)
+                dtype = conv.weight.dtype
+                if conv.bias is None:
+                    conv.bias = nn.Parameter(c.to(dtype), requires_grad=False)
+                elif f"{conv_name}.bias" in masked:
+                    weights[f"{conv_name}.bias"] = (conv.bias.double() * g).to(dtype)
+                    shifts[f"{conv_name}.bias"] = c.to(dtype)
+                else:
+                    conv.bias.copy_((conv.bias.double() * g + c).to(dtype))
+                parent, _, child = bn_name.rpartition(".")
+                setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
+        return net, weights, shifts
 
     @staticmethod
     def _layout(t: torch.Tensor) -> torch.Tensor:
         return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
     def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-parameter views of a flat tensor; 4-D ones with channels-last strides."""
+        """Per-parameter views of a flat tensor (of its last dimension: leading dimensions,
+        e.g. a group of masks, lead every view); 4-D ones with channels-last strides."""
         out = {}
-        for n, sh, part in zip(self.names, self.shapes, flat.split(self.sizes)):
+        lead = flat.shape[:-1]
+        k = len(lead)
+        for n, sh, part in zip(self.names, self.shapes, flat.split(self.sizes, dim=-1)):
             if len(sh) == 4:  # memory order (O, kh, kw, C) is channels-last of (O, C, kh, kw)
-                out[n] = part.view(sh[0], sh[2], sh[3], sh[1]).permute(0, 3, 1, 2)
+                out[n] = part.view(*lead, sh[0], sh[2], sh[3], sh[1]).permute(
+                    *range(k), k, k + 3, k + 1, k + 2)
             else:
-                out[n] = part.view(sh)
+                out[n] = part.view(*lead, *sh)
         return out
 
     @property
@@ -201,18 +350,23 @@ class MaskedModel:
     def numel(self) -> int:
         return sum(self.sizes)
 
-    def sample(self, generator: torch.Generator, tau: float,
-               scale: float = 1.0) -> dict[str, torch.Tensor]:
+    def noise(self, generator: torch.Generator) -> torch.Tensor:
+        """One logistic noise draw ``log(u / (1 - u))`` per logit, from ``generator`` on the
+        CPU (the same draws on every device), on the model's device."""
+        u = torch.empty(self.flat.shape).uniform_(generator=generator)
+        u.clamp_(torch.finfo(torch.float32).tiny, 1.0 - 2 ** -24)
+        return torch.logit(u).to(self.device)
+
+    def sample(self, generator: torch.Generator, tau: float, scale: float = 1.0) -> Masks:
         """One stochastic mask per parameter: hard values in the forward pass, the gradient
         of ``sigmoid((s + scale * l) / tau)`` in the backward pass (straight-through). The noise
         comes from ``generator`` on the CPU (the same draws on every device); ``scale`` 0 gives
         the read-out ``s > 0`` with a straight-through gradient."""
-        u = torch.empty(self.flat.shape).uniform_(generator=generator)
-        u.clamp_(torch.finfo(torch.float32).tiny, 1.0 - 2 ** -24)
-        noise = torch.logit(u).to(self.device)
-        soft = torch.sigmoid((self.flat + scale * noise) / tau)  # logistic noise
-        hard = (soft > 0.5).to(soft.dtype)
-        return self._views(hard + (soft - soft.detach()))
+        hard = _StraightThrough.apply(self.flat, self.noise(generator), float(scale),
+                                      float(tau))
+        out = Masks(self._views(hard))
+        out.flat = hard
+        return out
 
     def binary(self, threshold: float = 0.0) -> dict[str, torch.Tensor]:
         """The deterministic read-out ``logits > threshold`` (bool CPU tensors, standard
@@ -221,6 +375,24 @@ class MaskedModel:
         return {n: m.to("cpu").clone(memory_format=torch.contiguous_format)
                 for n, m in self._views(self.flat.detach() > threshold).items()}
 
+    def effective(self, masks: dict[str, torch.Tensor], invert: bool = False
+                  ) -> dict[str, torch.Tensor]:
+        """The masked parameters of ``self.net`` by name: ``w * m`` (``w * (1 - m)`` if
+        ``invert``), plus the shift of a folded norm on a masked bias."""
+        flat = getattr(masks, "flat", None)
+        if flat is not None and flat.shape == self.flat_weights.shape:  # one product
+            m = flat.to(device=self.device, dtype=self.flat_weights.dtype)
+            eff = self._views(self.flat_weights * (1 - m) if invert else
+                              self.flat_weights * m)
+        else:
+            eff = {}
+            for n, w in self.weights.items():
+                m = masks[n].to(device=w.device, dtype=w.dtype)
+                eff[n] = _like(w, w * (1 - m) if invert else w * m)
+        for n, c in self.shifts.items():
+            eff[n] = eff[n] + c
+        return eff
+
     def __call__(self, x: torch.Tensor, masks: dict[str, torch.Tensor] | None = None,
                  invert: bool = False) -> torch.Tensor:
         """Float32 model output with weights ``w * m`` (``w * (1 - m)`` if ``invert``);
@@ -228,16 +400,21 @@ class MaskedModel:
         with autocast(self.device, self.precision):
             if masks is None:
                 return self.model(x).float()
-            eff = {}
-            for n, w in self.weights.items():
-                m = masks[n].to(device=w.device, dtype=w.dtype)
-                eff[n] = _like(w, w * (1 - m) if invert else w * m)
-            return functional_call(self.model, eff, (x,)).float()
+            return functional_call(self.net, self.effective(masks, invert), (x,)).float()
 
     def forward_fn(self, masks: dict[str, torch.Tensor] | None = None,
                    invert: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``x -> self(x, masks, invert)``: one variant of the model as a plain function."""
-        return lambda x: self(x, masks, invert)
+        """``x -> self(x, masks, invert)``: one variant of the model as a plain function for
+        inference (the masked weights are computed once, without gradient)."""
+        if masks is None:
+            return lambda x: self(x)
+        with torch.no_grad():
+            eff = self.effective(masks, invert)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with autocast(self.device, self.precision):
+                return functional_call(self.net, eff, (x,)).float()
+        return forward
 
 
 def _like(w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -67,7 +67,7 @@ import torch
 import xarray as xr
 from torch import nn
 
-from core import masking
+from core import maskgroup, masking
 from core.config import SHAPES, Config, ConfigError, MaskConfig, load
 from core.data import RavenDataset, RavenFileError, to_float
 from core.device import DeviceError, resolve_device, resolve_precision, set_deterministic
@@ -285,12 +285,41 @@ def train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
     torch.set_num_threads(mc.threads)
     dev = torch.device(job.device)
     set_deterministic(dev)
-    task_val = _split(val, f"{r.task}/val", QUICK_N)
     # the curve (and so the convergence flag) reads masks.curve_n problems of the val split
     result = masking.train_mask(model, mc, _split(train, f"{r.task}/train"),
                                 _split(val, f"{r.task}/val", mc.curve_n), alpha=r.alpha,
                                 seed=r.seed,
                                 steps=mc.steps, device=dev, precision=job.precision)
+    return _record(job, model, result, val, complement_val), time.perf_counter() - t0
+
+
+def train_chunk(jobs: Sequence[Job], model: nn.Module,
+                arrays: Sequence[tuple[Arrays, Arrays, Arrays | None]]
+                ) -> tuple[list[bytes], float]:
+    """:func:`train_one` for several runs of one checkpoint trained in one group
+    (``masks.group``, :func:`core.maskgroup.train_group`); ``arrays`` (train, val,
+    complement val) per run. The mask files' bytes in ``jobs`` order, the compute seconds."""
+    t0 = time.perf_counter()
+    mc = jobs[0].masks
+    torch.set_num_threads(mc.threads)
+    dev = torch.device(jobs[0].device)
+    set_deterministic(dev)
+    members = [maskgroup.Member(_split(train, f"{j.run.task}/train"),
+                                _split(val, f"{j.run.task}/val", mc.curve_n), j.run.alpha,
+                                j.run.seed) for j, (train, val, _) in zip(jobs, arrays)]
+    results = maskgroup.train_group(model, mc, members, steps=mc.steps, device=dev,
+                                    precision=jobs[0].precision)
+    return ([_record(j, model, res, val, comp)
+             for j, res, (_, val, comp) in zip(jobs, results, arrays)],
+            time.perf_counter() - t0)
+
+
+def _record(job: Job, model: nn.Module, result: masking.MaskResult, val: Arrays,
+            complement_val: Arrays | None) -> bytes:
+    """The mask file of one trained run: its quick final accuracies and its record."""
+    mc, r = job.masks, job.run
+    dev = torch.device(job.device)
+    task_val = _split(val, f"{r.task}/val", QUICK_N)
     masked = masking.MaskedModel(model, names=result.names, device=dev, precision=job.precision)
     other = task_val if complement_val is None else _split(
         complement_val, f"{r.complement}/val", QUICK_N)
@@ -300,7 +329,7 @@ def train_one(job: Job, model: nn.Module, train: Arrays, val: Arrays,
     rec = mask_record(result, acc, checkpoint=r.checkpoint, task=r.task, alpha=r.alpha,
                       seed=r.seed, steps=mc.steps, arch=job.arch, image_size=job.image_size,
                       network=job.network, family=r.family, settings=job.settings)
-    return torch_bytes(rec), time.perf_counter() - t0
+    return torch_bytes(rec)
 
 
 @dataclass(frozen=True)
@@ -408,9 +437,10 @@ class Processes:
 
 
 def _ray_call(fn: Callable[..., Any], job: Any, *args: Any) -> Any:
-    if torch.device(job.device).type == "cuda":  # Ray makes the task's GPU the visible one
-        job = dataclasses.replace(job, device="cuda")
-    return fn(job, *args)
+    def visible(j: Any) -> Any:  # Ray makes the task's GPU the visible one
+        return dataclasses.replace(j, device="cuda") if torch.device(
+            j.device).type == "cuda" else j
+    return fn([visible(j) for j in job] if isinstance(job, list) else visible(job), *args)
 
 
 class RayTasks:
@@ -447,8 +477,9 @@ class RayTasks:
         return self._refs[id(obj)]
 
     def submit(self, key: Any, fn: Callable[..., Any], job: Any, *args: Any) -> None:
-        gpu = job.masks.gpu_share if torch.device(job.device).type == "cuda" else 0
-        fut = self._remote.options(num_cpus=job.masks.threads, num_gpus=gpu, max_retries=0
+        first = job[0] if isinstance(job, list) else job  # a group's jobs share the settings
+        gpu = first.masks.gpu_share if torch.device(first.device).type == "cuda" else 0
+        fut = self._remote.options(num_cpus=first.masks.threads, num_gpus=gpu, max_retries=0
                                    ).remote(fn, job, *(self._put(a) for a in args))
         self._pending[fut] = key
 
@@ -735,15 +766,32 @@ class Sweep:
                 pool.submit(("eval", ckpt, i), evaluate_one, job, *args)
 
         try:
+            # masks.group > 1: runs of one checkpoint in chunks of that many, one call each
+            chunks: list[list[Run]] = []
             for r in todo:
-                model, meta = self.model(r.checkpoint)
+                if (chunks and chunks[-1][0].checkpoint == r.checkpoint
+                        and len(chunks[-1]) < self.cfg.masks.group):
+                    chunks[-1].append(r)
+                else:
+                    chunks.append([r])
+            for chunk in chunks:
+                model, meta = self.model(chunk[0].checkpoint)
                 size = int(meta["image_size"])
-                job = Job(r, self.network, self.cfg.masks, self.settings(r), str(meta["arch"]),
-                          size, str(self.device), self.precision, self.cfg.train.eval_batch_size)
-                comp = None if r.complement is None else self.arrays(r.complement, "val", size)
-                pool.submit(("run", r.relpath), train_one, job, model,
-                            self.arrays(r.task, "train", size), self.arrays(r.task, "val", size),
-                            comp)
+                jobs, arrays = [], []
+                for r in chunk:
+                    jobs.append(Job(r, self.network, self.cfg.masks, self.settings(r),
+                                    str(meta["arch"]), size, str(self.device), self.precision,
+                                    self.cfg.train.eval_batch_size))
+                    arrays.append((self.arrays(r.task, "train", size),
+                                   self.arrays(r.task, "val", size),
+                                   None if r.complement is None else
+                                   self.arrays(r.complement, "val", size)))
+                if len(chunk) == 1:
+                    pool.submit(("run", chunk[0].relpath), train_one, jobs[0], model,
+                                *arrays[0])
+                else:
+                    pool.submit(("run", tuple(r.relpath for r in chunk)), train_chunk, jobs,
+                                model, arrays)
             setup = time.perf_counter() - t0  # checks, fingerprints, resume, models, data
             for ckpt in self.cfg.checkpoints:
                 if remaining[ckpt] == 0:
@@ -752,18 +800,21 @@ class Sweep:
             while len(pool):
                 key, (result, seconds) = pool.next()
                 if key[0] == "run":
-                    r = by_path[key[1]]
-                    atomic_write_bytes(self.out / r.relpath, result)
-                    timings.append({"mask": r.relpath, "compute_s": seconds})
-                    mask_bar.update(1)
-                    if mask_bar.n == mask_bar.total:
-                        mask_bar.close()  # (no more refreshes while the evaluations finish)
-                    if not progress:
-                        self.log(f"{self.out / r.relpath}: {seconds:.1f} s "
-                                 f"({len(timings)}/{len(todo)})")
-                    remaining[r.checkpoint] -= 1
-                    if remaining[r.checkpoint] == 0:
-                        evaluate(r.checkpoint)
+                    done = ([(key[1], result)] if isinstance(key[1], str) else
+                            list(zip(key[1], result)))
+                    for relpath, data in done:  # a group's seconds shared by its masks
+                        r = by_path[relpath]
+                        atomic_write_bytes(self.out / r.relpath, data)
+                        timings.append({"mask": r.relpath, "compute_s": seconds / len(done)})
+                        mask_bar.update(1)
+                        if mask_bar.n == mask_bar.total:
+                            mask_bar.close()  # (no more refreshes while the evaluations finish)
+                        if not progress:
+                            self.log(f"{self.out / r.relpath}: {seconds / len(done):.1f} s "
+                                     f"({len(timings)}/{len(todo)})")
+                        remaining[r.checkpoint] -= 1
+                        if remaining[r.checkpoint] == 0:
+                            evaluate(r.checkpoint)
                 else:
                     ckpt = key[1]
                     parts[ckpt].append(result)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from core.config import load
 from core.masking import (
@@ -21,6 +22,7 @@ from core.masking import (
     MaskedModel,
     MaskError,
     Split,
+    _like,
     accuracy,
     convergence,
     curve_dataset,
@@ -30,7 +32,9 @@ from core.masking import (
     evaluate_group,
     evaluate_part,
     fingerprint,
+    foldable_norms,
     is_converged,
+    keep_freed_memory,
     load_mask,
     log_steps,
     mask_record,
@@ -44,6 +48,7 @@ from core.masking import (
     task_specific,
     train_mask,
 )
+from core.models import build_model
 
 torch.set_num_threads(1)
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -603,3 +608,194 @@ def test_lr_anneal():
     assert lr_factor(3, 4, 1.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))
     assert [lr_factor(t, 10, 0.5) for t in (0, 4, 5)] == [1.0, 1.0, 1.0]
     assert lr_factor(9, 10, 0.5) == pytest.approx(0.5 * (1 + math.cos(0.8 * math.pi)))
+
+
+# ----------------------------------------------------------------------------- the fast step
+
+
+def seq_convbn(bias: bool = True) -> nn.Module:
+    """Convolutions followed by BatchNorm inside ``nn.Sequential`` (SCL's and CNNMLP's
+    layout, which MaskedModel folds): one convolution with a bias, one without; weights
+    channels-last as ``core.models.build_model`` makes them (MaskedModel's masked 4-D weights
+    are channels-last whatever the model's, so the first convolution's [4, 1, 3, 3] weight,
+    ambiguous in a contiguous model, would otherwise run in the other memory format)."""
+    torch.manual_seed(1)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=bias), nn.BatchNorm2d(4), nn.ReLU(),
+                      nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(6),
+                      nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4 * 4, 3))
+    with torch.no_grad():  # running statistics and affine far from the identity
+        for mod in m.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.5)
+                mod.running_var.uniform_(0.2, 3.0)
+                mod.weight.uniform_(0.5, 2.0)
+                mod.bias.normal_(0, 0.5)
+    return m.eval().to(memory_format=torch.channels_last)
+
+
+def reference_step(model: nn.Module, names: list[str], flat: torch.Tensor,
+                   noise: torch.Tensor, x: torch.Tensor, invert: bool = False,
+                   tau: float = 1.0) -> torch.Tensor:
+    """The masked forward as written before the fast step: per-parameter views of
+    ``hard + (soft - soft.detach())``, ``w * m`` (channels-last weights, their strides kept)
+    through ``functional_call`` on the model with its BatchNorms (no folding)."""
+    params = dict(model.named_parameters())
+    soft = torch.sigmoid((flat + 1.0 * noise) / tau)
+    m = (soft > 0.5).to(soft.dtype) + (soft - soft.detach())
+    eff, i = {}, 0
+    for n in names:
+        w = MaskedModel._layout(params[n])
+        part = m[i:i + w.numel()]
+        i += w.numel()
+        if w.dim() == 4:
+            part = part.view(w.shape[0], w.shape[2], w.shape[3], w.shape[1]).permute(0, 3, 1, 2)
+        else:
+            part = part.view(w.shape)
+        eff[n] = _like(w, w * (1 - part) if invert else w * part)
+    return functional_call(model, eff, (x,))
+
+
+def _compare(mm: MaskedModel, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             invert: bool, seed: int = 0):
+    """(new logits, reference logits, new logit gradient, reference gradient) of one step
+    with the same noise (``seed``), and whether the sampled masks are the same bits."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = mm.noise(torch.Generator().manual_seed(seed))
+    flat = mm.flat.detach().clone().requires_grad_(True)
+    ref = reference_step(model, mm.names, flat, noise, x, invert)
+    torch.nn.functional.cross_entropy(ref, y).backward()
+    sample = mm.sample(gen, 1.0)
+    out = mm(x, sample, invert)
+    mm.flat.grad = None
+    torch.nn.functional.cross_entropy(out, y).backward()
+    soft = torch.sigmoid(mm.flat.detach() + noise)
+    same_bits = torch.equal(sample.flat.detach(), (soft > 0.5).float())
+    return out.detach(), ref.detach(), mm.flat.grad.clone(), flat.grad, same_bits
+
+
+def _logits_init(mm: MaskedModel) -> None:
+    with torch.no_grad():  # logits spread around 0: some weights kept, some dropped
+        mm.flat.copy_(torch.randn(mm.flat.shape, generator=torch.Generator().manual_seed(5)))
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_unfolded_fast_step_is_bit_identical_to_the_plain_straight_through(invert):
+    """Without folding, the one-node straight-through and the one flat product give the same
+    bits as the per-parameter autograd formulation: logits and logit gradients."""
+    model = seq_convbn()
+    mm = MaskedModel(model, fold_norms=False)
+    assert mm.folded == [] and mm.net is model
+    _logits_init(mm)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(5, 1, 8, 8, generator=g), torch.randint(0, 3, (5,), generator=g)
+    out, ref, grad, ref_grad, same = _compare(mm, model, x, y, invert)
+    assert same
+    assert torch.equal(out, ref)
+    assert torch.equal(grad, ref_grad)
+
+
+@pytest.mark.parametrize("include", [(), ("0.weight", "3.", "7.")])
+@pytest.mark.parametrize("invert", [False, True])
+def test_folded_norms_match_the_unfolded_step_within_float_tolerance(include, invert):
+    """BatchNorm folded into the convolution (every bias masked, or the first convolution's
+    bias unmasked): the same sampled masks (bits), logits and logit gradients within float
+    rounding of the unfolded model's; the model itself is untouched."""
+    model = seq_convbn()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    mm = MaskedModel(model, include=include)
+    assert mm.folded == [("0", "1"), ("3", "4")]
+    assert isinstance(mm.net[1], nn.Identity) and isinstance(model[1], nn.BatchNorm2d)
+    _logits_init(mm)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(5, 1, 8, 8, generator=g), torch.randint(0, 3, (5,), generator=g)
+    out, ref, grad, ref_grad, same = _compare(mm, model, x, y, invert)
+    assert same
+    assert not torch.equal(out, ref)  # folded: another rounding
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4,
+                               atol=1e-5 * float(ref_grad.abs().max()))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    # the read-out evaluates the folded model too
+    mask = mm.binary()
+    torch.testing.assert_close(mm.forward_fn(mask, invert)(x),
+                               MaskedModel(model, include=include, fold_norms=False).forward_fn(
+                                   mask, invert)(x),
+                               rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+
+
+def test_norms_are_not_folded_when_masked_or_outside_a_sequential():
+    assert MaskedModel(seq_convbn(), mask_norm=True).folded == []  # their scale is masked
+    assert MaskedModel(convbn()).folded == []  # conv -> bn written in forward(), not Sequential
+    m = seq_convbn()
+    m[4].train()  # a norm in training mode uses batch statistics: not a fixed scale
+    assert foldable_norms(m, []) == [("0", "1")]
+
+
+@pytest.mark.parametrize("arch", ["scl", "cnn_mlp"])
+def test_folded_step_on_the_study_models(arch):
+    """SCL and CNNMLP (every convolution but SCL's last is followed by BatchNorm): the masked
+    step within float rounding of the unfolded one, the same mask bits. SCL's logit gradient
+    is a sum of nearly cancelling terms (its candidates share everything up to the relation
+    network): measured at 16 px, 2 threads instead of 1 move it by 2.4e-3 of its norm, the
+    fold by 4.4e-3 (at 64 px: 3e-5 and 7e-5); hence a bound on the norm of the difference."""
+    cfg = load(PARAMS, "default").model
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(cfg, arch=arch), 16).eval()
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+    mm = MaskedModel(model, init=1.0)
+    assert len(mm.folded) == len(cfg.conv_channels) - 2 + (arch == "cnn_mlp")
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(3, 16, 16, 16, generator=g), torch.randint(0, 8, (3,), generator=g)
+    out, ref, grad, ref_grad, same = _compare(mm, model, x, y, False)
+    assert same
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
+    assert float((grad - ref_grad).norm() / ref_grad.norm()) < 1e-2
+
+
+def test_folded_training_is_deterministic(tmp_path):
+    """Same seed, same bytes with folded norms (the mask file of two runs)."""
+    x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    data = Split(x, torch.arange(32) % 3)
+    cfg = dataclasses.replace(CFG, steps=8, log_every=4, batch_size=8)
+    blobs = []
+    for i in range(2):
+        m = seq_convbn()
+        r = train_mask(m, cfg, data, data, alpha=1e-3, seed=3, steps=8)
+        acc = evaluate(MaskedModel(m), r.mask, data, data)
+        rec = mask_record(r, acc, checkpoint="toy", task="A", alpha=1e-3, seed=3, steps=8,
+                          arch="toy", image_size=0)
+        blobs.append(save_mask(tmp_path / f"m{i}.pt", rec).read_bytes())
+    assert blobs[0] == blobs[1]
+
+
+def test_masked_steps_fault_no_pages_once_warm():
+    """keep_freed_memory: once the heap has grown to a step's peak, the activations of a step
+    (2 MB each here) are reused from the process heap, not faulted in from the kernel again
+    every step (glibc's default: ~800 minor page faults per step of this model, thousands
+    per SCL masked step)."""
+    resource = pytest.importorskip("resource")
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 32 * 32, 3))
+    mm = MaskedModel(model, init=2.0)
+    if not keep_freed_memory():
+        pytest.skip("not glibc: the allocator setting is not available")
+    x, y = torch.randn(64, 1, 32, 32), torch.randint(0, 3, (64,))
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        mm.flat.grad = None
+        torch.nn.functional.cross_entropy(mm(x, mm.sample(gen, 1.0)), y).backward()
+
+    for _ in range(10):  # the heap grows to its steady state
+        step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        step()
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
+    assert faults < 50, faults  # one 2 MB activation faulted in would be 512 pages
