@@ -76,6 +76,9 @@ def train_group(model: nn.Module, cfg: MaskConfig, members: Sequence[Member], *,
     (its index, alpha and seed)."""
     if not members:
         raise MaskError("train_group: no members")
+    if cfg.estimator != "straight_through" or cfg.prune_n or cfg.clamp:
+        raise MaskError("masks.group > 1 trains straight-through masks only (no hard concrete, "
+                        "prune_n or clamp yet): set masks.group: 1")
     for m in members:
         check_settings(cfg, m.alpha, steps, len(m.train))
     check_finite_weights(model)

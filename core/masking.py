@@ -828,16 +828,16 @@ HC_GAMMA, HC_ZETA = -0.1, 1.1
 
 
 def sample_hard_concrete(masked: MaskedModel, generator: torch.Generator, tau: float,
-                         scale: float = 1.0) -> dict[str, torch.Tensor]:
+                         scale: float = 1.0) -> Masks:
     """One hard concrete mask (Louizos et al., ICLR 2018): ``z = clamp(sigmoid((s + scale *
     l) / tau) * (zeta - gamma) + gamma, 0, 1)`` with logistic noise ``l``: exact zeros and ones
-    with a gradient between them (no straight-through estimate). The noise comes from
-    ``generator`` on the CPU, as for :meth:`MaskedModel.sample`."""
-    u = torch.empty(masked.flat.shape).uniform_(generator=generator)
-    u.clamp_(torch.finfo(torch.float32).tiny, 1.0 - 2 ** -24)
-    noise = torch.logit(u).to(masked.device)
-    soft = torch.sigmoid((masked.flat + scale * noise) / tau)
-    return masked._views((soft * (HC_ZETA - HC_GAMMA) + HC_GAMMA).clamp(0.0, 1.0))
+    with a gradient between them (no straight-through estimate). The noise is
+    :meth:`MaskedModel.noise` (the same draws on every device)."""
+    soft = torch.sigmoid((masked.flat + scale * masked.noise(generator)) / tau)
+    z = (soft * (HC_ZETA - HC_GAMMA) + HC_GAMMA).clamp(0.0, 1.0)
+    out = Masks(masked._views(z))
+    out.flat = z
+    return out
 
 
 def penalty(flat: torch.Tensor, cfg: MaskConfig) -> torch.Tensor:
@@ -997,10 +997,9 @@ def inert_weights(masked: MaskedModel, mask: dict[str, torch.Tensor], data: Spli
     projections of the logits (``draws`` per batch) make a weight that moves any centred
     logit of any problem show a non-zero gradient (with probability 1)."""
     gen = torch.Generator().manual_seed(int(seed))
-    m = {n: t.to(masked.device, torch.float32).requires_grad_(True)
-         for n, t in masked._views(torch.cat([mask[n].flatten() for n in masked.names])
-                                   .float()).items()}
-    # the views above are in the model's layout; gradients per parameter in standard layout
+    flat = _flat_logits(masked, {n: mask[n].float() for n in masked.names})
+    m = {n: t.detach().requires_grad_(True) for n, t in masked._views(flat).items()}
+    # the views are in the model's memory layout; gradients per parameter in standard layout
     total = {n: torch.zeros(sh) for n, sh in zip(masked.names, masked.shapes)}
     for i in range(0, len(data), batch_size):
         x, _ = data.batch(slice(i, i + batch_size), masked.device)

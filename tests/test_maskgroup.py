@@ -48,8 +48,10 @@ def members(n: int = 3) -> list[Member]:
     return [Member(split(12), split(8), a, s) for a, s in settings[:n]]
 
 
+# grouped masks train straight-through masks (no hard concrete or pruning yet)
 CFG = dataclasses.replace(load(PARAMS, "default").masks, steps=10, log_every=5, batch_size=4,
-                          snapshots=2, curve_n=0, init=1.0, lr=0.1)
+                          snapshots=2, curve_n=0, init=1.0, lr=0.1,
+                          estimator="straight_through", prune_n=0)
 
 
 @pytest.mark.parametrize("n_samples", [1, 2])
@@ -105,6 +107,15 @@ def test_group_errors_name_the_member():
         train_group(scl(), CFG, bad, steps=4)
 
 
+ST = {"estimator": "straight_through", "prune_n": 0}
+
+
+def test_group_refuses_what_it_does_not_implement():
+    with pytest.raises(MaskError, match="masks.group > 1 trains straight-through"):
+        train_group(scl(), dataclasses.replace(CFG, estimator="hard_concrete"), members(2),
+                    steps=2)
+
+
 def test_group_parameter_bounds():
     raw = load(PARAMS, "default").to_dict()
     assert raw["masks"]["group"] == 1
@@ -129,10 +140,11 @@ def test_sweep_trains_runs_of_one_checkpoint_in_groups(tmp_path, monkeypatch):
 
     monkeypatch.setattr(maskgroup, "train_group", spy)
     one = tmp_path / "one"
-    sweep.Sweep(load(small_params(tmp_path)), 0, train, data, one, log=lambda m: None).run()
+    sweep.Sweep(load(small_params(tmp_path, **ST)), 0, train, data, one,
+                log=lambda m: None).run()
     assert calls == []  # masks.group 1: one run per call, as before
     two = tmp_path / "two"
-    summary = sweep.Sweep(load(small_params(tmp_path, group=2)), 0, train, data, two,
+    summary = sweep.Sweep(load(small_params(tmp_path, group=2, **ST)), 0, train, data, two,
                           log=lambda m: None).run()
     # scl_2 has 3 runs (2 seeds + the alpha sweep), scl_1 2: chunks 2 + 1 and 2
     assert calls == [2, 2] and summary["trained"] == 5
