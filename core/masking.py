@@ -1,6 +1,6 @@
 """Differentiable binary weight masks for any ``nn.Module``: find a task's functional module.
 
-Method (Csordas et al., ICLR 2021; settings of the original study in ``shared/reference``):
+Method (Csordas et al., ICLR 2021, with the settings of the original study):
 the trained weights ``w`` are frozen (BatchNorm in eval mode: running statistics untouched);
 every masked parameter gets a logit tensor ``s`` initialised to ``masks.init``. Each step
 samples logistic noise ``l = log(u / (1 - u))``, ``m_soft = sigmoid((s + l) / tau)``, the hard

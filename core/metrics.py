@@ -2,7 +2,7 @@
 
     python -m core.metrics --params P --masks data/masks --train data/train --out data/metrics
 
-Inputs (layout in /work/coord/COORD.md and docs/architecture.md): for every network ``k`` of
+Inputs (layout in docs/architecture.md): for every network ``k`` of
 ``train.networks`` and checkpoint of ``train.milestones``, the mask files
 ``<masks>/net<k>/<ckpt>/<set>-a<alpha>-s<seed>.pt`` (read with :mod:`core.maskfile`), that
 folder's ``evals.nc`` (masked / inverted / selective ablations on every evaluated set, select
@@ -15,7 +15,7 @@ become ``xarray`` datasets (a run that does not exist is NaN), written as ``modu
 summarised in ``summary.json`` (:func:`summarize`: per checkpoint and task family, intervals
 across networks with mask seeds nested inside, converged runs only, and the verdicts).
 
-Definitions follow the original study (``shared/reference/modules.md``) and add what it
+Definitions follow the original study (Tracking Functional Module Development) and add what it
 lacked: the same-task cross-seed overlap and random-mask chance beside every sharing number,
 a random-normalised dispersity, convergence and degeneracy filters, alpha chosen on the select
 split and every accuracy reported on the report split.

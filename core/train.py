@@ -589,7 +589,7 @@ class Evaluator:
 # plateau 89%, binomial validation noise, 200 runs, milestones 50/70/85, val_min_every 10,
 # val_every 100): 0.3 with 2000 val problems kept 100/100/100% of checkpoints within +-2
 # points (max error 2.0) at ~35 checks per run; with 1000, 95/98/100% (max 3.4). Adopted with
-# val_n 2000. (NOTES-train.md has the rules tried before.)
+# val_n 2000.
 FRACTION = 0.3
 
 

@@ -232,7 +232,7 @@ def check_complement(drop: dict[int, float], truth: dict[int, float],
     assert all(abs(drop[t] - truth[t]) <= 0.1 for t in drop), (drop, truth)
 
 
-# A longer mask run that reaches the planted truth (measured, session 11: 600 / 0.03 misses
+# A longer mask run that reaches the planted truth (docs/decisions.md: 600 / 0.03 misses
 # it by 0.07, 1000 / 0.02 by 0.05, 2000 / 0.01 by 0.03; 200 / 0.05 by 0.37, 400 / 0.05 by
 # 0.16, 400 / 0.025 and 1000 / 0.01 by 0.24)
 LONG = {"steps": 2000, "lr": 0.01}
@@ -242,7 +242,7 @@ def test_complement_protocol_recovers_the_planted_truth_with_longer_masks():
     check_complement(*complement_protocol(dataclasses.replace(profile_settings(), **LONG)))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: the default profile's 200-step masks miss the "
+@pytest.mark.xfail(strict=True, reason="the default profile's 200-step masks miss the "
                    "planted truth (drops 0.06 / 0.57 / 0.09 vs -0.25 / 0.89 / -0.28); a profile "
                    "whose masks pass makes this XPASS: remove the mark then")
 def test_complement_protocol_at_the_profile_settings():
