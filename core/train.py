@@ -27,7 +27,7 @@ Restarts. A network whose validation accuracy has stayed at chance (below ``100 
 CHANCE_MARGIN``) for ``train.restart_after`` steps, no milestone reached, is re-initialised
 (:func:`restart`): new weights from :func:`init_seed` (derived from its seed and the attempt),
 a new optimiser and schedule, step 0 again; at most ``train.max_restarts`` times. SCL's initial
-plateau holds some initialisations for good on some CPUs (conf/config.yaml). ``training.nc``
+plateau holds some initialisations for good on some CPUs (docs/decisions.md). ``training.nc``
 holds the kept attempt's curves, the abandoned attempts' steps and best accuracy
 (``restart_steps``, ``restart_best_val_acc``) and the ``init_seed`` / ``restarts``
 attributes; a checkpoint of a re-initialised network records its ``init_seed``.
