@@ -94,8 +94,8 @@ def test_every_cited_section_and_anchor_exists():
     conf, docs and pyproject name things that exist."""
     problems = []
     for f in tracked():
-        if f.suffix in {".nc", ".npz", ".pt", ".png", ".pdf", ".ipynb"}:
-            continue
+        if f.suffix in {".nc", ".npz", ".pt", ".png", ".pdf", ".ipynb"} or f == Path(__file__):
+            continue  # this file holds examples of both forms
         try:
             text = f.read_text()
         except UnicodeDecodeError:

@@ -238,6 +238,7 @@ def check_complement(drop: dict[int, float], truth: dict[int, float],
 LONG = {"steps": 2000, "lr": 0.01}
 
 
+@pytest.mark.slow
 def test_complement_protocol_recovers_the_planted_truth_with_longer_masks():
     check_complement(*complement_protocol(dataclasses.replace(profile_settings(), **LONG)))
 
