@@ -12,7 +12,7 @@ from the JSON that the ``tests/cputime.py`` plugin writes (not a test module).
 ``suite_s``: CPU seconds of the whole suite, the sum over runs that together hold every test
 once (one per file as above, or ``-m slow`` and ``-m "not slow"``; each run's interpreter start
 counts once); ``fast_s``: CPU seconds of the fast
-lane in one run; ``files``: CPU seconds per file; ``slowest``: the ten tests with the most CPU
+lane in one run; ``runs``: CPU seconds per run given to ``--suite``; ``slowest``: the ten tests with the most CPU
 seconds; ``*_wall_s``: the wall times of the same runs (on a busy machine, much longer).
 """
 
@@ -34,7 +34,7 @@ def record(files: list[Path], fast: Path, how: str, date: str) -> dict:
             "suite_tests": len(tests), "fast_tests": len(quick["tests"]),
             "suite_wall_s": round(sum(r["wall_s"] for r in runs.values()), 1),
             "fast_wall_s": quick["wall_s"],
-            "files": {k: r["cpu_s"] for k, r in sorted(runs.items())},
+            "runs": {k: r["cpu_s"] for k, r in sorted(runs.items())},
             "slowest": dict(sorted(tests.items(), key=lambda kv: -kv[1])[:10])}
 
 
