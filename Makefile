@@ -1,5 +1,5 @@
 # Two commands run the study:   make repro        (default profile; PROFILE=ci|default|paper|paper_smoke)
-#                                make test         (the test suite)
+#                                make test         (the test suite; make test-fast: without the slow tests)
 # Overrides for one run (Hydra syntax, as `dvc exp run -S`): make repro PROFILE=ci SET='masks.alpha=1e-4'
 # The reviewer's path (no training): make figures   (figures + paper from results/default)
 # Every target installs what it needs into .venv first, once (re-installs when the lock changes).
@@ -30,8 +30,8 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install lock test lint preflight repro figures results readme tex bench clean-venv control \
-	publish pull validate
+.PHONY: install lock test test-fast lint preflight repro figures results readme tex bench \
+	clean-venv control publish pull validate
 
 install: $(STAMP)
 
@@ -73,6 +73,10 @@ lock:
 # pytest exits 5 when it collects no test: that is not a failure here.
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# The edit-test loop: every test but those marked @pytest.mark.slow (each over ~10 s of CPU).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -132,7 +136,8 @@ results: install
 	  $(PY) -m core.results export --params params.yaml --out results/$$P \
 	  $$(test -f build/repro-$$P.log && echo --timing build/repro-$$P.log)
 
-# The README's results section, generated from the committed default-profile results.
+# README.md's generated parts (the commands' measured times, the results) from the committed
+# default-profile results and results/test_times.json; results/control/README.md from the control results.
 readme: install
 	$(PY) -m core.results check results/default
 	$(PY) -m paper readme --params results/default/params.yaml --metrics results/default/metrics \
@@ -140,8 +145,8 @@ readme: install
 
 # The composite positive control (core/control.py): two SCLs trained on colour-rule / size-rule
 # problems only, logits summed, masked with the profile's mask settings; CONTROL: core.control
-# options, NAME: the result's name under results/control/ (the README and the paper report
-# every file there: control.json first). The committed ones:
+# options, NAME: the result's name under results/control/ (results/control/README.md and the
+# paper report every file there: control.json first). The committed ones:
 #   make control                                  (~20 min on 2 cores: control.json)
 #   make control CONTROL='--steps 2000' NAME=control_steps2000   (~15 min more, reuses the nets)
 #   make control CONTROL='--steps 6000 --lr 0.01 --readout -1' \

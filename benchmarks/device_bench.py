@@ -1,7 +1,7 @@
 """Throughput of the paper profile's steps on an accelerator (or any device), fp32 vs bf16.
 
     python -m benchmarks.device_bench [--device auto|cuda|cpu] [--size 160] [--out FILE.json]
-    python -m benchmarks.device_bench readme [--readme README.md]   # the README's GPU section
+    python -m benchmarks.device_bench readme [--readme docs/gpu.md]   # its measured section
 
 What the paper profile's cost depends on, measured (not assumed) on the device at hand, with
 the SCL of ``params.yaml`` at ``--size`` px: problems/s of the training step (AdamW) at batch
@@ -11,7 +11,7 @@ the SCL of ``params.yaml`` at ``--size`` px: problems/s of the training step (Ad
 mask sample each), 32 and 128 (what batching several runs' work would reach); and a large
 matrix product's TFLOP/s as the device's peak. Each in fp32 and under bf16 autocast, timed
 interleaved after warm-up with the device synchronised (median of the repeats). Prints a
-table and writes JSON. Measured files live in ``benchmarks/device/``; the README's section on
+table and writes JSON. Measured files live in ``benchmarks/device/``; docs/gpu.md's section on
 the paper profile's cost is written from them (:func:`readme_text`, :func:`estimate`).
 """
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     if argv[:1] == ["readme"]:
         rp = argparse.ArgumentParser(prog="python -m benchmarks.device_bench readme")
-        rp.add_argument("--readme", default=str(ROOT / "README.md"))
+        rp.add_argument("--readme", default=str(ROOT / "docs" / "gpu.md"))
         rp.add_argument("--params", default=str(ROOT / "params.yaml"))
         a = rp.parse_args(argv[1:])
         from paper.build import rewrite_readme

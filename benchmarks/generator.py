@@ -2,7 +2,7 @@
 answer sets, render 16 panels, write compressed shards), all 7 configurations, I-RAVEN answers.
 
 Baseline: the original Python 2 RAVEN generator's published speed, ~15 problems/s on one core
-(70,000 problems in over an hour; ``shared/reference/raven.md``). It is a stated constant, not
+(70,000 problems in over an hour, as reported with RAVEN, Zhang et al. 2019). It is a stated constant, not
 measured here (that code is GPL, Python 2, and not part of this project).
 
     python -m benchmarks.generator [--quick] [--profile]

@@ -24,7 +24,7 @@ load hits both alike):
    overhead / (compute + group evaluation), measured for K masks and projected to the
    profile's masks per network (fixed costs: interpreter, imports, setup = checks,
    fingerprints, resume, model and data loading, and the report; per-mask costs: what lies
-   between runs, e.g. writes). Goal <= 10%.
+   between runs, e.g. writes). Goal <= 10% (~60% with one notebook per mask).
 
     python -m benchmarks.masking [--quick]
     python -m benchmarks masking flops --merge   (these rows and the GFLOP/s rows into results.md)

@@ -16,8 +16,8 @@ from benchmarks.common import row
 from core.results import group, stage_times
 
 ROOT = Path(__file__).resolve().parents[1]
-# The stage budgets: ci 5 min (CI), default 45 min (issue 17: the whole default study on the
-# 2-core default machine, everything the science issues add included)
+# The stage budgets: ci 5 min (CI), default 45 min (the whole default study on the 2-core
+# default machine, every family, control and report included)
 BUDGET_S = {"ci": 5 * 60, "default": 45 * 60}
 
 

@@ -65,7 +65,7 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_precision(name: str, device: torch.device, where: str = "precision") -> str:
     """``fp32`` or ``bf16`` for ``device``. ``auto``: bf16 on CPUs with native bf16 (the
-    issue's measurement on an AVX512-BF16 Xeon: training 1.5x), fp32 elsewhere, CUDA included:
+    measured on an AVX512-BF16 Xeon: training 1.5x), fp32 elsewhere, CUDA included:
     on an H100 bf16 autocast made SCL's training step 0.84-0.87x and the masked step 0.93-1.04x
     as fast (small convolutions, launch-bound: the casts cost more than they save;
     ``benchmarks/device/h100-160px.json``). ``bf16`` forces it anywhere."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ FILE_KEYS = ("format", "network", "checkpoint", "family", "task", "alpha", "seed
              "arch", "image_size", "model_fingerprint", "names", "shapes", "mask", "logits",
              "accuracy", "curve", "snapshots", "converged", "convergence", "settings")
 CONVERGENCE_KEYS = ("density_change", "acc_change", "window_start", "window_end")
+# The file-name pattern of :func:`mask_name` (+ ``.pt``), the one place it is spelled out
+MASK_STEM = re.compile(r"(?P<task>.+)-a(?P<alpha>\d+(?:p\d+)?e-?\d+)-s(?P<seed>\d+)")
+MASK_FILE = re.compile(MASK_STEM.pattern + r"\.pt")
 
 
 class MaskError(ValueError):
@@ -67,6 +71,15 @@ def fingerprint(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> str:
 def mask_name(task: str, alpha: float, seed: int) -> str:
     """File stem of one mask run: ``circle-a3e-5-s0``."""
     return f"{task}-a{alpha_label(alpha)}-s{int(seed)}"
+
+
+def parse_mask_name(stem: str) -> tuple[str, float, int]:
+    """``(task, alpha, seed)`` of a :func:`mask_name` stem; ValueError naming the stem when it
+    is not ``<set>-a<alpha>-s<seed>``."""
+    m = MASK_STEM.fullmatch(stem)
+    if m is None:
+        raise ValueError(f"mask key {stem!r} is not <set>-a<alpha>-s<seed>")
+    return m["task"], float(m["alpha"].replace("p", ".")), int(m["seed"])
 
 
 def mask_path(root: str | Path, checkpoint: str, task: str, alpha: float, seed: int) -> Path:

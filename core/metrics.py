@@ -2,7 +2,7 @@
 
     python -m core.metrics --params P --masks data/masks --train data/train --out data/metrics
 
-Inputs (layout in /work/coord/COORD.md and docs/architecture.md): for every network ``k`` of
+Inputs (layout in docs/architecture.md): for every network ``k`` of
 ``train.networks`` and checkpoint of ``train.milestones``, the mask files
 ``<masks>/net<k>/<ckpt>/<set>-a<alpha>-s<seed>.pt`` (read with :mod:`core.maskfile`), that
 folder's ``evals.nc`` (masked / inverted / selective ablations on every evaluated set, select
@@ -15,7 +15,7 @@ become ``xarray`` datasets (a run that does not exist is NaN), written as ``modu
 summarised in ``summary.json`` (:func:`summarize`: per checkpoint and task family, intervals
 across networks with mask seeds nested inside, converged runs only, and the verdicts).
 
-Definitions follow the original study (``shared/reference/modules.md``) and add what it
+Definitions follow the original study (Tracking Functional Module Development) and add what it
 lacked: the same-task cross-seed overlap and random-mask chance beside every sharing number,
 a random-normalised dispersity, convergence and degeneracy filters, alpha chosen on the select
 split and every accuracy reported on the report split.
@@ -39,9 +39,9 @@ import xarray as xr
 from tqdm import tqdm
 
 from core import __version__, stats
-from core.config import SUBNETS, Config, ConfigError, alpha_label, load
+from core.config import SUBNETS, Config, ConfigError, load
 from core.io import atomic_path, atomic_write_text
-from core.maskfile import MaskError, load_mask
+from core.maskfile import MaskError, load_mask, mask_name, parse_mask_name
 from core.masking import SPLITS, VARIANTS  # evals.nc axes, defined where it is written
 from core.schema import FILES, SchemaError, finalize, metrics_hash
 from core.tasks import FAMILIES, family_of
@@ -282,7 +282,7 @@ def read_run(path: Path, network: int, checkpoint: str) -> Run:
     except MaskError as err:
         raise MetricsError(str(err)) from None
     task, seed = str(rec["task"]), int(rec["seed"])
-    stem = f"{task}-a{alpha_label(float(rec['alpha']))}-s{seed}"
+    stem = mask_name(task, float(rec["alpha"]), seed)
     if path.stem != stem:
         raise _fail(path, f"holds run {stem!r} (task, alpha, seed), not what its name says")
     alpha = _parse_stem(stem, path)[1]  # the label's value: the alpha coordinate everywhere
@@ -393,11 +393,9 @@ def read_evals(path: Path, stems: Sequence[str]) -> xr.Dataset:
 
 def _parse_stem(stem: str, where: Path) -> tuple[str, float, int]:
     try:
-        task, rest = stem.rsplit("-a", 1)
-        alpha, seed = rest.rsplit("-s", 1)
-        return task, float(alpha.replace("p", ".")), int(seed)
-    except ValueError:
-        raise _fail(where, f"mask key {stem!r} is not <set>-a<alpha>-s<seed>") from None
+        return parse_mask_name(stem)
+    except ValueError as err:
+        raise _fail(where, str(err)) from None
 
 
 def read_training(train_dir: Path, cfg: Config) -> xr.Dataset:

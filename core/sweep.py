@@ -75,6 +75,7 @@ from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes
 from core.maskfile import (
     ACCURACY_KEYS,
     FORMAT,
+    MASK_FILE,
     MaskError,
     load_mask,
     mask_name,
@@ -90,7 +91,6 @@ from core.train import data_fingerprint
 EXECUTORS = ("inprocess", "process", "ray")
 EVALS = "evals.nc"
 CKPT_DIR = re.compile(r"[a-z][a-z0-9_]*_\d+(p\d+)?")  # config.checkpoint_name: scl_90, scl_2p5
-MASK_FILE = re.compile(r".+-a\d+(p\d+)?e-?\d+-s\d+\.pt")  # maskfile.mask_name + .pt
 # masks.* keys a run's file does NOT depend on: which runs exist (the run's own alpha, seed and
 # set are recorded separately), the Ray GPU share and the group evaluation's settings. Every
 # other masks.* key (a new one too) is recorded in each file's settings and compared on resume;

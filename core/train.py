@@ -27,7 +27,7 @@ Restarts. A network whose validation accuracy has stayed at chance (below ``100 
 CHANCE_MARGIN``) for ``train.restart_after`` steps, no milestone reached, is re-initialised
 (:func:`restart`): new weights from :func:`init_seed` (derived from its seed and the attempt),
 a new optimiser and schedule, step 0 again; at most ``train.max_restarts`` times. SCL's initial
-plateau holds some initialisations for good on some CPUs (conf/config.yaml). ``training.nc``
+plateau holds some initialisations for good on some CPUs (docs/decisions.md). ``training.nc``
 holds the kept attempt's curves, the abandoned attempts' steps and best accuracy
 (``restart_steps``, ``restart_best_val_acc``) and the ``init_seed`` / ``restarts``
 attributes; a checkpoint of a re-initialised network records its ``init_seed``.
@@ -590,7 +590,7 @@ class Evaluator:
 # plateau 89%, binomial validation noise, 200 runs, milestones 50/70/85, val_min_every 10,
 # val_every 100): 0.3 with 2000 val problems kept 100/100/100% of checkpoints within +-2
 # points (max error 2.0) at ~35 checks per run; with 1000, 95/98/100% (max 3.4). Adopted with
-# val_n 2000. (NOTES-train.md has the rules tried before.)
+# val_n 2000.
 FRACTION = 0.3
 
 

@@ -1,5 +1,5 @@
 """Test-only builders: the inputs of the metrics stage (mask files, evals.nc, training.nc and
-checkpoint files) in the layout of /work/coord/COORD.md, with planted structure, so that the
+checkpoint files) in the layout of docs/architecture.md, with planted structure, so that the
 metrics, figures and paper tests run the real code paths on data whose answers are known.
 
 Planted truths (per network, checkpoint, alpha):

@@ -44,7 +44,7 @@ def test_every_profile_composes_and_loads(profile):
 
 
 def test_networks_per_profile():
-    """Issue 15: CIs across independently trained networks; never fewer than 2 in the
+    """CIs are across independently trained networks: never fewer than 2 in the
     default profile, at least 3 at full scale."""
     assert len(C.load(ROOT / "params.yaml", "default").train.networks) >= 2
     paper = C.load(ROOT / "params.yaml", "paper").train.networks
@@ -164,7 +164,7 @@ def test_out_of_range(tmp_path, section, key, value, expected):
     assert str(tmp_path / "params.yaml") in msg  # the file is named too
 
 
-# issue 20: `.inf` learning rates trained to NaN weights, `init: .nan` gave an empty mask
+# `.inf` learning rates trained to NaN weights, `init: .nan` gave an empty mask
 @pytest.mark.parametrize(
     "section,key,text",
     [("train", "lr", ".inf"), ("train", "weight_decay", ".inf"), ("masks", "tau", ".inf"),

@@ -273,7 +273,7 @@ def test_profile_switch_changes_every_stage_it_touches(locked_repo):
 
 
 def test_litter_of_killed_writes_leaves_dvc_status_clean(locked_repo):
-    # issue 20: `.tmp-*` files in data/masks made `dvc status` report changes
+    # `.tmp-*` files in data/masks once made `dvc status` report changes
     litter = [locked_repo / "data/masks/net0/.tmp-circle-a3e-5-s0-x1.pt",
               locked_repo / "data/.tmp-raven-123/main/x.npz",
               locked_repo / "data/.old-raven-123/x.npz",

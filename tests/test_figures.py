@@ -50,6 +50,7 @@ def built(inputs, tmp_path_factory):
     return outs, paths
 
 
+@pytest.mark.slow
 def test_every_family_builds_png_and_pdf(built, inputs):
     outs, paths = built
     expected = {f"{stem}.{ext}" for mod in FAMILIES.values() for stem in mod.OUTPUTS
@@ -62,6 +63,7 @@ def test_every_family_builds_png_and_pdf(built, inputs):
     assert prov["config_hash"] == metrics_hash(inputs[2]) and prov["profile"] == "ci"
 
 
+@pytest.mark.slow
 def test_rebuild_is_byte_identical(built):
     outs, paths = built
     assert len(paths[1]) > 4
@@ -69,6 +71,7 @@ def test_rebuild_is_byte_identical(built):
         assert p.read_bytes() == (outs[0] / p.name).read_bytes(), p.name
 
 
+@pytest.mark.slow
 def test_pdf_and_png_metadata_are_fixed(built):
     outs, _ = built
     pdf = (outs[0] / "line_plots.pdf").read_bytes()

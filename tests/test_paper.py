@@ -210,7 +210,7 @@ def test_restarts_are_stated(inputs):
 
 def test_positive_control_conclusion_follows_the_verdicts(inputs):
     """The paper and README say what the control family implies for the method, from the
-    verdicts at the last checkpoint with control masks (issue 16: "if it finds neither, the
+    verdicts at the last checkpoint with control masks ("if it finds neither, the
     method has not been shown able to see modules, and the paper says so")."""
     metrics, _, _ = inputs
     summary = json.loads((metrics / "summary.json").read_text())

@@ -177,7 +177,7 @@ def test_memory_mapped_shards_same_problems(tmp_path):
         mapped.images[torch.tensor([24])]
 
 
-# ---- issue 20: early size checks, --force only on our folders, killed builds, bad shards ----
+# ---- early size checks, --force only on our folders, killed builds, bad shards ----
 
 
 def test_sets_too_small_fail_in_the_data_stage(tmp_path):

@@ -56,3 +56,53 @@ def test_readme_opens_with_the_two_commands():
     lines = [ln.split("#")[0].strip() for ln in first_block.splitlines()]
     lines = [ln for ln in lines if ln]
     assert lines == ["make repro", "make test"], lines
+
+
+# The project speaks of itself: no numbered work periods, no issue numbers, no folders outside
+# the repository. This file, which holds the examples, is the one file not scanned.
+FOREIGN = re.compile("|".join([
+    r"\bsessions?[ -]#?\d",                 # numbered work periods
+    r"\bissues?[ -]#?\d",                   # issue numbers
+    r"/work/", r"shared/reference", r"\.\./shared",  # folders outside the repository
+    r"/coord\b", r"\bcoordination\b", r"COORD\.md", r"NOTES-\w+\.md",
+]), re.I)
+BINARY = {".nc", ".npz", ".pt", ".png", ".pdf", ".jpg", ".gz", ".zip", ".pkl"}
+
+
+def tracked_text_files() -> list[Path]:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    out = []
+    for f in filter(None, files):
+        p = ROOT / f
+        if p.suffix in BINARY or not p.is_file() or p == Path(__file__).resolve():
+            continue
+        try:
+            p.read_text()
+        except UnicodeDecodeError:
+            continue
+        out.append(p)
+    return out
+
+
+def foreign_references(text: str) -> list[str]:
+    return [m.group(0) for m in FOREIGN.finditer(text)]
+
+
+def test_foreign_reference_pattern_catches_each_kind():
+    for bad in ["MEASURED (session 11)", "sessions 10-11", "see session-8", "issue 15",
+                "issues 17/18", "issue #20", "/work/main/x", "shared/reference/a.md",
+                "../shared/x", "/work/coord/NOTES.md", "NOTES-masking.md"]:
+        assert foreign_references(bad), bad
+    for ok in ["coords={'mask': 1}", "coordinate", "an issue of numerics", "10 sessions",
+               "the session's machine"]:
+        assert not foreign_references(ok), ok
+
+
+def test_no_text_cites_work_periods_issues_or_outside_folders():
+    hits = [f"{p.relative_to(ROOT)}:{i}: {ln.strip()[:100]}"
+            for p in tracked_text_files()
+            for i, ln in enumerate(p.read_text().splitlines(), 1) if foreign_references(ln)]
+    assert not hits, ("text citing work periods, issue numbers or folders outside the "
+                      "repository (cite files in the repository or dates; measurements go to "
+                      "docs/decisions.md):\n" + "\n".join(hits))

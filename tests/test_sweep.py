@@ -267,6 +267,7 @@ def test_bad_inputs_name_the_file(inputs, tmp_path, capsys, monkeypatch):
     assert "--net 7: not one of train.networks [0]" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_path):
     """A real SIGKILL of the CLI midway; the restart trains only what is missing, removes the
     litter and ends byte-identical to the uninterrupted sweep."""
@@ -323,6 +324,7 @@ def test_sigkill_mid_sweep_then_resume_is_byte_identical(inputs, reference, tmp_
     assert "network 0: 5 masks over 2 checkpoints" in text and "overhead" in text
 
 
+@pytest.mark.slow
 def test_process_two_workers_byte_identical_to_inprocess(inputs, reference, tmp_path):
     tmp, train, data = inputs
     params, ref_out, _ = reference

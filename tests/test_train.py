@@ -523,6 +523,7 @@ def run_cli(args, env=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::core.train.MilestoneWarning")
 def test_sigkill_and_restart_gives_identical_outputs(tmp_path):
     data = write_data(tmp_path / "raven", n=(96, 16, 16))
@@ -561,6 +562,7 @@ def test_sigkill_and_restart_gives_identical_outputs(tmp_path):
         T.data_fingerprint(data / "main")
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::core.train.MilestoneWarning")
 def test_ddp_two_processes_through_the_entry_point(tmp_path):
     data = write_data(tmp_path / "raven", n=(64, 16, 16))

@@ -1,5 +1,5 @@
 """RAVEN-style Raven's Progressive Matrices, generated from a seed (spec:
-``shared/reference/raven.md``; written from the facts, not from the GPL generator).
+RAVEN, Zhang et al. 2019; I-RAVEN, Hu et al. 2021; written from the facts, not the GPL code).
 
 One module per concept:
 

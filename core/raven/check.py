@@ -1,6 +1,6 @@
 """Independent rule checker: which candidates of a stored problem satisfy every rule.
 
-Written from the specification (``shared/reference/raven.md`` and the level conventions in
+Written from the specification (RAVEN, Zhang et al. 2019, and the level conventions in
 ``core.raven.attributes``), not from the generator: it reads only the stored metadata
 (``attrs`` [16, C, S, 4] = type, size, color, angle per panel, component and slot, -1 when
 empty; ``rules`` [C, 4, 3] = rule id, parameter, attribute per component and group) and the
