@@ -31,6 +31,7 @@ from figures.style import FigureError
 from paper import numbers
 
 PAPER_DIR = Path(__file__).resolve().parent
+FIGURES_DIR = "figures"  # the figures' folder beside report.tex while LaTeX runs
 TEX_HINT = ("the paper stage needs TeX: run `make tex` (as root it installs the Debian packages "
             "latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended) "
             "or install a TeX distribution with latexmk and pdflatex")
@@ -80,8 +81,9 @@ def write_generated(inp: Inputs, figures: Path, gen: Path, control: Sequence[dic
                            numbers.numbers_tex(numbers.macros(summary, inp.cfg, source)))
     p2 = atomic_write_text(gen / "results.tex",
                            numbers.results_tex(summary, _milestones(inp.cfg)))
-    fig = figures.resolve().as_posix().rstrip("/") + "/"
-    p3 = atomic_write_text(gen / "paths.tex", f"\\graphicspath{{{{{fig}}}}}\n")
+    # relative: latex() copies the figures beside the report, so the PDF holds no path of this
+    # checkout and is byte-identical wherever it is built
+    p3 = atomic_write_text(gen / "paths.tex", f"\\graphicspath{{{{{FIGURES_DIR}/}}}}\n")
     p4 = atomic_write_text(gen / "control.tex", numbers.control_tex(control))
     return [p1, p2, p3, p4]
 
@@ -101,9 +103,10 @@ def check_figures(figures: Path, config_hash: str) -> None:
                          "rebuild them with `python -m figures` and these params")
 
 
-def latex(out: Path, gen: Path, paper: Path = PAPER_DIR) -> Path:
+def latex(out: Path, gen: Path, paper: Path = PAPER_DIR, figures: Path | None = None) -> Path:
     """Build ``paper/report.tex`` with latexmk in a temporary folder holding a copy of the
-    report and of ``gen`` (as ``generated/``); move the PDF to ``<out>/report.pdf`` atomically
+    report, of ``gen`` (as ``generated/``) and of ``figures`` (as ``figures/``, the relative
+    graphics path of ``paths.tex``); move the PDF to ``<out>/report.pdf`` atomically
     (on failure the LaTeX log is kept as ``<out>/report.log``; a successful build leaves only
     the PDF, which is byte-stable, whereas the log holds the build's date and time)."""
     exe = shutil.which("latexmk")
@@ -119,6 +122,8 @@ def latex(out: Path, gen: Path, paper: Path = PAPER_DIR) -> Path:
                                                                   "*.log", "*.fls", "*.out",
                                                                   "*.fdb_latexmk"))
         shutil.copytree(gen, src / "generated")
+        if figures is not None:
+            shutil.copytree(figures, src / FIGURES_DIR)
         cmd = [exe, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
                f"-outdir={build_dir}", "report.tex"]
         res = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True)
@@ -154,7 +159,7 @@ def build(metrics: str | Path, figures: str | Path, out: str | Path, cfg: Config
         check_figures(figures, inp.config_hash)
     paths = write_generated(inp, figures, Path(gen), ctl)
     if compile_pdf:
-        paths.append(latex(Path(out), Path(gen)))
+        paths.append(latex(Path(out), Path(gen), figures=figures))
     return paths
 
 
