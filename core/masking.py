@@ -761,7 +761,12 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
                             "check the checkpoint, masks.init, masks.lr and alpha")
         if t == 0:
             log(0, ce_value)
-        opt.step()
+        try:
+            opt.step()
+        except RuntimeError as err:  # e.g. a rate torch cannot hold in float32
+            raise MaskError(f"mask training: the optimiser step {t} failed with masks.lr "
+                            f"{cfg.lr!r} ({err}); use a masks.lr in its plausible range "
+                            "(core/config.py)") from None
         sched.step()
         if not bool(torch.isfinite(masked.flat).all()):
             raise MaskError(f"mask training: non-finite mask logits after step {t + 1} "

@@ -637,3 +637,14 @@ def test_lr_anneal():
     assert lr_factor(3, 4, 1.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))
     assert [lr_factor(t, 10, 0.5) for t in (0, 4, 5)] == [1.0, 1.0, 1.0]
     assert lr_factor(9, 10, 0.5) == pytest.approx(0.5 * (1 + math.cos(0.8 * math.pi)))
+
+
+def test_an_overflowing_learning_rate_names_the_setting():
+    """masks.lr far beyond float32 (allowed through outside_range): one MaskError naming
+    masks.lr, not a torch traceback."""
+    m = convbn()
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.randn(32, 1, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g))
+    cfg = dataclasses.replace(CFG, batch_size=8, log_every=5, lr=1e300)
+    with pytest.raises(MaskError, match=r"masks.lr 1e\+300"):
+        train_mask(m, cfg, data, data, alpha=1e-2, seed=0, steps=20)
