@@ -7,7 +7,7 @@ owner dies, however it dies, so a lock left by a killed run is stale by construc
 pid is dead) and the next run takes it over; a live owner makes a second writer stop with one
 :class:`LockError` naming the folder, the pid and the command instead of racing it. A child
 of the owner (a ``--net all`` training's per-network processes, torchrun's ranks) writes under
-its parent's lock.
+its ancestor's lock.
 
 :func:`die_with_parent` makes a stage process end when the process that started it ends
 (Linux ``PR_SET_PDEATHSIG``; DVC's ``kill -9`` would otherwise leave a sweep or a training
@@ -54,6 +54,20 @@ def alive(pid: int) -> bool:
     return True
 
 
+def ancestors() -> set[int]:
+    """The pids of this process's parent, its parent, ... (Linux ``/proc``; elsewhere the
+    parent only)."""
+    out, pid = set(), os.getppid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
 def owner(out: str | os.PathLike[str]) -> dict | None:
     """What the lock file of ``out`` records (pid, command), or None without one."""
     try:
@@ -76,7 +90,7 @@ def writer_lock(out: str | os.PathLike[str], command: str) -> Iterator[Path]:
         except BlockingIOError:
             rec = owner(out) or {}
             pid = int(rec.get("pid", 0) or 0)
-            if pid and pid == os.getppid():  # our parent holds it for us
+            if pid and pid in ancestors():  # our parent (or its parent) holds it for us
                 yield path
                 return
             raise LockError(
