@@ -248,8 +248,8 @@ def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str 
     cfg = load(params)
     metrics, raven, out, root = Path(metrics), Path(raven), Path(out), Path(root)
     logs = [] if timing is None else [timing] if isinstance(timing, (str, Path)) else timing
-    times, commit = _validate_inputs(cfg, metrics, raven, logs, root, check_commit)
     check_out_dir(out, force, MARKER, _exported, "core.results export", "results/default")
+    times, commit = _validate_inputs(cfg, metrics, raven, logs, root, check_commit)
     about = {"profile": cfg.profile, "config_hash": config_hash(cfg)}
     with writer_lock(out, "python -m core.results export"), \
             staged_dir(out, force, about, MARKER, _exported, "core.results export",

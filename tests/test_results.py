@@ -53,7 +53,7 @@ def test_a_folder_with_foreign_files_is_never_deleted(tmp_path):
     (out / "notes.txt").write_text("mine")
     (out / "sub" / "thesis.tex").write_text("\\documentclass{article}")
     before = snapshot(out)
-    with pytest.raises(OutDirError, match="is not empty"):
+    with pytest.raises(OutDirError, match=r"holds files core.results export did not make"):
         export(out)
     with pytest.raises(OutDirError, match=r"holds files core.results export did not make"):
         export(out, force=True)
@@ -66,6 +66,8 @@ def test_a_folder_with_foreign_files_is_never_deleted(tmp_path):
 
 def test_an_export_folder_with_an_added_file_is_not_replaced(exported):
     out, _ = exported
+    with pytest.raises(OutDirError, match=r"is not empty \(pass --force to replace it\)"):
+        export(out)
     (out / "notes.txt").write_text("added by hand")
     with pytest.raises(OutDirError, match="did not make"):
         export(out, force=True)

@@ -270,12 +270,12 @@ def check_out_dir(out: str | Path, force: bool, marker: str = MARKER,
         raise OutDirError(f"--out: {out} is a repository root; give a folder of its own "
                           f"(e.g. {example})")
     if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise OutDirError(f"--out: {out} is not empty (pass --force to replace it)")
-        if not ours(out):
+        if not ours(out):  # first: --force would not help
             raise OutDirError(f"--out: {out} holds files {tool} did not make (no {marker} "
                               f"marker, or files besides those it wrote); --force replaces "
                               f"only folders it made: move them or choose another --out")
+        if not force:
+            raise OutDirError(f"--out: {out} is not empty (pass --force to replace it)")
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
