@@ -24,6 +24,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,9 +110,38 @@ def writer_lock(out: str | os.PathLike[str], command: str) -> Iterator[Path]:
         os.close(fd)
 
 
-def die_with_parent(sig: int = signal.SIGTERM) -> bool:
-    """Ask the kernel to send ``sig`` to this process when its parent ends (Linux); when
-    the parent is already gone (a race at start), end now. Returns whether it was set."""
+SHELLS = {"sh", "dash", "bash", "zsh", "ksh", "mksh", "busybox"}
+
+
+def _parent_and_name(pid: int) -> tuple[int, str]:
+    """(parent pid, command name) of ``pid`` from ``/proc``; (0, "") when unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1]
+        return int(rest.split()[1]), name
+    except (OSError, ValueError, IndexError):
+        return 0, ""
+
+
+def _starter() -> int:
+    """The process that started this one: the parent, or, when the parent is a shell that
+    did not exec the command (``/bin/sh -c`` as DVC runs a stage with SHELL=/bin/sh), the
+    first ancestor above the shells."""
+    pid = os.getppid()
+    while pid > 1:
+        parent, name = _parent_and_name(pid)
+        if name not in SHELLS or parent <= 1:
+            break
+        pid = parent
+    return pid
+
+
+def die_with_parent(sig: int = signal.SIGTERM, poll: float = 0.5) -> bool:
+    """End this process with ``sig`` when the process that started it ends: the kernel's
+    ``PR_SET_PDEATHSIG`` for the parent (Linux) and, when a shell stands between (the
+    shell outlives a ``kill -9`` of its parent), a daemon thread that watches the starter
+    every ``poll`` seconds. When the parent is already gone (a race at start), end now.
+    Returns whether the request was set."""
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -121,4 +152,12 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
         print("error: the process that started this one has ended; stopping",
               file=sys.stderr)
         os.kill(os.getpid(), sig)
+    starter = _starter()
+    if ok and starter != parent:
+        def watch() -> None:
+            while alive(starter):
+                time.sleep(poll)
+            os.kill(os.getpid(), sig)
+
+        threading.Thread(target=watch, name="die-with-starter", daemon=True).start()
     return ok

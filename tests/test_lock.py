@@ -81,15 +81,21 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
-def test_killing_the_parent_stops_the_stage(tmp_path):
+@pytest.mark.parametrize("shell", [False, True])
+def test_killing_the_parent_stops_the_stage(tmp_path, shell):
     """As DVC's kill -9: the stage process (which calls die_with_parent at its entry, as
-    core.sweep and core.train do) ends with the process that started it."""
+    core.sweep and core.train do) ends with the process that started it, also when a shell
+    that does not exec the command (/bin/sh -c, as DVC runs stages) stands between."""
+    import shlex
+
     pidfile = tmp_path / "child.pid"
     child_code = ("import os, time; from core.lock import die_with_parent; die_with_parent(); "
                   f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)")
+    argv = [sys.executable, "-c", child_code]
+    launch = (f"subprocess.Popen({shlex.join(argv)!r} + '; true', shell=True)" if shell
+              else f"subprocess.Popen({argv!r})")
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys, time\n"
-         f"subprocess.Popen([sys.executable, '-c', {child_code!r}]); time.sleep(120)"],
+        [sys.executable, "-c", f"import subprocess, sys, time\n{launch}; time.sleep(120)"],
         cwd=ROOT)
     try:
         for _ in range(200):
