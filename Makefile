@@ -130,10 +130,12 @@ pull: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m core.remote pull $(if $(REMOTE),--remote '$(REMOTE)',)
 
 # Copy the small results of the last `make repro` (metrics, summary, params, a few example
-# problems, provenance) to results/<profile>/ for committing.
+# problems, provenance) to results/<profile>/ for committing. Refuses a checkout whose code
+# differs from HEAD or metrics made at another commit (commit, then repro), metrics of other
+# params, and a results/<profile> holding files export did not write; validates before writing.
 results: install
 	@P=$$($(PY) -c "from core.config import load; print(load('params.yaml').profile)"); \
-	  $(PY) -m core.results export --params params.yaml --out results/$$P \
+	  $(PY) -m core.results export --params params.yaml --out results/$$P --force \
 	  $$(test -f build/repro-$$P.log && echo --timing build/repro-$$P.log)
 
 # README.md's generated parts (the commands' measured times, the results) from the committed

@@ -23,6 +23,7 @@ import math
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ CONFIGURATIONS = (
 )
 SHAPES = ("triangle", "square", "pentagon", "hexagon", "circle")
 SUBNETS = ("vision", "attribute", "ff_residual", "relation", "logit")
+SEED_MAX = 2**32 - 1  # numpy's seed range (torch accepts more)
+OVERRIDE_KEY = "outside_range"  # top-level list of keys allowed outside their plausible range
 
 
 class ConfigError(ValueError):
@@ -54,6 +57,9 @@ class ConfigError(ValueError):
 
 def _spec(**kw: Any) -> dict[str, Any]:
     """Field metadata: gt/ge/lt/le bounds, choices, divisible_by, nonempty, increasing;
+    ``plausible``: (lo, hi), the documented range of sensible values (both included): a value
+    outside it is refused unless its key is listed in the top-level ``outside_range`` (e.g.
+    ``make repro SET='masks.alpha=2 +outside_range=[masks.alpha]'``);
     ``absent``: the value of a key added after parameter files were exported, used when such a
     file lacks it (the behaviour before the key existed), so committed results stay readable."""
     return kw
@@ -65,87 +71,87 @@ def f(**kw: Any) -> Any:
 
 @dataclass(frozen=True)
 class DataConfig:
-    image_size: int = f(gt=0, divisible_by=16)
+    image_size: int = f(gt=0, divisible_by=16, plausible=(16, 512))  # px; the original: 160
     answers: str = f(choices=("iraven", "raven"))
     configs: list[str] = f(choices=CONFIGURATIONS, nonempty=True, unique=True)
-    n_per_config: int = f(ge=10)  # problems per configuration, split 6/2/2 train/val/test
-    task_n: int = f(ge=10)  # problems per task-family set (task, complement, ...), split 6/2/2
+    n_per_config: int = f(ge=10, plausible=(10, 10**6))  # problems per configuration, split 6/2/2 train/val/test
+    task_n: int = f(ge=10, plausible=(10, 10**6))  # problems per task-family set (task, complement, ...), split 6/2/2
     # task families to build (core.tasks.FAMILIES; tests check the two lists agree)
     families: list[str] = f(choices=("original", "shape_rule", "control"), nonempty=True,
                             unique=True)
     mmap: bool = f()  # store panels uncompressed so loaders memory-map them (large data sets)
     public_dir: str | None = f()  # folder of public RAVEN/I-RAVEN npz files; null: generate
-    workers: int = f(ge=1)
+    workers: int = f(ge=1, plausible=(1, 1024))  # generator processes
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str = f(choices=("scl", "cnn_mlp"))
-    conv_channels: list[int] = f(gt=0, nonempty=True)
-    conv_out: int = f(gt=0)
-    attr_heads: int = f(gt=0)
-    attr_hidden: list[int] = f(gt=0)
-    rel_heads: int = f(gt=0)
-    rel_hidden: list[int] = f(gt=0, nonempty=True)
-    ff_expansion: int = f(gt=0)
+    conv_channels: list[int] = f(gt=0, nonempty=True, plausible=(1, 4096))  # per conv layer
+    conv_out: int = f(gt=0, plausible=(1, 4096))  # features per panel
+    attr_heads: int = f(gt=0, plausible=(1, 1024))  # attribute groups
+    attr_hidden: list[int] = f(gt=0, plausible=(1, 16384))  # attribute MLP widths
+    rel_heads: int = f(gt=0, plausible=(1, 1024))  # relation groups
+    rel_hidden: list[int] = f(gt=0, nonempty=True, plausible=(1, 16384))  # relation MLP widths
+    ff_expansion: int = f(gt=0, plausible=(1, 64))  # residual MLP width factor
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     optimizer: str = f(choices=("adam", "adamw"))
-    lr: float = f(gt=0)
-    weight_decay: float = f(ge=0)
+    lr: float = f(gt=0, plausible=(1e-7, 1.0))  # SCL: 5e-3 (AdamW), the original 1e-4 (Adam)
+    weight_decay: float = f(ge=0, plausible=(0, 1))  # AdamW's decoupled decay
     scheduler: str = f(choices=("constant", "cosine"))
-    warmup_steps: int = f(ge=0)
-    batch_size: int = f(gt=0)
-    epochs: int = f(gt=0)
-    grad_clip: float = f(ge=0)  # 0 disables clipping
+    warmup_steps: int = f(ge=0, plausible=(0, 10**7))  # linear lr warm-up steps
+    batch_size: int = f(gt=0, plausible=(1, 16384))  # problems per step
+    epochs: int = f(gt=0, plausible=(1, 10**5))  # passes over the training split
+    grad_clip: float = f(ge=0, plausible=(0, 10**3))  # 0 disables clipping
     milestones: list[float] = f(gt=0, lt=100, nonempty=True, increasing=True)
-    val_every: int = f(gt=0)  # most steps between validations (adaptive schedule, core.train)
-    val_min_every: int = f(gt=0)  # fewest steps between validations (near a milestone)
-    milestone_tolerance: float = f(gt=0)  # points a kept checkpoint may miss its milestone by
-    eval_batch_size: int = f(gt=0)  # problems per inference batch (validation and test)
-    val_n: int = f(ge=0)  # validation problems per check (0: the whole val split)
-    checkpoint_every: int = f(gt=0)  # steps between last.pt saves
-    threads: int = f(ge=1)  # torch intra-op threads
-    nproc: int = f(ge=1)  # processes; > 1 launches torchrun
-    jobs: int = f(ge=1)  # networks trained at once (`--net all`), one process each
-    networks: list[int] = f(ge=0, nonempty=True, unique=True)  # one SCL per seed: data/train/net<s>
-    restart_after: int = f(ge=0, absent=0)  # a network still at chance this many steps in is re-initialised (0: never)
-    max_restarts: int = f(ge=0, absent=0)  # at most this many re-initialisations per network
+    val_every: int = f(gt=0, plausible=(1, 10**7))  # most steps between validations (adaptive schedule, core.train)
+    val_min_every: int = f(gt=0, plausible=(1, 10**7))  # fewest steps between validations (near a milestone)
+    milestone_tolerance: float = f(gt=0, plausible=(0, 50))  # points a kept checkpoint may miss its milestone by
+    eval_batch_size: int = f(gt=0, plausible=(1, 65536))  # problems per inference batch (validation and test)
+    val_n: int = f(ge=0, plausible=(0, 10**7))  # validation problems per check (0: the whole val split)
+    checkpoint_every: int = f(gt=0, plausible=(1, 10**7))  # steps between last.pt saves
+    threads: int = f(ge=1, plausible=(1, 1024))  # torch intra-op threads
+    nproc: int = f(ge=1, plausible=(1, 1024))  # processes; > 1 launches torchrun
+    jobs: int = f(ge=1, plausible=(1, 1024))  # networks trained at once (`--net all`), one process each
+    networks: list[int] = f(ge=0, nonempty=True, unique=True, plausible=(0, SEED_MAX))  # one SCL per seed: data/train/net<s>
+    restart_after: int = f(ge=0, absent=0, plausible=(0, 10**7))  # a network still at chance this many steps in is re-initialised (0: never)
+    max_restarts: int = f(ge=0, absent=0, plausible=(0, 100))  # at most this many re-initialisations per network
 
 
 @dataclass(frozen=True)
 class MaskConfig:
     tasks: list[str] = f(choices=SHAPES, nonempty=True, unique=True)
-    alpha: float = f(gt=0)  # regularisation of the main runs (all checkpoints x tasks x seeds)
-    alpha_sweep: list[float] = f(gt=0, unique=True)  # at the last checkpoint, seed seeds[0]
-    seeds: list[int] = f(ge=0, nonempty=True, unique=True)
-    steps: int = f(gt=0)
-    lr: float = f(gt=0)
-    init: float = f()
-    tau: float = f(gt=0)
-    batch_size: int = f(gt=0)
-    n_samples: int = f(ge=1)  # mask samples per step
-    log_every: int = f(gt=0)
-    eval_n: int = f(ge=0)  # problems for final accuracies (0: the whole eval split)
+    alpha: float = f(gt=0, plausible=(1e-12, 1.0))  # main runs (all checkpoints x tasks x seeds)
+    alpha_sweep: list[float] = f(gt=0, unique=True, plausible=(1e-12, 1.0))  # at the last checkpoint, seed seeds[0]
+    seeds: list[int] = f(ge=0, nonempty=True, unique=True, plausible=(0, SEED_MAX))
+    steps: int = f(gt=0, plausible=(1, 10**7))  # mask-training steps per run
+    lr: float = f(gt=0, plausible=(1e-6, 10.0))  # Adam on the logits; studied 0.01-0.3
+    init: float = f(plausible=(-20, 20))  # initial logit (sigmoid 2e-9..1-2e-9 at the ends)
+    tau: float = f(gt=0, plausible=(1e-3, 100))  # Gumbel-sigmoid temperature
+    batch_size: int = f(gt=0, plausible=(1, 16384))  # problems per mask step
+    n_samples: int = f(ge=1, plausible=(1, 1024))  # mask samples per step
+    log_every: int = f(gt=0, plausible=(1, 10**7))  # steps between curve points
+    eval_n: int = f(ge=0, plausible=(0, 10**7))  # problems for final accuracies (0: the whole eval split)
     include: list[str] = f()  # parameter-name prefixes to mask; empty: every parameter
-    curve_n: int = f(ge=0)  # task val problems for the logged curve accuracies (0: all)
-    snapshots: int = f(ge=1)  # logged steps whose logits of one parameter are kept (figure)
+    curve_n: int = f(ge=0, plausible=(0, 10**7))  # task val problems for the logged curve accuracies (0: all)
+    snapshots: int = f(ge=1, plausible=(1, 1000))  # logged steps whose logits of one parameter are kept (figure)
     snapshot_param: str | None = f()  # that parameter; null: the most nearly square 2-D one
-    threads: int = f(ge=1)  # torch intra-op threads of a mask run
-    workers: int = f(ge=1)  # mask runs at a time (core.sweep's process executor / local Ray)
+    threads: int = f(ge=1, plausible=(1, 1024))  # torch intra-op threads of a mask run
+    workers: int = f(ge=1, plausible=(1, 1024))  # mask runs at a time (core.sweep's process executor / local Ray)
     mask_norm: bool = f()  # also mask BatchNorm/LayerNorm scale and shift (the original study)
     lr_anneal: float = f(ge=0, le=1)  # last fraction of the run whose lr falls to 0 (cosine)
-    readout: float = f(absent=0.0)  # read-out: a weight is kept when its logit > readout (0: p > 0.5)
+    readout: float = f(absent=0.0, plausible=(-20, 20))  # read-out: a weight is kept when its logit > readout (0: p > 0.5)
     noise_anneal: float = f(ge=0, le=1, absent=0.0)  # last fraction of the run whose sampling noise falls to 0
     estimator: str = f(choices=("straight_through", "hard_concrete"), absent="straight_through")  # mask gradient: Csordas' straight-through hard masks, or Louizos' hard concrete
     clamp: float = f(ge=0, absent=0.0)  # logits kept in [-clamp, clamp] after each step (0: unbounded)
     prune_n: int = f(ge=0, absent=0)  # training problems on which inert kept weights are found and dropped (0: none)
     converge_window: float = f(gt=0, le=1)  # last fraction of the run the convergence check reads
-    converge_density: float = f(ge=0)  # max read-out density change (points) in that window
-    converge_acc: float = f(ge=0)  # max masked task accuracy change (points) in that window
-    degenerate_tol: float = f(gt=0)  # 8 logits 'constant': spread <= tol * max(1, max |logit|)
+    converge_density: float = f(ge=0, plausible=(0, 100))  # max read-out density change (points) in that window
+    converge_acc: float = f(ge=0, plausible=(0, 100))  # max masked task accuracy change (points) in that window
+    degenerate_tol: float = f(gt=0, plausible=(1e-12, 1))  # 8 logits 'constant': spread <= tol * max(1, max |logit|)
     degenerate_max: float = f(ge=0, le=1)  # above this degenerate fraction: no accuracy reported
     families: list[str] = f(nonempty=True, unique=True)  # core.tasks families whose masks train
     complement_masks: list[str] = f(unique=True)  # families whose complements + reference get masks (seeds[0])
@@ -156,18 +162,18 @@ class MaskConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    alpha_tolerance: float = f(ge=0)  # points of task accuracy an alpha may lose to be chosen
+    alpha_tolerance: float = f(ge=0, plausible=(0, 100))  # points of task accuracy an alpha may lose to be chosen
     ci: float = f(gt=0, lt=1)  # confidence level of intervals across seeds
-    alpha_min_seeds: int = f(ge=1)  # seeds an alpha needs to be a selection candidate
-    dispersity_samples: int = f(ge=0)  # random masks per tensor, dispersity reference
+    alpha_min_seeds: int = f(ge=1, plausible=(1, 1000))  # seeds an alpha needs to be a selection candidate
+    dispersity_samples: int = f(ge=0, plausible=(0, 10**6))  # random masks per tensor, dispersity reference
 
 
 @dataclass(frozen=True)
 class FiguresConfig:
-    dpi: int = f(gt=0)  # PNG dots per inch
-    font_size: float = f(gt=0)  # points at the printed size
-    width_one: float = f(gt=0)  # inches, one-column figure
-    width_two: float = f(gt=0)  # inches, two-column (text-width) figure
+    dpi: int = f(gt=0, plausible=(10, 2400))  # PNG dots per inch
+    font_size: float = f(gt=0, plausible=(2, 72))  # points at the printed size
+    width_one: float = f(gt=0, plausible=(0.5, 40))  # inches, one-column figure
+    width_two: float = f(gt=0, plausible=(0.5, 40))  # inches, two-column (text-width) figure
     problem_split: str = f(choices=("train", "val", "test"))
     evolution_task: str = f(choices=SHAPES)  # mask_evolution's task
 
@@ -180,7 +186,7 @@ class PaperConfig:
 @dataclass(frozen=True)
 class Config:
     profile: str = f(choices=PROFILES)  # conf/profile/<profile>.yaml
-    seed: int = f(ge=0)
+    seed: int = f(ge=0, plausible=(0, SEED_MAX))  # data generation
     device: str = f()  # auto (CUDA if available, else CPU), cpu, cuda, cuda:N
     precision: str = f(choices=PRECISIONS)  # fp32, bf16 (autocast), auto (bf16 where native)
     data: DataConfig = f()
@@ -190,6 +196,8 @@ class Config:
     metrics: MetricsConfig = f()
     figures: FiguresConfig = f()
     paper: PaperConfig = f(absent={})
+    # keys whose value may leave its plausible range (the hard bounds still hold); [] normally
+    outside_range: list[str] = f(unique=True, absent=[])
 
     def __post_init__(self) -> None:
         try:
@@ -227,6 +235,8 @@ def config_hash(cfg: Config | dict[str, Any], sections: list[str] | None = None)
             values[name] = section
             if not section and "absent" in fl.metadata:  # a section added later, all absent
                 values.pop(name)
+        elif "absent" in fl.metadata and values.get(name) == fl.metadata["absent"]:
+            values.pop(name, None)
     if sections is not None:
         values = {k: values[k] for k in sections if k in values}  # absent sections: none
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -338,6 +348,37 @@ def build_section(cls: type, raw: Any, where: str) -> Any:
 # --------------------------------------------------------------------------- loading
 
 
+def _duplicates(node: Any, where: str, path: str = "") -> None:
+    """One ConfigError for the first key that a mapping of the YAML ``node`` repeats."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key is not None and key != "<<":
+                if key in seen:
+                    raise ConfigError(f"{where}: duplicate key {_join(path, key)!r} at line "
+                                      f"{line} (first at line {seen[key]}); YAML would keep "
+                                      "the last silently: remove one")
+                seen[key] = line
+            _duplicates(value_node, where, _join(path, str(key)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicates(item, where, f"{path}[{i}]")
+
+
+def load_yaml(text: str, where: str | Path) -> Any:
+    """The project's one YAML reader (parameters, conf/, dvc.yaml, the control's params):
+    ``yaml.safe_load`` that refuses a repeated key with one ConfigError naming ``where`` (the
+    file) and the key, and invalid YAML likewise."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _duplicates(node, str(where))
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML: {err}") from None
+
+
 def _read_yaml(path: Path) -> Any:
     """The YAML mapping in ``path``; one ConfigError naming the file for anything else."""
     try:
@@ -353,10 +394,7 @@ def _read_yaml(path: Path) -> Any:
                           "expected YAML parameters") from None
     if "\x00" in text:
         raise ConfigError(f"{path}: not a text file (NUL byte); expected YAML parameters")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = load_yaml(text, path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of parameters, got {type(raw).__name__}")
     return raw
@@ -387,6 +425,8 @@ def _compose_text(profile: str | None, overrides: tuple[str, ...], conf: str,
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    for q in sorted(Path(conf).rglob("*.yaml")):  # Hydra keeps the last of a repeated key
+        load_yaml(q.read_text(), q)
     args = ([f"profile={profile}"] if profile else []) + list(overrides)
     try:
         with initialize_config_dir(str(conf), version_base=None):
@@ -400,19 +440,83 @@ def _compose_text(profile: str | None, overrides: tuple[str, ...], conf: str,
 def compose(profile: str | None = None, overrides: list[str] | tuple[str, ...] = (),
             conf: str | Path = CONF) -> dict[str, Any]:
     """The plain (unvalidated) dict of :func:`compose_text`; tests edit it, then :func:`from_dict`."""
-    return yaml.safe_load(compose_text(profile, overrides, conf))
+    return load_yaml(compose_text(profile, overrides, conf), f"{conf} (composed)")
 
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+def _fields_by_path(cls: type = Config, where: str = "") -> dict[str, tuple[Any, dict]]:
+    """``{"masks.lr": (type, metadata), ...}`` for every leaf key of ``cls``."""
+    hints, out = typing.get_type_hints(cls), {}
+    for fl in dataclasses.fields(cls):
+        tp, path = hints[fl.name], _join(where, fl.name)
+        if dataclasses.is_dataclass(tp):
+            out.update(_fields_by_path(tp, path))
+        else:
+            out[path] = (tp, dict(fl.metadata))
+    return out
+
+
+def _outside(value: Any, meta: dict[str, Any]) -> Any:
+    """The first of ``value`` (a number or a list of them) outside ``meta['plausible']``."""
+    if "plausible" not in meta or value is None:
+        return None
+    lo, hi = meta["plausible"]
+    for v in value if isinstance(value, list) else [value]:
+        if not lo <= v <= hi:
+            return v
+    return None
+
+
+def _range_error(path: str, value: Any, meta: dict[str, Any], where: str) -> ConfigError:
+    lo, hi = meta["plausible"]
+    return ConfigError(
+        f"{where}: {value!r} is outside the plausible range [{lo:g}, {hi:g}] of {path} "
+        f"(core/config.py documents it); refused before anything runs. If you mean it, "
+        f"allow it explicitly: add {OVERRIDE_KEY}: [{path}] to the parameters (Hydra: "
+        f"+{OVERRIDE_KEY}=[{path}])")
+
+
+def check_ranges(cfg: Config) -> Config:
+    """Every numeric setting within its documented plausible range, unless its key is listed
+    in ``outside_range``; one ConfigError naming the key otherwise."""
+    fields = _fields_by_path()
+    unknown = [k for k in cfg.outside_range if "plausible" not in fields.get(k, (0, {}))[1]]
+    if unknown:
+        raise ConfigError(f"{OVERRIDE_KEY}: {unknown[0]!r} is not a numeric setting with a "
+                          "plausible range (expected keys such as masks.alpha)")
+    flat = _flat(cfg.to_dict())
+    for path, (_, meta) in fields.items():
+        bad = _outside(flat.get(path), meta)
+        if bad is not None and path not in cfg.outside_range:
+            raise _range_error(path, bad, meta, path)
+    return cfg
+
+
+def check_field(path: str, value: Any, where: str, allowed: Sequence[str] = ()) -> Any:
+    """Validate one value for the key ``path`` (e.g. ``masks.lr``) as the parameters file's
+    value would be: type, finiteness, hard bounds and plausible range; errors name ``where``
+    (a command-line flag, say) and the key. Returns the checked value."""
+    fields = _fields_by_path()
+    if path not in fields:
+        raise ConfigError(f"{where}: {path} is not a parameter")
+    tp, meta = fields[path]
+    value = _check_value(value, tp, f"{where} ({path})", meta)
+    bad = _outside(value, meta)
+    if bad is not None and path not in allowed:
+        raise _range_error(path, bad, meta, where)
+    return value
+
+
 def from_dict(values: dict[str, Any], source: str = "params.yaml") -> Config:
-    """Validate a flat parameter mapping (``profile`` and one key per section)."""
+    """Validate a flat parameter mapping (``profile`` and one key per section), plausible
+    ranges included (:func:`check_ranges`)."""
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of parameters")
     try:
-        return build_section(Config, values, "")
+        return check_ranges(build_section(Config, values, ""))
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
 
@@ -454,7 +558,7 @@ def write_params(profile: str | None = None, overrides: list[str] | tuple[str, .
     """Compose ``profile`` + ``overrides`` into ``out`` (validated first; the file is rewritten
     only when its bytes change). Returns the changed keys as ``key: old -> new`` lines."""
     text = compose_text(profile, overrides, conf)
-    new = yaml.safe_load(text)
+    new = load_yaml(text, f"{conf} (composed)")
     from_dict(new, f"{out} (composed from {conf}, profile {new.get('profile')!r})")
     out = Path(out)
     old: dict[str, Any] = {}

@@ -40,7 +40,7 @@ import torch
 import yaml
 from torch import nn
 
-from core.config import Config, ConfigError, checkpoint_name, load
+from core.config import Config, ConfigError, check_field, checkpoint_name, load, load_yaml
 from core.controlfile import TASKS, ControlError, summary_text
 from core.io import atomic_write_text
 
@@ -234,10 +234,10 @@ def specialist_params(cfg: Config, s: Settings) -> dict[str, Any]:
     return d
 
 
-def _training_part(text: str) -> dict[str, Any]:
+def _training_part(text: str, where: str | Path = "specialist params") -> dict[str, Any]:
     """What a specialist's training reads from its params (mask, metric and figure settings
     do not change it: a control run with other ``--steps`` reuses the networks)."""
-    return {k: v for k, v in (yaml.safe_load(text) or {}).items()
+    return {k: v for k, v in (load_yaml(text, where) or {}).items()
             if k not in ("masks", "metrics", "figures")}
 
 
@@ -252,7 +252,7 @@ def train_specialists(cfg: Config, s: Settings, data: dict[str, Path], out: Path
         d = out / "train" / task
         ckpts[task] = d / name
         params = out / "train" / f"{task}.params.yaml"
-        if ckpts[task].exists() and params.exists() and _training_part(params.read_text()) \
+        if ckpts[task].exists() and params.exists() and _training_part(params.read_text(), params) \
                 == _training_part(text):
             continue
         params.parent.mkdir(parents=True, exist_ok=True)
@@ -374,6 +374,26 @@ def run(params: str | Path, out: str | Path, s: Settings, profile: str | None = 
     return result
 
 
+# each numeric option and the parameter whose validation (type, finiteness, bounds, plausible
+# range: core.config.check_field) it shares with the pipeline
+OPTION_KEYS = {"n": "data.task_n", "tolerance": "train.milestone_tolerance",
+               "seeds": "masks.seeds", "steps": "masks.steps", "lr": "masks.lr",
+               "alpha": "masks.alpha", "readout": "masks.readout",
+               "noise_anneal": "masks.noise_anneal", "eval_n": "masks.eval_n",
+               "curve_n": "masks.curve_n", "workers": "masks.workers"}
+
+
+def validate_options(args: argparse.Namespace) -> None:
+    """The options through the pipeline's settings validation before anything runs (the
+    params' ``outside_range`` allows the same keys here)."""
+    cfg = load(args.params, args.profile)
+    for dest, key in OPTION_KEYS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            check_field(key, value, f"--{dest.replace('_', '-')}", cfg.outside_range)
+    check_field("train.milestones", [args.milestone], "--milestone", cfg.outside_range)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.control", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -404,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                    "read the problem), whose truth does not hold: for comparison only")
     args = ap.parse_args(argv)
     try:
+        validate_options(args)
         s = Settings(args.n, args.milestone, args.tolerance, tuple(args.seeds), args.steps,
                      args.lr, args.alpha, args.readout, args.noise_anneal, args.eval_n,
                      args.curve_n, args.workers, not args.plain)

@@ -749,6 +749,11 @@ class MaskResult:
     converged: bool = False
     pruned: int = 0  # inert weights dropped from the read-out (masks.prune_n)
 
+    @property
+    def degenerate(self) -> str:
+        """Why the run never trained (:func:`degenerate_reason`); empty when it did."""
+        return degenerate_reason(self.convergence)
+
 
 def log_steps(steps: int, every: int) -> list[int]:
     """Steps at which the curve is logged: 0, every, 2 * every, ..., and ``steps``."""
@@ -762,9 +767,13 @@ def snapshot_steps(steps: int, every: int, count: int) -> list[int]:
     return [logged[int(i)] for i in idx]
 
 
-def convergence(curve: dict[str, list], window: float = 0.2) -> dict[str, float]:
+def convergence(curve: dict[str, list], window: float = 0.2, *, moved: float | None = None,
+                spread: float | None = None) -> dict[str, float]:
     """How much the read-out density and the masked task accuracy (points) still move over
-    the last ``window`` of the run.
+    the last ``window`` of the run, and whether the run trained at all: ``density_end`` (the
+    read-out density at the end, percent) and, when given, ``moved`` (the largest change of
+    a logit from ``masks.init``) and ``spread`` (largest minus smallest final logit). A run
+    whose curve is flat because nothing moved is not "settled": :func:`degenerate_reason`.
 
     The window runs from the last logged step at or before ``(1 - window) * steps`` to the
     end (so it holds at least two logged steps); the change is the least-squares trend over
@@ -783,13 +792,40 @@ def convergence(curve: dict[str, list], window: float = 0.2) -> dict[str, float]
         y = np.asarray(curve[key][first:], float)
         slope = np.polyfit(x, y, 1)[0] if len(x) > 2 else (y[-1] - y[0]) / (x[-1] - x[0])
         out[name] = float(abs(slope) * (x[-1] - x[0]))
+    out["density_end"] = float(curve["density"][-1])
+    if moved is not None:
+        out["moved"] = float(moved)
+    if spread is not None:
+        out["spread"] = float(spread)
     return out
 
 
+def degenerate_reason(conv: dict[str, float]) -> str:
+    """Why a mask run never trained, from its :func:`convergence` record; "" when it did.
+    Its logits never left ``masks.init`` (``moved`` 0), or all ended equal (``spread`` 0: the
+    task's gradient never told one weight from another, e.g. a regulariser that swamped the
+    optimiser), or its read-out keeps no weight or every weight (``density_end`` 0 or 100).
+    Such a run is flagged, never converged, and left out of every verdict (core.metrics
+    counts it)."""
+    if conv.get("moved") == 0:
+        return "its logits never left masks.init"
+    if conv.get("spread") == 0:
+        return "its logits all ended equal (the task's gradient never reached them)"
+    density = conv.get("density_end")
+    if density is not None and density <= 0:
+        return "its read-out keeps no weight (density 0%)"
+    if density is not None and density >= 100:
+        return "its read-out keeps every weight (density 100%)"
+    return ""
+
+
 def is_converged(conv: dict[str, float], cfg: MaskConfig) -> bool:
-    """The convergence rule: both changes within ``masks.converge_density`` / ``converge_acc``."""
+    """The convergence rule: both changes within ``masks.converge_density`` / ``converge_acc``,
+    and the run trained (not :func:`degenerate_reason`: a run that never moved is flat, not
+    settled)."""
     return bool(conv["density_change"] <= cfg.converge_density
-                and conv["acc_change"] <= cfg.converge_acc)
+                and conv["acc_change"] <= cfg.converge_acc
+                and not degenerate_reason(conv))
 
 
 def lr_factor(step: int, steps: int, anneal: float) -> float:
@@ -958,7 +994,12 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
                             "check the checkpoint, masks.init, masks.lr and alpha")
         if t == 0:
             log(0, ce_value)
-        opt.step()
+        try:
+            opt.step()
+        except RuntimeError as err:  # e.g. a rate torch cannot hold in float32
+            raise MaskError(f"mask training: the optimiser step {t} failed with masks.lr "
+                            f"{cfg.lr!r} ({err}); use a masks.lr in its plausible range "
+                            "(core/config.py)") from None
         sched.step()
         if not bool(torch.isfinite(masked.flat).all()):
             raise MaskError(f"mask training: non-finite mask logits after step {t + 1} "
@@ -970,7 +1011,9 @@ def train_mask(model: nn.Module, cfg: MaskConfig, train: Split, curve_data: Spli
         if t + 1 in logged:
             log(t + 1, float(np.mean(window)))
             window = []
-    conv = convergence(curve, cfg.converge_window)
+    final = masked.flat.detach()
+    conv = convergence(curve, cfg.converge_window, spread=float(final.max() - final.min()),
+                       moved=float((final - cfg.init).abs().max()))
     mask = masked.binary(cfg.readout)
     pruned = 0
     if cfg.prune_n > 0:

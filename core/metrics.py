@@ -42,7 +42,7 @@ from core import __version__, stats
 from core.config import SUBNETS, Config, ConfigError, load
 from core.io import atomic_path, atomic_write_text
 from core.maskfile import MaskError, load_mask, mask_name, parse_mask_name
-from core.masking import SPLITS, VARIANTS  # evals.nc axes, defined where it is written
+from core.masking import SPLITS, VARIANTS, degenerate_reason  # evals.nc axes: where written
 from core.schema import FILES, SchemaError, finalize, metrics_hash
 from core.tasks import FAMILIES, family_of
 from core.train import TrainingLogError, check_training_dir
@@ -248,6 +248,7 @@ class Run:
     convergence: dict[str, float]
     curve: dict[str, np.ndarray]
     snapshots: dict[str, Any]
+    degenerate: str = ""  # why the run never trained (core.masking.degenerate_reason), or ""
 
     @property
     def label(self) -> dict[str, Any]:
@@ -304,10 +305,16 @@ def read_run(path: Path, network: int, checkpoint: str) -> Run:
         raise _fail(path, f"parameter {bad[0]!r} does not start with a sub-network "
                           f"({', '.join(SUBNETS)})")
     snaps = rec["snapshots"]
+    flat = np.concatenate([rec["mask"][n].numpy().ravel() for n in names])
+    # degenerate (never trained): from the file's own logits and read-out, so files written
+    # before the flag existed are judged alike; such a run counts as not converged
+    logits = [rec["logits"][n] for n in names]
+    spread = max(float(t.max()) for t in logits) - min(float(t.min()) for t in logits)
+    degenerate = degenerate_reason({**rec["convergence"], "spread": spread,
+                                    "density_end": 100.0 * float(flat.mean())})
     return Run(path=path, network=network, checkpoint=checkpoint, task=task, alpha=alpha,
-               seed=seed, names=names, shapes=shapes,
-               flat=np.concatenate([rec["mask"][n].numpy().ravel() for n in names]),
-               converged=bool(rec["converged"]),
+               seed=seed, names=names, shapes=shapes, flat=flat, degenerate=degenerate,
+               converged=bool(rec["converged"]) and not degenerate,
                convergence={k: float(rec["convergence"].get(k, np.nan))
                             for k in ("density_change", "acc_change")},
                curve={k: np.asarray(rec["curve"][k], dtype=np.float64)
@@ -798,13 +805,17 @@ def _family_summary(ds: Mapping[str, xr.Dataset], fam: str, ck: str, alpha: floa
     m = md.sel(checkpoint=ck, alpha=alpha, task=tasks)
     conv = m["converged"]
     ok = conv == 1
+    # runs that never trained (core.masking.degenerate_reason): their read-out keeps no weight
+    # or every weight; flagged not converged, so excluded like the unconverged, and counted
+    degenerate = conv.notnull() & ((m["density"] <= 0) | (m["density"] >= 100))
 
     def iv(da: xr.DataArray, inner: Sequence[str] = ("seed",)) -> dict:
         return stats.interval(da, level, inner).as_dict()
 
     out: dict[str, Any] = {
         "tasks": tasks, "runs": int(conv.notnull().sum()), "converged": int(ok.sum()),
-        "excluded_unconverged": int((conv == 0).sum()),
+        "excluded_unconverged": int((conv == 0).sum()),  # degenerate runs included
+        "excluded_degenerate": int(degenerate.sum()),
         # runs whose density had levelled off before the lr anneal (<= masks.converge_density)
         "plateaued": int((m["density_change_constant"].where(conv.notnull())
                           <= cfg.masks.converge_density).sum()),
@@ -853,6 +864,8 @@ def _trend(md: xr.Dataset, var: str, tasks: list[str], level: float, sign: int) 
             return {"verdict": "not testable (no alpha selected)"}
         m = md.sel(checkpoint=ck, alpha=a, task=tasks)
         ends.append(m[var].where(m["converged"] == 1).mean(["task", "seed"], skipna=True))
+    if not all(bool(np.isfinite(e).any()) for e in ends):  # e.g. every run never trained
+        return {"verdict": "not testable (no converged masks at the first or last checkpoint)"}
     change = stats.interval(ends[1] - ends[0], level, ())
     spread = max(stats.between_spread(e) for e in ends)
     return {"change": change.as_dict(), "network_spread": round(spread, 3),
@@ -887,6 +900,9 @@ def summarize(ds: Mapping[str, xr.Dataset], cfg: Config) -> dict[str, Any]:
                            # networks re-initialised at chance (train.restart_after): count
                            "restarts": {str(int(n)): int(r) for n, r in
                                         zip(md["network"].values, md["restarts"].values) if r},
+                           # mask runs (every alpha) that never trained: excluded everywhere
+                           "degenerate_runs": int((md["converged"].notnull() & (
+                               (md["density"] <= 0) | (md["density"] >= 100))).sum()),
                            "ci_level": level, "checkpoints": {}, "trends": {}}
     for ck in md["checkpoint"].values:
         a = float(md["selected_alpha"].sel(checkpoint=ck))
@@ -983,6 +999,11 @@ def main(argv: list[str] | None = None) -> int:
     except (MetricsError, ConfigError, SchemaError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    n_deg = ds["summary"]["degenerate_runs"]
+    if n_deg:
+        print(f"warning: {n_deg} mask runs never trained (read-out empty or full, logits "
+              "unmoved or all equal): flagged not converged and left out of every verdict "
+              "(summary.json: degenerate_runs, excluded_degenerate)", file=sys.stderr)
     sel = ds["modules"]["selected_alpha"]
     print(f"{args.out}: {', '.join(f'{n}.nc' for n in FILES)}, summary.json; selected alpha "
           + ", ".join(f"{c}={a:g}" for c, a in zip(sel["checkpoint"].values, sel.values)))

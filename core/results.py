@@ -1,7 +1,7 @@
 """Committed results of a reference run: what a reviewer needs to rebuild every figure and the
 paper without training (``make figures``).
 
-    python -m core.results export --params params.yaml --out results/default
+    python -m core.results export --params params.yaml --out results/default [--force]
     python -m core.results check results/default
 
 ``results/<profile>/`` holds (a few MB):
@@ -13,8 +13,17 @@ paper without training (``make figures``).
   example-problem figure (``figures.problem_split``);
 - ``stage_times.json`` (when the run's ``make repro`` log is given): seconds per stage, the
   stage table of the README;
-- ``provenance.json``: the git commit (``-dirty`` when the tree had changes), the profile, the
-  config hash and the metrics hash the files were made with, and each file's sha256.
+- ``provenance.json``: the git commit, the profile, the config hash and the metrics hash the
+  files were made with, and each file's sha256;
+- ``.core-results``: the marker of a folder export made (``--force`` replaces only such a
+  folder, and only when it holds nothing besides what its provenance lists).
+
+Export validates every input before it writes anything (the metric files' schema and config
+hash against the params, the timing logs, the example problems, the commit), then writes the
+bundle into a temporary folder that replaces ``--out`` with one rename, under the folder's
+writer lock (:mod:`core.lock`). It refuses a checkout whose code differs from ``HEAD`` and
+metric files whose ``source`` names another commit than ``HEAD``: every record of an export
+names one commit (``--no-commit-check`` for scratch exports).
 
 :func:`check` refuses results that the current code cannot use: a ``params.yaml`` the current
 validation rejects, files whose sha256 differ from the provenance, metric files that do not match
@@ -35,13 +44,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from core.config import ConfigError, config_hash, load
+from core.config import ConfigError, config_hash, load, load_yaml
 from core.data import RavenDataset
 from core.io import atomic_write_text
-from core.raven.store import RavenFileError, write_shard
-from core.schema import FILES, SchemaError, metrics_hash
+from core.lock import LockError, writer_lock
+from core.raven.store import (
+    PID_FILE,
+    OutDirError,
+    RavenFileError,
+    check_out_dir,
+    staged_dir,
+    write_shard,
+)
+from core.schema import FILES, SchemaError, metrics_hash, open_metrics
 
 PROVENANCE = "provenance.json"
 N_PROBLEMS = 1  # problems kept per task set (the figure shows the first)
@@ -89,16 +105,106 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# what a run itself rewrites in the checkout (make repro: params.yaml, dvc.lock; export:
+# results/): changes there do not make the code "dirty"
+RUN_FILES = ("params.yaml", "dvc.lock", "results")
+MARKER = ".core-results"  # written into every folder export makes: only such folders are replaced
+
+
 def git_commit(root: Path) -> str:
-    """``HEAD``'s hash, ``-dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    """``HEAD``'s hash, ``-dirty`` when tracked files other than :data:`RUN_FILES` differ from
+    it; ``unknown`` outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", *(f":!{p}" for p in RUN_FILES)],
                                cwd=root, capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty.strip() else "")
+
+
+SOURCE_COMMIT = re.compile(r"\(git (?:.*-g)?([0-9a-f]{7,40})(-dirty)?\)")
+
+
+def metrics_commit(source: str) -> str | None:
+    """The commit a metric file's ``source`` attribute names (``modules-avr 0.1 (git
+    abc1234-dirty)``: ``abc1234``); None when it names none."""
+    m = SOURCE_COMMIT.search(source)
+    return m.group(1) if m else None
+
+
+def _exported(out: Path) -> bool:
+    """Whether ``out`` is a folder export made and nobody added to: it holds the marker (or,
+    for exports made before the marker, a provenance.json written by export) and no file
+    besides those its provenance lists."""
+    try:
+        prov = json.loads((out / PROVENANCE).read_text())
+        listed = set(prov["files"]) | {PROVENANCE, MARKER}
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not (out / MARKER).is_file() and prov.get("made_by") != "python -m core.results export":
+        return False
+    return all(p.relative_to(out).as_posix() in listed for p in out.rglob("*") if p.is_file())
+
+
+def _validate_inputs(cfg: Any, metrics: Path, raven: Path, logs: Sequence[str | Path],
+                     root: Path, check_commit: bool) -> tuple[dict[str, float], str]:
+    """Everything export reads, checked before anything is written or replaced: the metric
+    files exist, match the schema and were made from these params (config hash and profile),
+    the timing logs exist and record stages, the example problems exist, and the checkout is
+    at one clean commit that the metric files name too. Returns (stage times, commit)."""
+    needed = [metrics / f"{n}.nc" for n in FILES] + [metrics / "summary.json"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise ResultsError(f"{missing[0]}: file not found (run the pipeline first: make repro)")
+    want = metrics_hash(cfg)
+    sources = {}
+    for name in FILES:
+        try:
+            ds = open_metrics(metrics, name, want)
+        except SchemaError as err:
+            raise ResultsError(f"{err} (export refuses metrics that the params, profile "
+                               f"{cfg.profile}, did not make)") from None
+        sources[name] = str(ds.attrs.get("source", ""))
+    try:
+        summary = json.loads((metrics / "summary.json").read_text())
+    except ValueError as err:
+        raise ResultsError(f"{metrics / 'summary.json'}: not valid JSON: {err}") from None
+    if summary.get("config_hash") != want or summary.get("profile") != cfg.profile:
+        raise ResultsError(f"{metrics / 'summary.json'}: written for another configuration "
+                           f"(profile {summary.get('profile')!r}, config_hash "
+                           f"{str(summary.get('config_hash'))[:12]}; the params, profile "
+                           f"{cfg.profile}, hash to {want[:12]})")
+    split = cfg.figures.problem_split
+    if not any((d / split).is_dir() for d in (raven / "tasks").glob("*")):
+        raise ResultsError(f"{raven}/tasks: no task set with a {split!r} split (expected the "
+                           "run's data, data/raven)")
+    times: dict[str, float] = {}
+    for log in logs:
+        if not Path(log).is_file():
+            raise ResultsError(f"{log}: timing log not found (expected the `make repro` log "
+                               "that made these results, build/repro-<profile>.log)")
+        ran = stage_times(Path(log))
+        if not ran:
+            raise ResultsError(f"{log}: no stage ran in this log (expected the log of a "
+                               "`make repro` that made these results)")
+        times.update(ran)
+    commit = git_commit(root)
+    if check_commit:
+        if commit == "unknown" or commit.endswith("-dirty"):
+            raise ResultsError(
+                f"{root}: the checkout is {'not a git repository' if commit == 'unknown' else 'dirty (code differs from HEAD)'}"
+                "; commit first: the provenance must name the commit that made these results")
+        for name, src in sources.items():
+            made = metrics_commit(src)
+            if made is None or not commit.startswith(made):
+                raise ResultsError(
+                    f"{metrics / (name + '.nc')}: made at commit {made or '(none recorded)'}, "
+                    f"but the checkout is at {commit[:12]}: the provenance would name two "
+                    "commits; re-run the pipeline at this commit (dvc repro --force metrics)")
+    return times, commit
 
 
 def _sample_shards(raven: Path, out: Path, split: str) -> list[Path]:
@@ -119,55 +225,56 @@ def _sample_shards(raven: Path, out: Path, split: str) -> list[Path]:
 def _stage_order(root: Path) -> dict[str, int]:
     """Stage name -> position in ``dvc.yaml`` (empty when there is none)."""
     try:
-        stages = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
-    except (OSError, yaml.YAMLError, AttributeError):
+        stages = load_yaml((root / "dvc.yaml").read_text(), root / "dvc.yaml").get("stages", {})
+    except (OSError, ConfigError, AttributeError):
         return {}
     return {name: i for i, name in enumerate(stages)}
 
 
 def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str | Path,
-           root: str | Path = ".", timing: str | Path | Sequence[str | Path] | None = None
-           ) -> Path:
-    """Copy the small results of a finished run to ``out`` (replacing what it held); with
-    ``timing`` (the ``make repro`` log(s) that made the results) also its stage times: with
-    several logs (a run that reused stages DVC had cached from an earlier identical run),
-    each stage's time comes from the last log in which it ran."""
+           root: str | Path = ".", timing: str | Path | Sequence[str | Path] | None = None,
+           force: bool = False, check_commit: bool = True) -> Path:
+    """Copy the small results of a finished run to ``out``; with ``timing`` (the ``make
+    repro`` log(s) that made the results) also its stage times: with several logs (a run that
+    reused stages DVC had cached from an earlier identical run), each stage's time comes from
+    the last log in which it ran.
+
+    Every input is validated first (:func:`_validate_inputs`); the bundle is written to a
+    temporary folder beside ``out`` that then replaces it with one rename (the rule of
+    ``core.raven build --force``, :func:`core.raven.store.staged_dir`): a non-empty ``out``
+    is replaced only with ``force`` and only when export made it and nothing was added (no
+    foreign file is ever deleted). ``check_commit`` False (tests, scratch exports): the
+    checkout may be dirty or at another commit than the metrics; the provenance says so."""
     cfg = load(params)
-    metrics, raven, out = Path(metrics), Path(raven), Path(out)
-    needed = [metrics / f"{n}.nc" for n in FILES] + [metrics / "summary.json"]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        raise ResultsError(f"{missing[0]}: file not found (run the pipeline first: make repro)")
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "metrics").mkdir(parents=True)
-    shutil.copyfile(params, out / "params.yaml")
-    lock = Path(params).with_name("dvc.lock")
-    if lock.is_file():
-        shutil.copyfile(lock, out / "dvc.lock")
-    for p in needed:
-        shutil.copyfile(p, out / "metrics" / p.name)
-    _sample_shards(raven, out, cfg.figures.problem_split)
+    metrics, raven, out, root = Path(metrics), Path(raven), Path(out), Path(root)
     logs = [] if timing is None else [timing] if isinstance(timing, (str, Path)) else timing
-    if logs:
-        times: dict[str, float] = {}
-        for log in logs:
-            ran = stage_times(Path(log))
-            if not ran:
-                raise ResultsError(f"{log}: no stage ran in this log (expected the log of a "
-                                   "`make repro` that made these results)")
-            times.update(ran)
-        order = _stage_order(Path(root))  # pipeline order, whichever log a stage came from
-        times = dict(sorted(times.items(), key=lambda kv: (
-            order.get(kv[0].split("@")[0], len(order)), kv[0])))
-        (out / STAGE_TIMES).write_text(json.dumps({k: round(v, 1) for k, v in times.items()},
-                                                  indent=1) + "\n")
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != PROVENANCE)
-    prov = {"commit": git_commit(Path(root)), "profile": cfg.profile,
-            "config_hash": config_hash(cfg), "metrics_hash": metrics_hash(cfg),
-            "made_by": "python -m core.results export",
-            "files": {p.relative_to(out).as_posix(): _sha256(p) for p in files}}
-    atomic_write_text(out / PROVENANCE, json.dumps(prov, indent=1, sort_keys=True) + "\n")
+    check_out_dir(out, force, MARKER, _exported, "core.results export", "results/default")
+    times, commit = _validate_inputs(cfg, metrics, raven, logs, root, check_commit)
+    about = {"profile": cfg.profile, "config_hash": config_hash(cfg)}
+    with writer_lock(out, "python -m core.results export"), \
+            staged_dir(out, force, about, MARKER, _exported, "core.results export",
+                       "results/default") as tmp:
+        (tmp / "metrics").mkdir(parents=True)
+        shutil.copyfile(params, tmp / "params.yaml")
+        lock = Path(params).with_name("dvc.lock")
+        if lock.is_file():
+            shutil.copyfile(lock, tmp / "dvc.lock")
+        for p in [metrics / f"{n}.nc" for n in FILES] + [metrics / "summary.json"]:
+            shutil.copyfile(p, tmp / "metrics" / p.name)
+        _sample_shards(raven, tmp, cfg.figures.problem_split)
+        if logs:
+            order = _stage_order(root)  # pipeline order, whichever log a stage came from
+            times = dict(sorted(times.items(), key=lambda kv: (
+                order.get(kv[0].split("@")[0], len(order)), kv[0])))
+            (tmp / STAGE_TIMES).write_text(json.dumps({k: round(v, 1) for k, v in times.items()},
+                                                      indent=1) + "\n")
+        files = sorted(p for p in tmp.rglob("*") if p.is_file()
+                       and p.name not in (PROVENANCE, PID_FILE))
+        prov = {"commit": commit, "profile": cfg.profile,
+                "config_hash": config_hash(cfg), "metrics_hash": metrics_hash(cfg),
+                "made_by": "python -m core.results export",
+                "files": {p.relative_to(tmp).as_posix(): _sha256(p) for p in files}}
+        atomic_write_text(tmp / PROVENANCE, json.dumps(prov, indent=1, sort_keys=True) + "\n")
     return out
 
 
@@ -219,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--metrics", default="data/metrics")
     e.add_argument("--raven", default="data/raven")
     e.add_argument("--out", required=True, help="e.g. results/default")
+    e.add_argument("--force", action="store_true",
+                   help="replace a non-empty --out (only a folder export made, holding "
+                        "nothing else)")
+    e.add_argument("--no-commit-check", action="store_true",
+                   help="export from a dirty checkout or metrics of another commit (scratch "
+                        "exports; the provenance then names a -dirty commit)")
     e.add_argument("--timing", action="append", default=None,
                    help="the run's `make repro` log (build/repro-<profile>.log): stage times; "
                         "repeat for the earlier runs whose cached stages it reused (each "
@@ -228,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "export":
-            out = export(args.params, args.metrics, args.raven, args.out, timing=args.timing)
+            out = export(args.params, args.metrics, args.raven, args.out, timing=args.timing,
+                         force=args.force, check_commit=not args.no_commit_check)
             prov = json.loads((out / PROVENANCE).read_text())
             print(f"{out}: {len(prov['files'])} files, profile {prov['profile']}, "
                   f"commit {prov['commit'][:12]}")
@@ -236,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             prov = check(args.results)
             print(f"{args.results}: ok (profile {prov['profile']}, commit {prov['commit'][:12]}, "
                   f"{len(prov['files'])} files)")
-    except (ResultsError, ConfigError) as err:
+    except (ResultsError, ConfigError, OutDirError, LockError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

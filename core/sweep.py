@@ -72,6 +72,7 @@ from core.config import SHAPES, Config, ConfigError, MaskConfig, load
 from core.data import RavenDataset, RavenFileError, to_float
 from core.device import DeviceError, resolve_device, resolve_precision, set_deterministic
 from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes
+from core.lock import LockError, die_with_parent, writer_lock
 from core.maskfile import (
     ACCURACY_KEYS,
     FORMAT,
@@ -912,11 +913,13 @@ def main(argv: list[str] | None = None) -> int:
                              f"{executor!r}")
         if args.workers < 1:
             raise SweepError(f"--workers: expected an integer >= 1, got {args.workers}")
-        sweep = Sweep(cfg, args.net, Path(args.train), Path(args.data), Path(args.out),
-                      log=lambda m: print(m, flush=True))
-        summary = sweep.run(executor, args.workers, progress=True)
+        die_with_parent()  # a killed dvc takes the sweep (and so its workers) along
+        with writer_lock(args.out, "core.sweep"):  # one writer per mask folder
+            sweep = Sweep(cfg, args.net, Path(args.train), Path(args.data), Path(args.out),
+                          log=lambda m: print(m, flush=True))
+            summary = sweep.run(executor, args.workers, progress=True)
     except (SweepError, MaskError, ConfigError, CheckpointError, RavenFileError,
-            DeviceError) as err:
+            DeviceError, LockError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     summary["process_wall_s"] = time.perf_counter() - t_start  # from main(), imports excluded

@@ -99,6 +99,7 @@ from core.device import (
     to_cpu,
 )
 from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes, torch_load
+from core.lock import LockError, die_with_parent, writer_lock
 from core.models import build_model, checkpoint_dict, predict
 from core.models.scl import N_CANDIDATES
 from core.progress import bar as progress_bar
@@ -1147,11 +1148,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="resume-state folder, outside the DVC output (data/state/train/netK)")
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     args = ap.parse_args(argv)
+    die_with_parent()  # a killed dvc takes its training (and the networks' processes) along
+    # one writer per network (core.lock): the lock sits beside its state folder, outside the
+    # DVC output (data/train), and a network's processes (--net all, torchrun) share it
+    locks = contextlib.ExitStack()
     try:
         cfg = load(args.params, args.profile)
         if args.net == "all":
+            for k in cfg.train.networks:
+                locks.enter_context(writer_lock(Path(args.state) / f"net{k}",
+                                                f"core.train --out {args.out}/net{k}"))
             return train_all(args.params, args.profile, cfg, args.data, args.out, args.state,
                              progress=not args.no_progress)
+        locks.enter_context(writer_lock(args.state, f"core.train --out {args.out}"))
         try:
             args.net = int(args.net)
         except ValueError:
@@ -1164,11 +1173,12 @@ def main(argv: list[str] | None = None) -> int:
             return launch(cfg.train.nproc, argv if argv is not None else sys.argv[1:])
         train(cfg, args.net, args.data, args.out, args.state, progress=not args.no_progress)
     except (ConfigError, DataError, DeviceError, ResumeError, NonFiniteError,
-            MilestonesNotReached) as err:
+            MilestonesNotReached, LockError) as err:
         if not isinstance(err, MilestonesNotReached) or os.environ.get("RANK", "0") == "0":
             print(f"error: {err}", file=sys.stderr)  # (the milestone summary: rank 0 only)
         return 1
     finally:
+        locks.close()
         if dist.is_initialized():
             with contextlib.suppress(Exception):
                 dist.destroy_process_group()

@@ -261,3 +261,92 @@ def test_cli(tmp_path, capsys):
     assert "data.image_size: expected a multiple of 16" in capsys.readouterr().err
     assert C.main(["compose", "--out", str(out), "data.image_size=100"]) == 2
     assert "data.image_size: expected a multiple of 16" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- plausible ranges
+
+
+@pytest.mark.parametrize("override, key", [("masks.alpha=1e30", "masks.alpha"),
+                                           ("masks.lr=1e300", "masks.lr"),
+                                           ("train.lr=5", "train.lr"),
+                                           ("masks.init=1e9", "masks.init"),
+                                           ("masks.alpha_sweep=[1e-5,1e10]", "masks.alpha_sweep")])
+def test_values_outside_their_plausible_range_are_refused_up_front(tmp_path, override, key):
+    """A setting far outside its documented range (which training would read as a flat,
+    'converged' run, or overflow on) stops before anything runs, naming the key; params.yaml
+    is left as it was."""
+    out = tmp_path / "params.yaml"
+    out.write_text("untouched\n")
+    with pytest.raises(C.ConfigError, match=rf"outside the plausible range .* of {key}"):
+        C.write_params("ci", [override], out)
+    assert out.read_text() == "untouched\n"
+    assert C.main(["compose", "--profile", "ci", "--out", str(out), override]) == 2
+    assert out.read_text() == "untouched\n"
+
+
+def test_every_numeric_setting_has_a_plausible_range_holding_every_profile():
+    fields = C._fields_by_path()
+    numeric = [k for k, (tp, _) in fields.items()
+               if tp in (int, float, list[int], list[float]) and k != "outside_range"]
+
+    def ranged(meta):  # a documented range, or hard bounds on both sides
+        return "plausible" in meta or ({"gt", "ge"} & set(meta) and {"lt", "le"} & set(meta))
+
+    assert numeric and not [k for k in numeric if not ranged(fields[k][1])]
+    for profile in C.PROFILES:  # the committed profiles are inside their ranges
+        C.check_ranges(C.from_dict(C.compose(profile)))
+
+
+def test_outside_range_is_an_explicit_override(tmp_path):
+    raw = C.compose("ci", ["masks.alpha=2"])
+    with pytest.raises(C.ConfigError, match="masks.alpha"):
+        C.from_dict(raw)
+    cfg = C.from_dict({**raw, "outside_range": ["masks.alpha"]})
+    assert cfg.masks.alpha == 2.0
+    # Hydra's syntax for it, as `make repro SET=...` passes it
+    cfg = C.from_dict(C.compose("ci", ["masks.alpha=2", "+outside_range=[masks.alpha]"]))
+    assert cfg.masks.alpha == 2.0 and cfg.outside_range == ["masks.alpha"]
+    # the hard bounds still hold, and only known numeric keys may be listed
+    with pytest.raises(C.ConfigError, match=r"masks.alpha: expected a number > 0"):
+        C.from_dict({**C.compose("ci", ["masks.alpha=-1"]), "outside_range": ["masks.alpha"]})
+    with pytest.raises(C.ConfigError, match=r"outside_range: 'masks.alfa' is not a numeric"):
+        C.from_dict({**raw, "outside_range": ["masks.alfa"]})
+    # absent (the normal case) leaves the configuration hash of existing results unchanged
+    plain = C.from_dict(C.compose("ci"))
+    assert "outside_range" not in C.compose("ci")
+    assert C.config_hash(plain) == C.config_hash(
+        {k: v for k, v in plain.to_dict().items() if k != "outside_range"})
+
+
+def test_check_field_is_the_settings_path_for_one_value():
+    assert C.check_field("masks.lr", 0.05, "--lr") == 0.05
+    for value, msg in ((float("inf"), "finite"), (float("nan"), "finite"), (-5.0, "> 0"),
+                       (1e300, "plausible range")):
+        with pytest.raises(C.ConfigError, match=rf"--lr.*{msg}"):
+            C.check_field("masks.lr", value, "--lr")
+    assert C.check_field("masks.lr", 50.0, "--lr", allowed=["masks.lr"]) == 50.0
+
+
+# --------------------------------------------------------------------------- duplicate keys
+
+
+def test_duplicate_key_in_a_params_file_is_one_error(tmp_path):
+    text = C.compose_text("ci")
+    p = tmp_path / "params.yaml"
+    p.write_text(text.replace("masks:\n", "masks:\n  lr: 0.5\n", 1))
+    with pytest.raises(C.ConfigError, match=rf"{p}: duplicate key 'masks.lr' at line \d+ "
+                                            r"\(first at line \d+\)"):
+        C.load(p)
+    top = tmp_path / "top.yaml"
+    top.write_text(text + "seed: 3\n")
+    with pytest.raises(C.ConfigError, match=rf"{top}: duplicate key 'seed'"):
+        C.load(top)
+
+
+def test_duplicate_key_in_conf_is_one_error(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    ci = conf / "profile" / "ci.yaml"
+    ci.write_text(ci.read_text().replace("masks:\n", "masks:\n  steps: 7\n", 1))
+    with pytest.raises(C.ConfigError, match=rf"{ci}: duplicate key 'masks.steps'"):
+        C.compose_text("ci", conf=conf)

@@ -85,6 +85,15 @@ def test_overlaps_split_same_and_cross_pairs():
     (["--n", "10"], "--n"), (["--milestone", "120"], "--milestone"),
     (["--steps", "0"], "--steps"), (["--workers", "0"], "--workers"),
     (["--seeds", "0", "0"], "--seeds"),
+    # the pipeline's settings path (core.config.check_field): non-finite and out of range
+    (["--lr", "inf"], "--lr (masks.lr): expected a finite number"),
+    (["--alpha", "inf"], "--alpha (masks.alpha): expected a finite number"),
+    (["--alpha", "1e30"], "--alpha: 1e+30 is outside the plausible range"),
+    (["--lr", "1e300"], "--lr: 1e+300 is outside the plausible range"),
+    (["--tolerance", "nan"], "--tolerance (train.milestone_tolerance): expected a finite"),
+    (["--tolerance", "-5"], "--tolerance (train.milestone_tolerance): expected a number > 0"),
+    (["--noise-anneal", "nan"], "--noise-anneal (masks.noise_anneal): expected a finite"),
+    (["--readout=-inf"], "--readout (masks.readout): expected a finite"),
 ])
 def test_bad_settings_get_one_clear_error(args, match, capsys, tmp_path):
     assert control.main(["run", "--out", str(tmp_path / "c"), *args]) == 1

@@ -27,6 +27,7 @@ from core.masking import (
     convergence,
     curve_dataset,
     degenerate_fraction,
+    degenerate_reason,
     degenerate_rows,
     evaluate,
     evaluate_group,
@@ -556,8 +557,41 @@ def test_training_records_the_flag_and_separate_loss_terms():
     assert c["loss"] == pytest.approx([a + b for a, b in zip(c["ce"], c["reg"])])
     total = sum(r.logits[n].double().sum() for n in r.names)
     assert c["reg"][-1] == pytest.approx(1e-2 * float(total), rel=1e-6)
-    assert r.convergence == convergence(c, cfg.converge_window)
+    final = torch.cat([r.logits[n].ravel() for n in r.names])
+    assert r.convergence == convergence(c, cfg.converge_window,
+                                        moved=float((final - cfg.init).abs().max()),
+                                        spread=float(final.max() - final.min()))
     assert r.converged == is_converged(r.convergence, cfg)
+    assert r.convergence["moved"] > 0 and r.convergence["spread"] > 0
+
+
+def test_never_moved_is_not_settled():
+    """A flat curve because nothing trained (logits at masks.init, or all equal, or a read-out
+    that keeps nothing or everything) is flagged degenerate and never converged."""
+    steps = list(range(0, 101, 10))
+    flat = {"step": steps, "density": [100.0] * 11, "task_acc": [40.0] * 11}
+    c = convergence(flat, 0.2, moved=0.0, spread=0.0)
+    assert c["density_change"] < 1e-9 and c["acc_change"] < 1e-9  # flat: "settled" before
+    assert "never left masks.init" in degenerate_reason(c)
+    assert not is_converged(c, CFG)
+    c = convergence(flat, 0.2, moved=0.77, spread=0.0)  # every logit shifted alike
+    assert "all ended equal" in degenerate_reason(c) and not is_converged(c, CFG)
+    c = convergence(dict(flat, density=[5.0] * 10 + [0.0]), 0.2, moved=3.0, spread=2.0)
+    assert "no weight" in degenerate_reason(c) and not is_converged(c, CFG)
+    c = convergence(dict(flat, density=[60.0] * 11), 0.2, moved=3.0, spread=2.0)
+    assert degenerate_reason(c) == "" and is_converged(c, CFG)
+
+
+def test_a_swamping_regulariser_gives_a_degenerate_run():
+    """alpha so large that Adam's second moment overflows: the logits move in lockstep (or
+    not at all), the read-out is full or empty; the run says so instead of 'converged'."""
+    m = convbn()
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.randn(32, 1, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g))
+    cfg = dataclasses.replace(CFG, batch_size=8, log_every=5)
+    r = train_mask(m, cfg, data, data, alpha=1e30, seed=0, steps=20)
+    assert r.degenerate and not r.converged
+    assert r.convergence["spread"] == 0.0
 
 
 # ----------------------------------------------------------------------------- non-finite
@@ -799,3 +833,14 @@ def test_masked_steps_fault_no_pages_once_warm():
         step()
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
     assert faults < 50, faults  # one 2 MB activation faulted in would be 512 pages
+
+
+def test_an_overflowing_learning_rate_names_the_setting():
+    """masks.lr far beyond float32 (allowed through outside_range): one MaskError naming
+    masks.lr, not a torch traceback."""
+    m = convbn()
+    g = torch.Generator().manual_seed(0)
+    data = Split(torch.randn(32, 1, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g))
+    cfg = dataclasses.replace(CFG, batch_size=8, log_every=5, lr=1e300)
+    with pytest.raises(MaskError, match=r"masks.lr 1e\+300"):
+        train_mask(m, cfg, data, data, alpha=1e-2, seed=0, steps=20)

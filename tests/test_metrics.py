@@ -544,3 +544,30 @@ def test_tasks_outside_the_alpha_tolerance_are_named():
     assert M._failing(ok, "scl_50", 1e-5) == ["a", "b"]  # c: not masked there
     assert M._failing(ok, "scl_50", 1e-6) == ["b"]
     assert M._failing(ok, "scl_50", float("nan")) == []
+
+
+def test_a_mask_that_never_trained_is_excluded_and_counted(inputs):
+    """A run whose logits stayed uniform (here: all at one value, read-out keeping every
+    weight) was recorded 'converged' by the old rule (its curve is flat); the metrics flag it
+    not converged, leave it out of every verdict and count it."""
+    masks, train, cfg = inputs
+    from core.maskfile import load_mask, save_mask
+
+    path = masks / "net0" / "scl_20" / "color_rule-a3e-5-s0.pt"
+    rec = load_mask(path)
+    assert rec["converged"]
+    rec["mask"] = {n: torch.ones_like(m) for n, m in rec["mask"].items()}
+    rec["logits"] = {n: torch.full_like(t, 1.2251) for n, t in rec["logits"].items()}
+    save_mask(path, rec)
+    assert "all ended equal" in M.read_run(path, 0, "scl_20").degenerate
+    assert not M.read_run(path, 0, "scl_20").converged
+    ds = M.build(masks, train, cfg, source="test", progress=False)
+    md = ds["modules"]
+    run = dict(network=0, checkpoint="scl_20", task="color_rule", alpha=3e-5, seed=0)
+    assert float(md["converged"].sel(**run)) == 0
+    summary = M.summarize(ds, cfg)
+    assert summary["degenerate_runs"] == 1
+    fam = summary["checkpoints"]["scl_20"]["families"]["control"]
+    if summary["checkpoints"]["scl_20"]["alpha"] == 3e-5:  # counted where verdicts are made
+        assert fam["excluded_degenerate"] == 1
+        assert fam["converged"] + fam["excluded_unconverged"] == fam["runs"]

@@ -153,6 +153,26 @@ def test_pdf_builds_and_is_reproducible(inputs, tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not TEX, reason="TeX (latexmk, pdflatex) not installed: `make tex`")
+def test_pdf_is_identical_wherever_the_checkout_lives(inputs, tmp_path, monkeypatch):
+    """Two checkouts in different folders (figures, generated TeX and output each inside
+    their own) give byte-identical PDFs that name no folder of either."""
+    metrics, cfg, _ = inputs
+    pdfs = []
+    for where in ("checkout-a", "elsewhere/checkout-bb"):
+        root = tmp_path / where
+        figs = _dummy_figures(root / "figs", metrics_hash(cfg))
+        monkeypatch.chdir(tmp_path)
+        pdf = paper.build(metrics, figs, root / "out", cfg, gen=root / "generated")[-1]
+        data = pdf.read_bytes()
+        for text in (str(tmp_path), str(root), "/tmp/", "PTEX.FileName"):
+            assert text.encode() not in data, f"{text!r} is in the PDF"
+        pdfs.append(data)
+    assert pdfs[0] == pdfs[1]
+    assert (tmp_path / "checkout-a/generated/paths.tex").read_text() == \
+        "\\graphicspath{{figures/}}\n"
+
+
+@pytest.mark.skipif(not TEX, reason="TeX (latexmk, pdflatex) not installed: `make tex`")
 def test_undefined_reference_fails_and_keeps_the_log(tmp_path):
     src, gen = tmp_path / "src", tmp_path / "gen"
     src.mkdir()

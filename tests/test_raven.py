@@ -198,12 +198,15 @@ def test_out_dir_rules(tmp_path, capsys):
     out.mkdir()
     (out / "old.txt").write_text("x")
     base = ["generate", "--out", str(out), "--n", "10", "--configs", "center_single", "--quiet"]
-    rc, msg = err(capsys, base)
-    assert rc == 2 and "not empty" in msg and "--force" in msg
-    rc, msg = err(capsys, base + ["--force"])  # not a folder core.raven made: kept
+    rc, msg = err(capsys, base)  # not a folder core.raven made: named so (--force cannot help)
+    assert rc == 2 and "did not make" in msg and (out / "old.txt").read_text() == "x"
+    rc, msg = err(capsys, base + ["--force"])  # kept
     assert rc == 2 and "did not make" in msg and (out / "old.txt").read_text() == "x"
     (out / "old.txt").unlink()
-    assert main(base) == 0 and main(base + ["--force"]) == 0  # ours: replaced
+    assert main(base) == 0
+    rc, msg = err(capsys, base)  # ours, but replacing needs --force
+    assert rc == 2 and "not empty" in msg and "--force" in msg
+    assert main(base + ["--force"]) == 0  # ours: replaced
     assert (out / "train" / "center_single.npz").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folders left
     (tmp_path / "file").write_text("x")

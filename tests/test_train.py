@@ -459,9 +459,12 @@ def test_non_finite_loss_or_parameter_stops_with_step_and_quantity(tmp_path):
         next(run.model.parameters()).fill_(float("nan"))
     with pytest.raises(T.NonFiniteError, match=r"step 3: training loss is nan \(not finite\)"):
         T.train_step(run, x, y, 3)
-    # a finite but absurd learning rate: the run stops at the first non-finite quantity
+    # a finite but absurd learning rate (outside its plausible range: allowed explicitly):
+    # the run stops at the first non-finite quantity
+    absurd = from_dict({**raw_cfg(milestones=[99], lr=1e15, grad_clip=0.0),
+                        "outside_range": ["train.lr"]})
     with pytest.raises(T.NonFiniteError, match=r"^step [12]: (training loss is|parameter)"):
-        fit(cfg_of(milestones=[99], lr=1e15, grad_clip=0.0), tmp_path, splits)
+        fit(absurd, tmp_path, splits)
     assert not (tmp_path / "training.nc").exists()
     model = T.setup_run(cfg, 0, splits, CPU).model
     T.check_finite(model, 1)

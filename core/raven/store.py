@@ -36,7 +36,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -251,10 +251,13 @@ def _ours(out: Path) -> bool:
     return all(f.is_dir() or f.suffix in (".npz", ".xml", ".png") for f in out.rglob("*"))
 
 
-def check_out_dir(out: str | Path, force: bool) -> Path:
+def check_out_dir(out: str | Path, force: bool, marker: str = MARKER,
+                  ours: Callable[[Path], bool] = _ours, tool: str = "core.raven",
+                  example: str = "data/raven") -> Path:
     """``out`` must be a writable place for a new folder, empty unless ``force``; with
-    ``force`` it may only replace a folder core.raven made (never ``.``, a folder holding the
-    working directory, or a repository root)."""
+    ``force`` it may only replace a folder ``tool`` made (``ours``: it holds ``marker``; never
+    ``.``, a folder holding the working directory, or a repository root). The rule of every
+    command of the project that writes a folder (core.results export uses it too)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutDirError(f"--out: {out} exists and is not a folder")
@@ -262,17 +265,17 @@ def check_out_dir(out: str | Path, force: bool) -> Path:
     target = out.resolve()
     if target == here or target in here.parents:
         raise OutDirError(f"--out: {out} is the working directory or holds it; give a "
-                          f"folder of its own (e.g. data/raven)")
+                          f"folder of its own (e.g. {example})")
     if any((target / m).exists() for m in (".git", ".dvc", "pyproject.toml")):
         raise OutDirError(f"--out: {out} is a repository root; give a folder of its own "
-                          f"(e.g. data/raven)")
+                          f"(e.g. {example})")
     if out.is_dir() and any(out.iterdir()):
+        if not ours(out):  # first: --force would not help
+            raise OutDirError(f"--out: {out} holds files {tool} did not make (no {marker} "
+                              f"marker, or files besides those it wrote); --force replaces "
+                              f"only folders it made: move them or choose another --out")
         if not force:
             raise OutDirError(f"--out: {out} is not empty (pass --force to replace it)")
-        if not _ours(out):
-            raise OutDirError(f"--out: {out} holds files core.raven did not make (no {MARKER} "
-                              f"marker); --force replaces only folders it built: move them "
-                              f"or choose another --out")
     parent = out.parent
     while not parent.exists():
         parent = parent.parent
@@ -318,12 +321,15 @@ def clean_stale(out: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def staged_dir(out: str | Path, force: bool, about: dict | None = None) -> Iterator[Path]:
+def staged_dir(out: str | Path, force: bool, about: dict | None = None, marker: str = MARKER,
+               ours: Callable[[Path], bool] = _ours, tool: str = "core.raven",
+               example: str = "data/raven") -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out`` (by rename), on
     failure it is removed: a crash never leaves a half-built ``out``, and what a killed run
     left is removed by the next one (:func:`clean_stale`). The marker file records ``about``
-    (what the folder was made from, as JSON)."""
-    out = check_out_dir(out, force)
+    (what the folder was made from, as JSON). ``marker``, ``ours``, ``tool``: as in
+    :func:`check_out_dir` (another command's folders)."""
+    out = check_out_dir(out, force, marker, ours, tool, example)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         clean_stale(out)
@@ -334,7 +340,7 @@ def staged_dir(out: str | Path, force: bool, about: dict | None = None) -> Itera
     try:
         yield tmp
         (tmp / PID_FILE).unlink()
-        (tmp / MARKER).write_text(json.dumps({"made_by": "python -m core.raven",
+        (tmp / marker).write_text(json.dumps({"made_by": f"python -m {tool}",
                                               "note": "--force may replace this folder",
                                               **(about or {})}, indent=1, sort_keys=True) + "\n")
         if out.exists():
