@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import pickle
+import subprocess
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -91,3 +92,22 @@ def torch_load(path: str | os.PathLike[str], what: str, error: type[Exception]) 
             OSError) as err:
         raise error(f"{path}: not a readable {what} (truncated or corrupt?): "
                     f"{type(err).__name__}: {err}") from None
+
+
+# what a run itself rewrites in the checkout (make repro: params.yaml, dvc.lock; export:
+# results/): changes there do not make the code "dirty"
+RUN_FILES = ("params.yaml", "dvc.lock", "results")
+
+
+def git_commit(root: Path) -> str:
+    """``HEAD``'s hash, ``-dirty`` when tracked files other than :data:`RUN_FILES` differ from
+    it; ``unknown`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", *(f":!{p}" for p in RUN_FILES)],
+                               cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty.strip() else "")

@@ -37,7 +37,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,7 +46,7 @@ import numpy as np
 
 from core.config import ConfigError, config_hash, load, load_yaml
 from core.data import RavenDataset
-from core.io import atomic_write_text
+from core.io import RUN_FILES, atomic_write_text, git_commit  # noqa: F401 (re-exported)
 from core.lock import LockError, writer_lock
 from core.raven.store import (
     PID_FILE,
@@ -105,24 +104,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# what a run itself rewrites in the checkout (make repro: params.yaml, dvc.lock; export:
-# results/): changes there do not make the code "dirty"
-RUN_FILES = ("params.yaml", "dvc.lock", "results")
 MARKER = ".core-results"  # written into every folder export makes: only such folders are replaced
-
-
-def git_commit(root: Path) -> str:
-    """``HEAD``'s hash, ``-dirty`` when tracked files other than :data:`RUN_FILES` differ from
-    it; ``unknown`` outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                ".", *(f":!{p}" for p in RUN_FILES)],
-                               cwd=root, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty.strip() else "")
 
 
 SOURCE_COMMIT = re.compile(r"\(git (?:.*-g)?([0-9a-f]{7,40})(-dirty)?\)")

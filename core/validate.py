@@ -45,9 +45,8 @@ from torch import nn
 from core import planted as P
 from core.config import Config, ConfigError, MaskConfig, compose, from_dict
 from core.controlfile import ControlError
-from core.io import atomic_write_text
+from core.io import atomic_write_text, git_commit
 from core.masking import MaskedModel, MaskError, MaskResult, Split, accuracy, train_mask
-from core.results import git_commit
 
 ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # the planted networks' decade grid
 RECOVERY_IOU = 0.95
