@@ -146,8 +146,8 @@ class MaskConfig:
     readout: float = f(absent=0.0, plausible=(-20, 20))  # read-out: a weight is kept when its logit > readout (0: p > 0.5)
     noise_anneal: float = f(ge=0, le=1, absent=0.0)  # last fraction of the run whose sampling noise falls to 0
     estimator: str = f(choices=("straight_through", "hard_concrete"), absent="straight_through")  # mask gradient: Csordas' straight-through hard masks, or Louizos' hard concrete
-    clamp: float = f(ge=0, absent=0.0)  # logits kept in [-clamp, clamp] after each step (0: unbounded)
-    prune_n: int = f(ge=0, absent=0)  # training problems on which inert kept weights are found and dropped (0: none)
+    clamp: float = f(ge=0, absent=0.0, plausible=(0, 100))  # logits kept in [-clamp, clamp] after each step (0: unbounded)
+    prune_n: int = f(ge=0, absent=0, plausible=(0, 10**5))  # training problems on which inert kept weights are found and dropped (0: none)
     converge_window: float = f(gt=0, le=1)  # last fraction of the run the convergence check reads
     converge_density: float = f(ge=0, plausible=(0, 100))  # max read-out density change (points) in that window
     converge_acc: float = f(ge=0, plausible=(0, 100))  # max masked task accuracy change (points) in that window
