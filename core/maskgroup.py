@@ -23,7 +23,6 @@ K = 1, 4, 16), so ``masks.group`` is 1 in the CPU profiles.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
-from tqdm import tqdm
 
 from core.config import MaskConfig
 from core.device import autocast
@@ -55,6 +53,7 @@ from core.masking import (
     snapshot_parameter,
     snapshot_steps,
 )
+from core.progress import bar as progress_bar
 
 
 @dataclass
@@ -126,7 +125,7 @@ def train_group(model: nn.Module, cfg: MaskConfig, members: Sequence[Member], *,
     windows: list[list[float]] = [[] for _ in members]
     bar = range(steps)
     if progress:
-        bar = tqdm(bar, desc=f"{k} masks", unit="step", mininterval=2.0, file=sys.stderr)
+        bar = progress_bar(iterable=bar, desc=f"{k} masks", unit="step")
     for t in bar:
         xs, ys = zip(*(m.train.batch(next(b), dev) for m, b in zip(members, batches)))
         opt.zero_grad(set_to_none=True)

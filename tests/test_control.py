@@ -147,7 +147,7 @@ def test_end_to_end_at_ci_size(tmp_path):
     atomic_write_text(params, compose_text("ci"))
     out = tmp_path / "control"
     assert control.main(["run", "--params", str(params), "--out", str(out), "--n", "60",
-                         "--milestone", "10", "--tolerance", "90", "--no-progress"]) == 0
+                         "--milestone", "10", "--tolerance", "45", "--no-progress"]) == 0
     result = json.loads((out / "control.json").read_text())
     assert len(result["rows"]) == 4
     assert len(result["iomin"]["same"]) == 2 and len(result["iomin"]["cross"]) == 4
@@ -161,7 +161,7 @@ def test_end_to_end_at_ci_size(tmp_path):
     ck = out / "train/color_rule/scl_10.pt"
     before = ck.stat().st_mtime_ns
     assert control.main(["run", "--params", str(params), "--out", str(out), "--n", "60",
-                         "--milestone", "10", "--tolerance", "90", "--steps", "5",
+                         "--milestone", "10", "--tolerance", "45", "--steps", "5",
                          "--no-progress"]) == 0
     assert ck.stat().st_mtime_ns == before
     assert json.loads((out / "control.json").read_text())["masks"]["steps"] == 5
@@ -171,7 +171,7 @@ def test_end_to_end_at_ci_size(tmp_path):
     params2 = tmp_path / "params2.yaml"
     atomic_write_text(params2, yaml.safe_dump(other))
     assert control.main(["run", "--params", str(params2), "--out", str(out), "--n", "60",
-                         "--milestone", "10", "--tolerance", "90", "--steps", "5",
+                         "--milestone", "10", "--tolerance", "45", "--steps", "5",
                          "--no-progress"]) == 0
     assert ck.stat().st_mtime_ns == before
     assert json.loads((out / "control.json").read_text())["masks"]["readout"] == -1.0
