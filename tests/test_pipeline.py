@@ -151,11 +151,11 @@ def test_experiments_on_list_and_scalar_keys_and_a_queue(tmp_path):
     assert mask_files(repo, 0) == expected_files(repo, (repo / "params.yaml").read_text())
     assert "Running stage 'metrics'" in out
     # a scalar: alpha. Data and training are unaffected: they do not run again
-    out = exp_run(repo, "masks.seeds=[0,1]", "masks.alpha=1e-4")
+    out = exp_run(repo, "masks.seeds=[0,1]", "masks.alpha=3e-4")
     assert "Running stage 'train@" not in out and "Running stage 'data'" not in out
     assert "Running stage 'masks@0'" in out and "Running stage 'metrics'" in out
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert params["masks"]["alpha"] == 1e-4
+    assert params["masks"]["alpha"] == 3e-4
     assert mask_files(repo, 0) == expected_files(repo, (repo / "params.yaml").read_text())
     summary = json.loads((repo / "data/metrics/summary.json").read_text())
     assert summary["profile"] == "ci"
