@@ -88,7 +88,8 @@ def markdown(result: dict[str, Any]) -> str:
 def latex(result: dict[str, Any]) -> str:
     """The same table as a LaTeX tabular (for the report)."""
     esc = lambda s: (s.replace("\\", r"\textbackslash{}").replace("%", r"\%")  # noqa: E731
-                     .replace("_", r"\_").replace("&", r"\&").replace("#", r"\#"))
+                     .replace("_", r"\_").replace("&", r"\&").replace("#", r"\#")
+                     .replace("<=", r"$\le$").replace(">=", r"$\ge$"))
     rows = []
     for name, label in CHECK_NAMES.items():
         c = result["checks"].get(name)
