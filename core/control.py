@@ -321,15 +321,15 @@ def mask_truth(mm, mask: dict[str, torch.Tensor], task: str, train, test, seed: 
     ``acc_own_only`` = its task's test accuracy with the other network's part of the mask
     removed (the control's premise is that a module lies in its own network: then this equals
     the mask's own accuracy); ``inert_<t>`` = kept weights of each network whose removal changes
-    no centred logit on ``train`` (to first order: ``masking.inert_weights``); ``own_functional``
-    = the own-network share of the kept weights that are not inert (the control's criterion)."""
+    no centred logit on ``train`` (``masking.prune_inert``: found to first order, the removal
+    checked); ``own_functional`` = the own-network share of the kept weights that are not inert
+    (the control's criterion)."""
     from core import masking
     other = f"nets.{[t for t in TASKS if t != task][0]}."
     own_only = {n: (torch.zeros_like(v) if n.startswith(other) else v) for n, v in mask.items()}
-    inert = masking.inert_weights(mm, mask, train, seed=seed)
-    live = {n: mask[n] & ~inert[n] for n in mask}
+    live, _ = masking.prune_inert(mm, mask, train, seed=seed)
     return {"acc_own_only": masking.accuracy(mm.forward_fn(own_only), test, 16),
-            **{f"inert_{t}": kept(inert, t) for t in TASKS},
+            **{f"inert_{t}": kept(mask, t) - kept(live, t) for t in TASKS},
             "own_functional": own_share(live, task)}
 
 
