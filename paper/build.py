@@ -110,7 +110,8 @@ def validation_markdown(result: dict | None, cfg: Config,
 
 def validation_tex(result: dict | None, cfg: Config) -> str:
     if result is None:
-        return (f"The mask settings of this run (profile {cfg.profile}) have not been validated "
+        return (f"The mask settings of this run (profile {numbers.tex_escape(cfg.profile)}) have "
+                "not been validated "
                 "(\\texttt{make validate}): no verdict below rests on a validated mask method.\n")
     verdict = ("Every check passes" if result["passes"] else
                "Not every check passes: the verdicts below hold only as far as the passing "

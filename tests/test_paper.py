@@ -252,3 +252,12 @@ def test_positive_control_conclusion_follows_the_verdicts(inputs):
     for e in summary["checkpoints"].values():
         e["families"].pop("control", None)
     assert numbers.control_conclusion(summary, ms) is None
+
+
+def test_validation_paragraph_escapes_the_profile_name():
+    """An unvalidated profile's sentence is valid LaTeX for every profile name (paper_smoke)."""
+    from core.config import compose, from_dict
+    from paper.build import validation_tex
+    cfg = from_dict(compose("paper_smoke"))
+    tex = validation_tex(None, cfg)
+    assert "paper\\_smoke" in tex and "not been validated" in tex
