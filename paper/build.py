@@ -274,7 +274,8 @@ def readme(metrics: str | Path, cfg: Config, path: str | Path,
     summary = Inputs(metrics, "", cfg).summary
     times_file = Path(metrics).parent / "stage_times.json"
     stage_times = json.loads(times_file.read_text()) if times_file.is_file() else None
-    text = (validation_markdown(read_validation(cfg), cfg) + numbers.finding_markdown(summary, ctl)
+    text = (validation_markdown(read_validation(cfg), cfg) + numbers.finding_markdown(
+        summary, ctl, cfg.to_dict()["masks"])
             + table(metrics, cfg))
     if stage_times:
         text += numbers.stage_times_markdown(stage_times)

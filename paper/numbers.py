@@ -456,10 +456,12 @@ def commands_markdown(stage_times: Mapping[str, float], tests: Mapping[str, Any]
             "`results/test_times.json`).\n")
 
 
-def finding_markdown(summary: Mapping[str, Any], control: Sequence[Mapping[str, Any]] = ()
-                     ) -> str:
+def finding_markdown(summary: Mapping[str, Any], control: Sequence[Mapping[str, Any]] = (),
+                     masks: Mapping[str, Any] | None = None) -> str:
     """One sentence: what the run found (the original family's trends over training) and what
-    the composite positive control (``control[0]``: the profile's mask settings) says of it."""
+    the composite positive control (``control[0]``: the profile's mask settings) says of it;
+    with ``masks`` (the run's mask settings), only a control run at those settings speaks for
+    the run's masks."""
     trends = summary.get("trends", {}).get("original", {})
     by: dict[str, list[str]] = {}
     for k in sorted(trends, key=lambda k: list(TREND_NAMES).index(k) if k in TREND_NAMES
@@ -469,6 +471,9 @@ def finding_markdown(summary: Mapping[str, Any], control: Sequence[Mapping[str, 
              for verdict, v in by.items()]
     text = ("**What it found**: the original study's trends over training, for the original "
             "task family: " + ("; ".join(parts) if parts else "not measured"))
+    if control and masks is not None and not same_mask_settings(control[0], masks):
+        return text + ("; the composite positive control's result was made at other mask "
+                       "settings than these results', so it says nothing of their masks.\n\n")
     if control:
         v = control[0]["verdict"]
         passed = [r for r in control[1:] if r["verdict"]["passes"]]
@@ -479,6 +484,14 @@ def finding_markdown(summary: Mapping[str, Any], control: Sequence[Mapping[str, 
             text += (", so the method has not been shown able to see modules at these settings "
                      "and the shape verdicts do not show that modules are absent")
     return text + ".\n\n"
+
+
+def same_mask_settings(control: Mapping[str, Any], masks: Mapping[str, Any]) -> bool:
+    """Whether a control result's mask settings are ``masks`` (on every key it records)."""
+    ran = mask_settings(dict(control))
+    return all(float(ran[k]) == float(masks[k]) if isinstance(ran[k], (int, float))
+               and not isinstance(ran[k], bool) else ran[k] == masks[k]
+               for k in ran if k in masks)
 
 
 TREND_NAMES = {"sparsity": "sparsity", "dispersity": "dispersity",

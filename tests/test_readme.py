@@ -76,6 +76,12 @@ def test_commands_and_finding_from_the_numbers():
     assert "pass the composite" in numbers.finding_markdown(summary, [{"verdict": {
         "passes": True}}])
     assert "control" not in numbers.finding_markdown(summary)
+    # a control run at other mask settings says nothing of these results' masks
+    ran = {"verdict": {"passes": True}, "masks": {"steps": 2000, "lr": 0.05, "alpha": 1e-4}}
+    other = numbers.finding_markdown(summary, [ran], {"steps": 200, "lr": 0.05, "alpha": 1e-5})
+    assert "made at other mask settings than these results'" in other
+    assert "pass the composite" in numbers.finding_markdown(
+        summary, [ran], {"steps": 2000, "lr": 0.05, "alpha": 1e-4, "init": 2.0})
 
 
 @pytest.mark.parametrize("name", ["README.md", "results/control/README.md", "docs/gpu.md"])
