@@ -93,21 +93,22 @@ def planted_recovery(mc: MaskConfig, tolerance: float, spec: P.Spec = P.MILD,
     cfg = planted_settings(mc)
     alpha, grid = select_alpha(m, cfg, P.data(spec, [0], 1024, 60), P.data(spec, [0], 256, 61),
                                tolerance, run)
-    masks, rows = [], []
+    results, rows = [], []
     for t in range(spec.tasks):
         r = run(m, cfg, P.data(spec, [t], 1024, 10 + t), P.data(spec, [t], 256, 20 + t),
                 alpha=alpha, seed=0, steps=cfg.steps)
-        masks.append(r.mask)
+        results.append(r)
         rows.append({"task": t, "kept": P.n_on(r.mask), "planted": P.n_on(modules[t]),
                      "iou": P.iou(r.mask, modules[t]), "accuracy": r.curve["task_acc"][-1],
                      "converged": r.converged, "pruned": r.pruned})
+    masks = [r.mask for r in results]
     overlap = max(P.iomin(masks[a], masks[b]) for a in range(spec.tasks)
                   for b in range(a + 1, spec.tasks))
     passes = (all(r["iou"] >= RECOVERY_IOU and r["accuracy"] == 100.0 for r in rows)
               and overlap <= OVERLAP_MAX)
     return {"network": dataclasses.asdict(spec), "alpha": alpha, "alpha_grid": grid,
             "rows": rows, "max_cross_iomin": overlap, "passes": passes,
-            "masks": masks, "model": m}
+            "results": results, "model": m}
 
 
 def planted_complement(mc: MaskConfig, tolerance: float, seconds: list[float] | None = None
@@ -165,15 +166,14 @@ def continuation(model: nn.Module, mc: MaskConfig, first: MaskResult, train: Spl
 
 def planted_continuation(mc: MaskConfig, tolerance: float, recovered: dict[str, Any]
                          ) -> dict[str, Any]:
-    """The continuation test on each task of a planted recovery run (same alpha)."""
+    """The continuation test on each task's mask of a planted recovery run (same data and
+    alpha: the recovery's runs are the runs continued)."""
     spec = P.Spec(**recovered["network"])
     m = recovered["model"]
     cfg = planted_settings(mc)
     rows = []
-    for t in range(spec.tasks):
+    for t, first in enumerate(recovered["results"]):
         train, curve = P.data(spec, [t], 1024, 10 + t), P.data(spec, [t], 256, 20 + t)
-        first = train_mask(m, cfg, train, curve, alpha=recovered["alpha"], seed=0,
-                           steps=cfg.steps)
         rows.append({"task": t, **continuation(m, cfg, first, train, curve,
                                                recovered["alpha"], 0)})
     return {"rows": rows, "passes": all(r["passes"] for r in rows)}
@@ -288,7 +288,7 @@ def validate(cfg: Config, checks: list[str], *, train_dir: Path, tasks_dir: Path
     if "planted" in checks or "continuation" in checks:
         mild = planted_recovery(cfg.masks, tol, P.MILD, secs)
         strong = planted_recovery(cfg.masks, tol, P.STRONG, secs)
-        strip = lambda r: {k: v for k, v in r.items() if k not in ("masks", "model")}  # noqa: E731
+        strip = lambda r: {k: v for k, v in r.items() if k not in ("results", "model")}  # noqa: E731
         if "planted" in checks:
             out["checks"]["planted"] = {"mild": strip(mild), "strong": strip(strong),
                                         "passes": mild["passes"] and strong["passes"]}
