@@ -325,7 +325,7 @@ def mask_truth(mm, mask: dict[str, torch.Tensor], task: str, train, test, seed: 
     checked); ``own_functional`` = the own-network share of the kept weights that are not inert
     (the control's criterion)."""
     from core import masking
-    other = f"nets.{[t for t in TASKS if t != task][0]}."
+    other = f"nets.{other_task(task)}."
     own_only = {n: (torch.zeros_like(v) if n.startswith(other) else v) for n, v in mask.items()}
     live, _ = masking.prune_inert(mm, mask, train, seed=seed)
     return {"acc_own_only": masking.accuracy(mm.forward_fn(own_only), test, 16),

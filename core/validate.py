@@ -197,10 +197,8 @@ class SclJob:
 
 
 def _task_split(tasks_dir: str, task: str, split: str, n: int = 0) -> Split:
-    from core.data import RavenDataset, to_float
-    d = RavenDataset(f"{tasks_dir}/{task}", split=split)
-    return Split(torch.as_tensor(d.images.numpy() if hasattr(d.images, "numpy") else d.images),
-                 d.targets, to_float, f"{task}/{split}").head(n)
+    from core.control import _split  # one reader of a task set as a Split
+    return _split(Path(tasks_dir) / task, split, n)
 
 
 def scl_job(job: SclJob) -> dict[str, Any]:
