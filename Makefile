@@ -114,7 +114,8 @@ figures: install $(if $(filter 0,$(PAPER)),,tex)
 	  --raven $(RESULTS)/raven --out build/$(RESULTS)/figures
 	$(PY) -m paper --params $(RESULTS)/params.yaml --metrics $(RESULTS)/metrics \
 	  --figures build/$(RESULTS)/figures --out build/$(RESULTS)/paper \
-	  --generated build/$(RESULTS)/generated --control results/control \
+	  --generated build/$(RESULTS)/generated \
+	  $(if $(wildcard $(RESULTS)/control.json),--control $(RESULTS)/control.json,) \
 	  $(if $(filter 0,$(PAPER)),--numbers-only,)
 
 # Push every output of the last `make repro` (the cache of each stage's outputs, as dvc.lock
@@ -143,7 +144,8 @@ results: install
 readme: install
 	$(PY) -m core.results check results/default
 	$(PY) -m paper readme --params results/default/params.yaml --metrics results/default/metrics \
-	  --readme README.md --control results/control
+	  --readme README.md --control results/default/control.json --control results/control \
+	  --control-readme results/control/README.md
 
 # The composite positive control (core/control.py): two SCLs trained on colour-rule / size-rule
 # problems only, logits summed, masked with the profile's mask settings; CONTROL: core.control

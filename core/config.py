@@ -156,6 +156,7 @@ class MaskConfig:
     families: list[str] = f(nonempty=True, unique=True)  # core.tasks families whose masks train
     complement_masks: list[str] = f(unique=True)  # families whose complements + reference get masks (seeds[0])
     families_last: list[str] = f(unique=True)  # families masked at the last checkpoint only
+    tasks_early: list[str] = f(choices=SHAPES, unique=True, absent=[])  # shapes masked before the last checkpoint ([]: tasks)
     gpu_share: float = f(gt=0, le=1)  # GPU fraction one mask run requests (ray executor, CUDA)
     group: int = f(ge=1, le=256, absent=1)  # masks of one checkpoint trained in one step (core.maskgroup)
 
@@ -179,6 +180,16 @@ class FiguresConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    n: int = f(ge=50, plausible=(50, 10**7), absent=12000)  # problems per task set (60/20/20 train/val/test)
+    milestone: float = f(gt=0, lt=100, absent=45.0)  # the specialists' validation accuracy (%)
+    tolerance: float = f(gt=0, plausible=(0, 50), absent=5.0)  # points a specialist may miss it by
+    seeds: list[int] = f(ge=0, nonempty=True, unique=True, plausible=(0, SEED_MAX), absent=[0, 1])  # mask seeds per task (>= 2: the same-task overlap)
+    eval_n: int = f(ge=1, plausible=(1, 10**7), absent=800)  # test problems per task for the accuracies
+    curve_n: int = f(ge=1, plausible=(1, 10**7), absent=400)  # validation problems for the mask curves
+
+
+@dataclass(frozen=True)
 class PaperConfig:
     pdf: bool = f(absent=True)  # false: the paper stage writes a note instead of the PDF (no TeX)
 
@@ -195,6 +206,7 @@ class Config:
     masks: MaskConfig = f()
     metrics: MetricsConfig = f()
     figures: FiguresConfig = f()
+    control: ControlConfig = f(absent={})  # the composite positive control (core.control)
     paper: PaperConfig = f(absent={})
     # keys whose value may leave its plausible range (the hard bounds still hold); [] normally
     outside_range: list[str] = f(unique=True, absent=[])
@@ -204,6 +216,10 @@ class Config:
             check_device_name(self.device)
         except DeviceError as err:
             raise ConfigError(str(err)) from None
+        extra = [t for t in self.masks.tasks_early if t not in self.masks.tasks]
+        if extra:
+            raise ConfigError(f"masks.tasks_early: {extra[0]!r} is not in masks.tasks "
+                              f"{list(self.masks.tasks)} (expected a subset)")
 
     @property
     def checkpoints(self) -> list[str]:

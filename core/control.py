@@ -349,19 +349,52 @@ def reference_accuracy(ckpts: dict[str, Path], arch: str, data: dict[str, Path],
     return out
 
 
-def run(params: str | Path, out: str | Path, s: Settings, profile: str | None = None,
-        progress: bool = True) -> dict[str, Any]:
+def settings(cfg: Config, **over: Any) -> Settings:
+    """The control's settings: the params' ``control`` section (``masks.workers`` processes),
+    with the options given (not None) over them."""
+    c = cfg.control
+    base = Settings(n=c.n, milestone=c.milestone, tolerance=c.tolerance, seeds=tuple(c.seeds),
+                    eval_n=c.eval_n, curve_n=c.curve_n, workers=cfg.masks.workers)
+    return dataclasses.replace(base, **{k: v for k, v in over.items() if v is not None})
+
+
+def prepare(cfg: Config, s: Settings, out: Path, progress: bool = True
+            ) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The two task sets and the two trained specialists (reused when made with the same
+    settings): ``(data, checkpoints)`` by task."""
     check(s)
-    cfg = load(params, profile)
-    out = Path(out)
-    t0 = time.perf_counter()
     data = make_data(cfg, s, out, progress)
-    ckpts = train_specialists(cfg, s, data, out, progress)
+    return data, train_specialists(cfg, s, data, out, progress)
+
+
+def prepared(cfg: Config, s: Settings, out: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """What :func:`prepare` made, checked to exist (the masks stage of the pipeline)."""
+    name = f"{checkpoint_name(cfg.model.arch, s.milestone)}.pt"
+    data = {t: out / "raven" / t for t in TASKS}
+    ckpts = {t: out / "train" / t / name for t in TASKS}
+    for t in TASKS:
+        if not (data[t] / "control.json").is_file():
+            raise ControlError(f"{data[t]}: the {t} task set is missing (run `python -m "
+                               "core.control train` first, or `dvc repro control_train`)")
+        if not ckpts[t].is_file():
+            raise ControlError(f"{ckpts[t]}: the {t} specialist is missing (run `python -m "
+                               "core.control train` first, or `dvc repro control_train`)")
+    return data, ckpts
+
+
+def make_masks(cfg: Config, s: Settings, out: Path, data: dict[str, Path],
+               ckpts: dict[str, Path], t0: float | None = None) -> dict[str, Any]:
+    """The composite's masks (``s.workers`` processes) and ``out/control.json``."""
+    check(s)
+    t0 = time.perf_counter() if t0 is None else t0
     mc, alpha = mask_settings(cfg, s)
     jobs = [(ckpts, cfg.model.arch, data, mc, alpha, t, seed, s.eval_n, s.curve_n, out,
              s.scramble) for t in TASKS for seed in s.seeds]
-    with ProcessPoolExecutor(s.workers, mp_context=get_context("spawn")) as pool:
-        done = list(pool.map(_mask_job, jobs))
+    if s.workers > 1:
+        with ProcessPoolExecutor(s.workers, mp_context=get_context("spawn")) as pool:
+            done = list(pool.map(_mask_job, jobs))
+    else:
+        done = [_mask_job(j) for j in jobs]
     rows = [d["row"] for d in done]
     pairs = overlaps({(d["row"]["task"], d["row"]["seed"]): d["mask"] for d in done})
     result = {
@@ -374,13 +407,24 @@ def run(params: str | Path, out: str | Path, s: Settings, profile: str | None = 
     return result
 
 
+def run(params: str | Path, out: str | Path, s: Settings, profile: str | None = None,
+        progress: bool = True) -> dict[str, Any]:
+    """Everything: task sets, specialists, masks, ``control.json``."""
+    check(s)
+    cfg = load(params, profile)
+    out = Path(out)
+    t0 = time.perf_counter()
+    data, ckpts = prepare(cfg, s, out, progress)
+    return make_masks(cfg, s, out, data, ckpts, t0)
+
+
 # each numeric option and the parameter whose validation (type, finiteness, bounds, plausible
 # range: core.config.check_field) it shares with the pipeline
-OPTION_KEYS = {"n": "data.task_n", "tolerance": "train.milestone_tolerance",
-               "seeds": "masks.seeds", "steps": "masks.steps", "lr": "masks.lr",
+OPTION_KEYS = {"n": "control.n", "tolerance": "control.tolerance",
+               "seeds": "control.seeds", "steps": "masks.steps", "lr": "masks.lr",
                "alpha": "masks.alpha", "readout": "masks.readout",
-               "noise_anneal": "masks.noise_anneal", "eval_n": "masks.eval_n",
-               "curve_n": "masks.curve_n", "workers": "masks.workers"}
+               "noise_anneal": "masks.noise_anneal", "eval_n": "control.eval_n",
+               "curve_n": "control.curve_n", "workers": "masks.workers"}
 
 
 def validate_options(args: argparse.Namespace) -> None:
@@ -391,44 +435,59 @@ def validate_options(args: argparse.Namespace) -> None:
         value = getattr(args, dest)
         if value is not None:
             check_field(key, value, f"--{dest.replace('_', '-')}", cfg.outside_range)
-    check_field("train.milestones", [args.milestone], "--milestone", cfg.outside_range)
+    if args.milestone is not None:
+        check_field("control.milestone", args.milestone, "--milestone", cfg.outside_range)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m core.control", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="data, specialists, composite masks -> control.json")
-    r.add_argument("--params", default="params.yaml")
-    r.add_argument("--profile", default=None)
-    r.add_argument("--out", default="data/control")
-    d = Settings()
-    r.add_argument("--n", type=int, default=d.n, help="problems per task set")
-    r.add_argument("--milestone", type=float, default=d.milestone,
-                   help="specialists' validation accuracy (%%)")
-    r.add_argument("--tolerance", type=float, default=d.tolerance)
-    r.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds))
-    r.add_argument("--steps", type=int, default=None, help="mask steps (default: masks.steps)")
-    r.add_argument("--lr", type=float, default=None, help="mask lr (default: masks.lr)")
-    r.add_argument("--alpha", type=float, default=None, help="default: masks.alpha")
-    r.add_argument("--readout", type=float, default=None,
-                   help="read-out logit threshold (default: masks.readout)")
-    r.add_argument("--noise-anneal", type=float, default=None,
-                   help="last fraction of the run whose sampling noise falls to 0 "
-                   "(default: masks.noise_anneal)")
-    r.add_argument("--eval-n", type=int, default=d.eval_n, help="test problems per task")
-    r.add_argument("--curve-n", type=int, default=d.curve_n,
-                   help="validation problems per task for the mask curves")
-    r.add_argument("--workers", type=int, default=d.workers)
-    r.add_argument("--no-progress", action="store_true")
-    r.add_argument("--plain", action="store_true", help="the plain composite (both networks "
-                   "read the problem), whose truth does not hold: for comparison only")
+    helps = {"run": "task sets, specialists, composite masks -> control.json",
+             "train": "the task sets and the two specialists (the pipeline's control_train)",
+             "masks": "the composite's masks -> control.json (the pipeline's control stage)"}
+    for cmd, text in helps.items():
+        r = sub.add_parser(cmd, help=text, description=text + "; every option defaults to the "
+                           "params' control section (masks.* for the mask settings)")
+        r.add_argument("--params", default="params.yaml")
+        r.add_argument("--profile", default=None)
+        r.add_argument("--out", default="data/control")
+        r.add_argument("--n", type=int, default=None, help="problems per task set")
+        r.add_argument("--milestone", type=float, default=None,
+                       help="specialists' validation accuracy (%%)")
+        r.add_argument("--tolerance", type=float, default=None)
+        r.add_argument("--seeds", type=int, nargs="+", default=None)
+        r.add_argument("--steps", type=int, default=None, help="mask steps (default: masks.steps)")
+        r.add_argument("--lr", type=float, default=None, help="mask lr (default: masks.lr)")
+        r.add_argument("--alpha", type=float, default=None, help="default: masks.alpha")
+        r.add_argument("--readout", type=float, default=None,
+                       help="read-out logit threshold (default: masks.readout)")
+        r.add_argument("--noise-anneal", type=float, default=None,
+                       help="last fraction of the run whose sampling noise falls to 0 "
+                       "(default: masks.noise_anneal)")
+        r.add_argument("--eval-n", type=int, default=None, help="test problems per task")
+        r.add_argument("--curve-n", type=int, default=None,
+                       help="validation problems per task for the mask curves")
+        r.add_argument("--workers", type=int, default=None)
+        r.add_argument("--no-progress", action="store_true")
+        r.add_argument("--plain", action="store_true", help="the plain composite (both networks "
+                       "read the problem), whose truth does not hold: for comparison only")
     args = ap.parse_args(argv)
     try:
         validate_options(args)
-        s = Settings(args.n, args.milestone, args.tolerance, tuple(args.seeds), args.steps,
-                     args.lr, args.alpha, args.readout, args.noise_anneal, args.eval_n,
-                     args.curve_n, args.workers, not args.plain)
-        result = run(args.params, args.out, s, args.profile, not args.no_progress)
+        cfg = load(args.params, args.profile)
+        s = settings(cfg, n=args.n, milestone=args.milestone, tolerance=args.tolerance,
+                     seeds=tuple(args.seeds) if args.seeds else None, steps=args.steps,
+                     lr=args.lr, alpha=args.alpha, readout=args.readout,
+                     noise_anneal=args.noise_anneal, eval_n=args.eval_n,
+                     curve_n=args.curve_n, workers=args.workers, scramble=not args.plain)
+        out, progress = Path(args.out), not args.no_progress
+        if args.cmd == "train":
+            prepare(cfg, s, out, progress)
+            return 0
+        if args.cmd == "masks":
+            result = make_masks(cfg, s, out, *prepared(cfg, s, out))
+        else:
+            result = run(args.params, out, s, args.profile, progress)
         print(summary_text(result))
     except (ControlError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -826,12 +826,14 @@ def _family_summary(ds: Mapping[str, xr.Dataset], fam: str, ck: str, alpha: floa
     diff = s["task"] != s["other_task"]
     same = ~diff & (s["seed"] != s["other_seed"])
     pair = ("seed", "other_seed")
+    masked_here = [t for t in tasks if bool(conv.sel(task=t).notnull().any())]
     for var in ("iomin", "iou"):
         cross = stats.interval(s[var].where(diff & both), level, pair)
         null = stats.interval(s[var].where(same & both), level, pair)
         out[var] = {"cross_task": cross.as_dict(), "same_task": null.as_dict(),
                     "chance": iv(s[f"{var}_chance"].where(diff & both), pair),
-                    "verdict": stats.distinct_verdict(cross, null)}
+                    "verdict": stats.distinct_verdict(cross, null) if len(masked_here) > 1
+                    else "not testable (one task masked at this checkpoint: masks.tasks_early)"}
     a = ab.sel(checkpoint=ck, alpha=alpha, split="report")
     for variant in ("inverted", "selective"):
         own, other, n_deg = _ablation_drops(a, tasks, variant, dmax, conv)
@@ -851,12 +853,19 @@ def _family_summary(ds: Mapping[str, xr.Dataset], fam: str, ck: str, alpha: floa
 
 def _trend(md: xr.Dataset, var: str, tasks: list[str], level: float, sign: int) -> dict:
     """First vs last checkpoint of ``var`` (converged runs, each checkpoint's selected
-    alpha): the interval of the per-network change and the between-network spread. Only the
-    checkpoints with masks of ``tasks`` count (``masks.families_last``: the last only)."""
+    alpha) over the tasks masked at both: the interval of the per-network change and the
+    between-network spread. Only the checkpoints with masks of ``tasks`` count
+    (``masks.families_last``: the last only)."""
     cks = [ck for ck in md["checkpoint"].values
            if bool(md["converged"].sel(checkpoint=ck, task=tasks).notnull().any())]
     if len(cks) < 2:
         return {"verdict": "not testable (masks at fewer than two checkpoints)"}
+    # the tasks masked at both ends (masks.tasks_early: fewer before the last checkpoint), so
+    # that the change compares the same tasks
+    tasks = [t for t in tasks if all(bool(md["converged"].sel(checkpoint=ck, task=t)
+                                          .notnull().any()) for ck in (cks[0], cks[-1]))]
+    if not tasks:
+        return {"verdict": "not testable (no task masked at both the first and last checkpoint)"}
     ends = []
     for ck in (cks[0], cks[-1]):
         a = float(md["selected_alpha"].sel(checkpoint=ck))

@@ -11,6 +11,8 @@ paper without training (``make figures``).
 - ``metrics/``: every metric netCDF file and ``summary.json`` of ``data/metrics``;
 - ``raven/tasks/<set>/<split>/``: the first problem of each task set's first shard, for the
   example-problem figure (``figures.problem_split``);
+- ``control.json``: the run's composite positive control (``data/control/control.json``, the
+  pipeline's ``control`` stage), when the run made one;
 - ``stage_times.json`` (when the run's ``make repro`` log is given): seconds per stage, the
   stage table of the README;
 - ``provenance.json``: the git commit, the profile, the config hash and the metrics hash the
@@ -64,6 +66,7 @@ ROW_KEYS = ("image", "target", "shapes", "attrs", "rules", "index")
 
 
 STAGE_TIMES = "stage_times.json"
+CONTROL = "control.json"
 STAGE = re.compile(r"^(Running stage|Stage) '([^']+)'")
 
 
@@ -189,6 +192,18 @@ def _validate_inputs(cfg: Any, metrics: Path, raven: Path, logs: Sequence[str | 
     return times, commit
 
 
+def _check_control(path: Path, cfg: Any) -> None:
+    """A control.json of this profile, made at its mask settings, or one ResultsError."""
+    from core.controlfile import ControlError, read_result
+    try:
+        result = read_result(path)
+    except ControlError as err:
+        raise ResultsError(str(err)) from None
+    if result.get("profile") != cfg.profile:
+        raise ResultsError(f"{path}: a control of profile {result.get('profile')!r}, not of "
+                           f"{cfg.profile!r} (expected the run's data/control/control.json)")
+
+
 def _sample_shards(raven: Path, out: Path, split: str) -> list[Path]:
     written = []
     sets = sorted(p for p in (raven / "tasks").glob("*") if (p / split).is_dir())
@@ -215,7 +230,8 @@ def _stage_order(root: Path) -> dict[str, int]:
 
 def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str | Path,
            root: str | Path = ".", timing: str | Path | Sequence[str | Path] | None = None,
-           force: bool = False, check_commit: bool = True) -> Path:
+           force: bool = False, check_commit: bool = True,
+           control: str | Path | None = None) -> Path:
     """Copy the small results of a finished run to ``out``; with ``timing`` (the ``make
     repro`` log(s) that made the results) also its stage times: with several logs (a run that
     reused stages DVC had cached from an earlier identical run), each stage's time comes from
@@ -226,7 +242,8 @@ def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str 
     ``core.raven build --force``, :func:`core.raven.store.staged_dir`): a non-empty ``out``
     is replaced only with ``force`` and only when export made it and nothing was added (no
     foreign file is ever deleted). ``check_commit`` False (tests, scratch exports): the
-    checkout may be dirty or at another commit than the metrics; the provenance says so."""
+    checkout may be dirty or at another commit than the metrics; the provenance says so.
+    ``control``: the run's ``control.json`` (copied when the file exists)."""
     cfg = load(params)
     metrics, raven, out, root = Path(metrics), Path(raven), Path(out), Path(root)
     logs = [] if timing is None else [timing] if isinstance(timing, (str, Path)) else timing
@@ -244,6 +261,9 @@ def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str 
         for p in [metrics / f"{n}.nc" for n in FILES] + [metrics / "summary.json"]:
             shutil.copyfile(p, tmp / "metrics" / p.name)
         _sample_shards(raven, tmp, cfg.figures.problem_split)
+        if control is not None and Path(control).is_file():
+            _check_control(Path(control), cfg)
+            shutil.copyfile(control, tmp / CONTROL)
         if logs:
             order = _stage_order(root)  # pipeline order, whichever log a stage came from
             times = dict(sorted(times.items(), key=lambda kv: (
@@ -314,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--no-commit-check", action="store_true",
                    help="export from a dirty checkout or metrics of another commit (scratch "
                         "exports; the provenance then names a -dirty commit)")
+    e.add_argument("--control", default="data/control/control.json",
+                   help="the run's composite control result (copied when it exists)")
     e.add_argument("--timing", action="append", default=None,
                    help="the run's `make repro` log (build/repro-<profile>.log): stage times; "
                         "repeat for the earlier runs whose cached stages it reused (each "
@@ -324,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "export":
             out = export(args.params, args.metrics, args.raven, args.out, timing=args.timing,
-                         force=args.force, check_commit=not args.no_commit_check)
+                         force=args.force, check_commit=not args.no_commit_check,
+                         control=args.control)
             prov = json.loads((out / PROVENANCE).read_text())
             print(f"{out}: {len(prov['files'])} files, profile {prov['profile']}, "
                   f"commit {prov['commit'][:12]}")

@@ -7,7 +7,8 @@
 The mask list (:func:`plan`) comes from the configuration: for every checkpoint
 (``train.milestones``; only the last for the families in ``masks.families_last``), every task
 of ``masks.families`` (``core.tasks``; a task that names a shape only when the shape is in
-``masks.tasks``) and every seed of ``masks.seeds`` at ``masks.alpha``; for the families in
+``masks.tasks``; before the last checkpoint, in ``masks.tasks_early`` when that is set) and
+every seed of ``masks.seeds`` at ``masks.alpha``; for the families in
 ``masks.complement_masks`` also each task's complement and the family's reference set (the
 complement protocol; ``seeds[0]`` only); plus the alpha sweep (``masks.alpha_sweep``) of every
 task of the families masked at every checkpoint, at the last checkpoint with ``seeds[0]``. Each run is written atomically to
@@ -98,7 +99,7 @@ CKPT_DIR = re.compile(r"[a-z][a-z0-9_]*_\d+(p\d+)?")  # config.checkpoint_name: 
 # masks.threads among them: the thread count changes float reduction order (~1e-7 in logits).
 NOT_RUN_SETTINGS = ("tasks", "alpha", "alpha_sweep", "seeds", "families", "complement_masks",
                     "families_last", "gpu_share", "degenerate_tol", "degenerate_max", "workers",
-                    "eval_n")
+                    "eval_n", "tasks_early")
 # A run's own final accuracies (the file's ``accuracy``: a quick look for the per-network
 # report) are measured on this many problems per set; the study's accuracies are evals.nc's,
 # on masks.eval_n problems per split. (All six on 400 problems cost ~7 s of a ~30 s run.)
@@ -179,6 +180,8 @@ def plan(cfg: Config) -> list[Run]:
     for ckpt in cfg.checkpoints:
         for fam, task, comp, is_task in sets:
             if fam in mc.families_last and ckpt != last:
+                continue
+            if ckpt != last and mc.tasks_early and not _shape_selected(task, mc.tasks_early):
                 continue
             for seed in mc.seeds if is_task else mc.seeds[:1]:
                 r = Run(ckpt, fam, task, comp, float(mc.alpha), int(seed))

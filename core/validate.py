@@ -260,7 +260,7 @@ def run_control(cfg: Config, control_dir: Path, workers: int) -> dict[str, Any]:
     params = control_dir / "validate.params.yaml"
     params.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(params, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    result = control.run(params, control_dir, control.Settings(workers=workers),
+    result = control.run(params, control_dir, control.settings(cfg, workers=workers),
                          progress=False)
     return {"passes": bool(result["verdict"]["passes"]), "verdict": result["verdict"],
             "rows": [{k: r[k] for k in ("task", "seed", "density", "own", "own_functional",

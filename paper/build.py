@@ -131,8 +131,9 @@ def write_generated(inp: Inputs, figures: Path, gen: Path, control: Sequence[dic
     source = str(inp["modules"].attrs.get("source", ""))
     p1 = atomic_write_text(gen / "numbers.tex",
                            numbers.numbers_tex(numbers.macros(summary, inp.cfg, source)))
-    p2 = atomic_write_text(gen / "results.tex",
-                           numbers.results_tex(summary, _milestones(inp.cfg)))
+    p2 = atomic_write_text(gen / "results.tex", numbers.results_tex(
+        summary, _milestones(inp.cfg),
+        numbers.control_state(control, inp.cfg.to_dict()["masks"])))
     # relative: latex() copies the figures beside the report, so the PDF holds no path of this
     # checkout and is byte-identical wherever it is built
     p3 = atomic_write_text(gen / "paths.tex", f"\\graphicspath{{{{{FIGURES_DIR}/}}}}\n")
@@ -237,9 +238,11 @@ def build(metrics: str | Path, figures: str | Path, out: str | Path, cfg: Config
     return paths
 
 
-def table(metrics: str | Path, cfg: Config) -> str:
-    """The README results table (markdown) of ``metrics``."""
-    return numbers.results_markdown(Inputs(metrics, "", cfg).summary, _milestones(cfg))
+def table(metrics: str | Path, cfg: Config, control: Sequence[dict] = ()) -> str:
+    """The README results table (markdown) of ``metrics`` (``control``: the run's composite
+    control result first, :func:`read_control`)."""
+    return numbers.results_markdown(Inputs(metrics, "", cfg).summary, _milestones(cfg),
+                                    numbers.control_state(control, cfg.to_dict()["masks"]))
 
 
 def rewrite_readme(readme: str | Path, text: str, begin: str = README_BEGIN,
@@ -276,7 +279,7 @@ def readme(metrics: str | Path, cfg: Config, path: str | Path,
     stage_times = json.loads(times_file.read_text()) if times_file.is_file() else None
     text = (validation_markdown(read_validation(cfg), cfg) + numbers.finding_markdown(
         summary, ctl, cfg.to_dict()["masks"])
-            + table(metrics, cfg))
+            + table(metrics, cfg, ctl))
     if stage_times:
         text += numbers.stage_times_markdown(stage_times)
     out = [rewrite_readme(path, text)]
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(args.params, args.profile)
         if cmd == "table":
-            sys.stdout.write(table(args.metrics, cfg))
+            sys.stdout.write(table(args.metrics, cfg, read_control(args.control)))
             return 0
         if cmd == "readme":
             for p in readme(args.metrics, cfg, args.readme, args.control, args.control_readme,

@@ -90,8 +90,8 @@ def test_overlaps_split_same_and_cross_pairs():
     (["--alpha", "inf"], "--alpha (masks.alpha): expected a finite number"),
     (["--alpha", "1e30"], "--alpha: 1e+30 is outside the plausible range"),
     (["--lr", "1e300"], "--lr: 1e+300 is outside the plausible range"),
-    (["--tolerance", "nan"], "--tolerance (train.milestone_tolerance): expected a finite"),
-    (["--tolerance", "-5"], "--tolerance (train.milestone_tolerance): expected a number > 0"),
+    (["--tolerance", "nan"], "--tolerance (control.tolerance): expected a finite"),
+    (["--tolerance", "-5"], "--tolerance (control.tolerance): expected a number > 0"),
     (["--noise-anneal", "nan"], "--noise-anneal (masks.noise_anneal): expected a finite"),
     (["--readout=-inf"], "--readout (masks.readout): expected a finite"),
 ])

@@ -252,15 +252,17 @@ def test_clean_after_commit(locked_repo):
 
 
 @pytest.mark.parametrize("overrides,expected", [
-    (["masks.alpha=3e-4"], {"masks@0", "masks@1", "metrics", "plots", "paper"}),
+    (["masks.alpha=3e-4"], {"masks@0", "masks@1", "control", "metrics", "plots", "paper"}),
     (["masks.seeds=[0,1,2]"], {"masks@0", "masks@1", "metrics", "paper"}),
-    (["train.lr=1e-3"], {"train", "paper"}),
+    (["train.lr=1e-3"], {"train", "control_train", "paper"}),
     (["train.jobs=1"], {"paper"}),
     (["train.networks=[0,1,2]"], {"train", "masks@2", "metrics", "plots", "paper"}),
     (["train.networks=[1]"], {"train", "metrics", "plots", "paper"}),
     (["figures.dpi=300"], {"figures", "paper"}),
-    (["train.eval_batch_size=64"], {"train", "masks@0", "masks@1", "paper"}),
-    (["seed=3"], {"data", "paper"}),
+    (["train.eval_batch_size=64"], {"train", "control_train", "masks@0", "masks@1", "paper"}),
+    (["seed=3"], {"data", "control_train", "paper"}),
+    (["control.seeds=[0,1,2]"], {"control", "paper"}),  # the control's own keys: its stages
+    (["control.n=80"], {"control_train", "paper"}),
 ])
 def test_editing_params_changes_exactly_the_affected_stages(locked_repo, overrides, expected):
     assert changed_stages(locked_repo, *overrides) == expected

@@ -75,7 +75,7 @@ def test_readme_table_is_generated_and_rewritten(inputs, tmp_path, capsys):
     assert paper.main(["table", "--metrics", str(metrics), "--params", str(params)]) == 0
     table = capsys.readouterr().out
     assert table.startswith("Profile `ci`") and "| SCL_30 |" in table
-    assert "| distinct | specific |" in table
+    assert "| distinct modules shown | specific |" in table
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{paper.README_BEGIN}\nold\n{paper.README_END}\ntail\n")
     assert paper.main(["readme", "--metrics", str(metrics), "--params", str(params),

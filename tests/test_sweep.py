@@ -113,6 +113,22 @@ def test_plan_complement_protocol_and_families():
         sweep.mask_sets(bad)
 
 
+def test_tasks_early_masks_fewer_shapes_before_the_last_checkpoint():
+    cfg = load(ROOT / "params.yaml", "ci")
+    raw = cfg.to_dict()
+    raw["train"]["milestones"] = [1.0, 2.0, 3.0]
+    raw["masks"].update(tasks=["circle", "square", "triangle"], tasks_early=["square"],
+                        families=["original"], alpha_sweep=[])
+    runs = sweep.plan(from_dict(raw))
+    by = {ck: sorted({(r.task, r.seed) for r in runs if r.checkpoint == ck})
+          for ck in ("scl_1", "scl_2", "scl_3")}
+    assert by["scl_1"] == by["scl_2"] == [("square", 0), ("square", 1)]
+    assert {t for t, _ in by["scl_3"]} == {"circle", "square", "triangle"}
+    raw["masks"]["tasks_early"] = ["hexagon"]  # not among masks.tasks
+    with pytest.raises(ConfigError, match=r"masks\.tasks_early: 'hexagon' is not in masks\.tasks"):
+        from_dict(raw)
+
+
 def test_plan_last_only_families_complements_and_eval_plan():
     """families_last: masked at the last checkpoint only; complement and reference masks with
     seeds[0] only and no alpha sweep; the evaluation plan pays only for what metrics read."""
@@ -121,7 +137,8 @@ def test_plan_last_only_families_complements_and_eval_plan():
     raw["train"]["milestones"] = [1.0, 2.0]
     raw["masks"].update(tasks=["circle", "square"], seeds=[0, 1], alpha=1e-4,
                         alpha_sweep=[1e-3], families=["original", "shape_rule"],
-                        families_last=["shape_rule"], complement_masks=["shape_rule"])
+                        families_last=["shape_rule"], complement_masks=["shape_rule"],
+                        tasks_early=[])
     cfg = from_dict(raw)
     runs = sweep.plan(cfg)
     first = {r.task for r in runs if r.checkpoint == "scl_1"}
