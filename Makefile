@@ -147,10 +147,11 @@ readme: install
 	  --readme README.md --control results/default/control.json --control results/control \
 	  --control-readme results/control/README.md
 
-# The composite positive control (core/control.py): two SCLs trained on colour-rule / size-rule
-# problems only, logits summed, masked with the profile's mask settings; CONTROL: core.control
-# options, NAME: the result's name under results/control/ (results/control/README.md and the
-# paper report every file there: control.json first). The committed ones:
+# The composite positive control (core/control.py) outside the pipeline, which runs it at the
+# profile's settings (the control_train and control stages): two SCLs trained on colour-rule /
+# size-rule problems only, logits summed, masked; CONTROL: core.control options over the
+# params, NAME: the result's name under results/control/ (results/control/README.md lists every
+# file there: control.json first). The committed ones (all but control*.json: straight-through):
 #   make control                                  (~20 min on 2 cores: control.json)
 #   make control CONTROL='--steps 2000' NAME=control_steps2000   (~15 min more, reuses the nets)
 #   make control CONTROL='--steps 6000 --lr 0.01 --readout -1' \

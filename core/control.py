@@ -41,12 +41,9 @@ import yaml
 from torch import nn
 
 from core.config import Config, ConfigError, check_field, checkpoint_name, load, load_yaml
-from core.controlfile import TASKS, ControlError, summary_text
+from core.controlfile import CONTROL_MASK_KEYS, TASKS, ControlError, summary_text
 from core.io import atomic_write_text
 
-# the mask settings a control.json records (with alpha): what decides the masks
-CONTROL_MASK_KEYS = ("steps", "lr", "init", "tau", "batch_size", "n_samples", "lr_anneal",
-                     "readout", "noise_anneal", "clamp", "prune_n")
 MIN_OWN = 0.75  # a mask passes when >= 75% of its kept weights lie in its own task's network
 
 
