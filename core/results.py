@@ -11,6 +11,8 @@ paper without training (``make figures``).
 - ``metrics/``: every metric netCDF file and ``summary.json`` of ``data/metrics``;
 - ``raven/tasks/<set>/<split>/``: the first problem of each task set's first shard, for the
   example-problem figure (``figures.problem_split``);
+- ``modules/``: the run's milestone checkpoints and every mask's read-out, bit-packed
+  (:mod:`core.readouts`: a reviewer loads a module without training), when the run has masks;
 - ``control.json``: the run's composite positive control (``data/control/control.json``, the
   pipeline's ``control`` stage), when the run made one;
 - ``stage_times.json`` (when the run's ``make repro`` log is given): seconds per stage, the
@@ -231,7 +233,8 @@ def _stage_order(root: Path) -> dict[str, int]:
 def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str | Path,
            root: str | Path = ".", timing: str | Path | Sequence[str | Path] | None = None,
            force: bool = False, check_commit: bool = True,
-           control: str | Path | None = None) -> Path:
+           control: str | Path | None = None, train: str | Path | None = None,
+           masks: str | Path | None = None) -> Path:
     """Copy the small results of a finished run to ``out``; with ``timing`` (the ``make
     repro`` log(s) that made the results) also its stage times: with several logs (a run that
     reused stages DVC had cached from an earlier identical run), each stage's time comes from
@@ -243,7 +246,8 @@ def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str 
     is replaced only with ``force`` and only when export made it and nothing was added (no
     foreign file is ever deleted). ``check_commit`` False (tests, scratch exports): the
     checkout may be dirty or at another commit than the metrics; the provenance says so.
-    ``control``: the run's ``control.json`` (copied when the file exists)."""
+    ``control``: the run's ``control.json`` (copied when the file exists); ``train`` and
+    ``masks``: the run's networks and masks (``modules/``, when both folders exist)."""
     cfg = load(params)
     metrics, raven, out, root = Path(metrics), Path(raven), Path(out), Path(root)
     logs = [] if timing is None else [timing] if isinstance(timing, (str, Path)) else timing
@@ -261,6 +265,14 @@ def export(params: str | Path, metrics: str | Path, raven: str | Path, out: str 
         for p in [metrics / f"{n}.nc" for n in FILES] + [metrics / "summary.json"]:
             shutil.copyfile(p, tmp / "metrics" / p.name)
         _sample_shards(raven, tmp, cfg.figures.problem_split)
+        if train is not None and masks is not None and Path(train).is_dir() \
+                and Path(masks).is_dir():
+            from core.readouts import ReadoutError
+            from core.readouts import export as export_modules
+            try:
+                export_modules(params, train, masks, tmp / "modules")
+            except (ReadoutError, OSError) as err:
+                raise ResultsError(f"modules: {err}") from None
         if control is not None and Path(control).is_file():
             _check_control(Path(control), cfg)
             shutil.copyfile(control, tmp / CONTROL)
@@ -334,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--no-commit-check", action="store_true",
                    help="export from a dirty checkout or metrics of another commit (scratch "
                         "exports; the provenance then names a -dirty commit)")
+    e.add_argument("--train", default="data/train", help="the run's networks (modules/)")
+    e.add_argument("--masks", default="data/masks", help="the run's masks (modules/)")
     e.add_argument("--control", default="data/control/control.json",
                    help="the run's composite control result (copied when it exists)")
     e.add_argument("--timing", action="append", default=None,
@@ -347,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "export":
             out = export(args.params, args.metrics, args.raven, args.out, timing=args.timing,
                          force=args.force, check_commit=not args.no_commit_check,
-                         control=args.control)
+                         control=args.control, train=args.train, masks=args.masks)
             prov = json.loads((out / PROVENANCE).read_text())
             print(f"{out}: {len(prov['files'])} files, profile {prov['profile']}, "
                   f"commit {prov['commit'][:12]}")
