@@ -169,11 +169,12 @@ control: install
 
 # The mask method's validation suite at the profile's mask settings (+ SET='masks.key=value'
 # overrides): planted recovery, the planted complement protocol, the composite control,
-# faithfulness and continuation on the profile's trained networks (trained first if needed).
+# faithfulness and continuation on the profile's trained networks and its control (both from the
+# pipeline, made first if needed).
 # Writes results/validation/<profile>[-overrides].json and prints the table.
 validate: install
 	$(PY) -m core.config compose --profile $(PROFILE)
-	$(DVC) repro train
+	$(DVC) repro train control
 	$(PY) -m core.validate --profile $(PROFILE) $(SET)
 
 bench: install

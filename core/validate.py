@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from core import planted as P
@@ -254,14 +253,26 @@ def run_scl(jobs: list[SclJob], workers: int) -> list[dict[str, Any]]:
 
 
 def run_control(cfg: Config, control_dir: Path, workers: int) -> dict[str, Any]:
-    """The composite control at ``cfg``'s mask settings (its specialists are reused when
-    already trained for this profile under ``control_dir``)."""
+    """The composite control at ``cfg``'s mask settings: the pipeline's own result
+    (``control_dir/control.json``, the control stage) when it was made at exactly these
+    settings, else new masks of the pipeline's specialists (trained first if missing) into
+    ``control_dir/validation/`` (the pipeline's outputs are never overwritten)."""
     from core import control
-    params = control_dir / "validate.params.yaml"
-    params.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(params, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    result = control.run(params, control_dir, control.settings(cfg, workers=workers),
-                         progress=False)
+    from core.controlfile import CONTROL_MASK_KEYS, read_result
+    s = control.settings(cfg, workers=workers)
+    mc, alpha = control.mask_settings(cfg, s)
+    plain = lambda d: json.loads(json.dumps(d))  # noqa: E731 (tuples -> lists, as in the file)
+    want = plain({**{k: getattr(mc, k) for k in CONTROL_MASK_KEYS}, "alpha": alpha})
+    how = {k: v for k, v in plain(dataclasses.asdict(s)).items() if k != "workers"}
+    result, own = None, control_dir / "control.json"
+    if own.is_file():
+        made = read_result(own)
+        if made["profile"] == cfg.profile and made["masks"] == want and {
+                k: v for k, v in made["settings"].items() if k != "workers"} == how:
+            result = made
+    if result is None:
+        data, ckpts = control.prepare(cfg, s, control_dir, progress=False)
+        result = control.make_masks(cfg, s, control_dir / "validation", data, ckpts)
     return {"passes": bool(result["verdict"]["passes"]), "verdict": result["verdict"],
             "rows": [{k: r[k] for k in ("task", "seed", "density", "own", "own_functional",
                                         "acc_own_only", "pruned", "converged", "seconds",

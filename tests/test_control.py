@@ -185,3 +185,64 @@ def test_end_to_end_at_ci_size(tmp_path):
     assert section.strip().endswith(controlfile.summary_text(json.loads(
         (out / "control.json").read_text())).strip())
     assert paper_main([*args, str(tmp_path / "missing.json")]) == 2
+
+
+def test_settings_come_from_the_params_control_section(tmp_path):
+    raw = yaml.safe_load(compose_text("ci"))
+    raw["control"].update(n=77, milestone=12.5, seeds=[3, 4], eval_n=9)
+    params = tmp_path / "params.yaml"
+    atomic_write_text(params, yaml.safe_dump(raw))
+    from core.config import load
+    cfg = load(params)
+    s = control.settings(cfg)
+    assert (s.n, s.milestone, s.seeds, s.eval_n, s.workers) == (77, 12.5, (3, 4), 9,
+                                                                  cfg.masks.workers)
+    assert control.settings(cfg, n=90, seeds=None).n == 90  # an option overrides, None not
+
+
+def test_masks_stage_names_what_is_missing(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    atomic_write_text(params, compose_text("ci"))
+    assert control.main(["masks", "--params", str(params), "--out", str(tmp_path / "c"),
+                         "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "color_rule task set is missing" in err and "control_train" in err
+    assert not (tmp_path / "c" / "control.json").exists()
+
+
+def test_the_pipeline_stages_train_then_mask(tmp_path):
+    """`train` (the control_train stage) then `masks` (the control stage): the same result
+    as `run`, the masks stage trains no network."""
+    params = tmp_path / "params.yaml"
+    atomic_write_text(params, compose_text("ci"))
+    out = tmp_path / "c"
+    common = ["--params", str(params), "--out", str(out), "--no-progress"]
+    assert control.main(["train", *common]) == 0
+    assert not (out / "control.json").exists()
+    ck = out / "train/color_rule/scl_1.pt"
+    before = ck.stat().st_mtime_ns
+    assert control.main(["masks", *common]) == 0
+    assert ck.stat().st_mtime_ns == before
+    result = controlfile.read_result(out / "control.json")
+    assert result["masks"]["estimator"] == "hard_concrete"  # the method is recorded
+    assert result["settings"]["n"] == 60 and len(result["rows"]) == 4
+
+
+def test_module_verdicts_need_the_control_for_shared():
+    ok = numbers.control_state([{"verdict": {"passes": True}, "masks": {"steps": 5}}],
+                               {"steps": 5})
+    assert ok == (True, "the composite control passed at these settings")
+    other = numbers.control_state([{"verdict": {"passes": True}, "masks": {"steps": 5}}],
+                                  {"steps": 6})
+    assert other[0] is False and "other mask settings" in other[1]
+    failed = numbers.control_state([{"verdict": {"passes": False}, "masks": {"steps": 5}}],
+                                   {"steps": 5})
+    assert failed[0] is False and "failed" in failed[1]
+    assert numbers.control_state([], {})[0] is False
+    v = numbers.module_verdict
+    assert v("distinct (cross-task overlap below ...)", failed) == "distinct modules shown"
+    assert v("not distinct (cross-task as high)", ok) == "shared modules shown"
+    assert v("not shown distinct (intervals overlap)", ok) == "shared modules shown"
+    assert v("not distinct (cross-task as high)", failed).startswith(
+        "not testable (the composite control failed")
+    assert v("not testable (one task masked)", ok) == "not testable (one task masked)"

@@ -177,3 +177,30 @@ def test_metrics_of_another_commit_are_refused(tmp_path):
     with pytest.raises(R.ResultsError, match=r"made at commit abcdef1, but the checkout is at"):
         R.export(CI / "params.yaml", repo / "metrics", CI / "raven", tmp_path / "r", root=repo)
     assert not (tmp_path / "r").exists()
+
+
+def test_the_run_control_is_exported_and_another_profiles_refused(tmp_path):
+    ctl = json.loads((ROOT / "results" / "control" / "control.json").read_text())
+    assert ctl["profile"] != "ci"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(ctl))
+    with pytest.raises(R.ResultsError, match="a control of profile 'default', not of 'ci'"):
+        export(tmp_path / "r", control=other)
+    assert not (tmp_path / "r").exists()
+    ctl["profile"] = "ci"
+    own = tmp_path / "own.json"
+    own.write_text(json.dumps(ctl))
+    out = export(tmp_path / "r", control=own)
+    assert (out / R.CONTROL).read_bytes() == own.read_bytes()
+    assert R.CONTROL in json.loads((out / R.PROVENANCE).read_text())["files"]
+    assert export(tmp_path / "n", control=tmp_path / "absent.json")  # no control: none copied
+    assert not (tmp_path / "n" / R.CONTROL).exists()
+
+
+def test_modules_of_other_networks_are_refused_before_writing(tmp_path):
+    empty_masks, train = tmp_path / "masks", tmp_path / "train"
+    empty_masks.mkdir()
+    train.mkdir()
+    with pytest.raises(R.ResultsError, match="modules: .*no mask files of networks"):
+        export(tmp_path / "r", train=train, masks=empty_masks)
+    assert not (tmp_path / "r").exists()

@@ -183,3 +183,36 @@ def test_validation_table_says_every_verdict_with_its_numbers(tmp_path):
 def test_validate_refuses_overrides_outside_masks(capsys):
     assert V.main(["train.lr=0.1", "--only", "planted"]) == 1
     assert "expected masks.<key>=<value>" in capsys.readouterr().err
+
+
+def test_the_control_check_reuses_the_pipelines_control_made_at_these_settings(tmp_path,
+                                                                             monkeypatch):
+    """A control.json of the control stage at exactly these settings is the check's result
+    (nothing trains); made at other settings, it is not read (and never overwritten)."""
+    from core.controlfile import CONTROL_MASK_KEYS
+    cfg = load(V_PARAMS, "ci")
+    s = control.settings(cfg, workers=1)
+    mc, alpha = control.mask_settings(cfg, s)
+    made = {"profile": "ci", "settings": dataclasses.asdict(s),
+            "masks": {**{k: getattr(mc, k) for k in CONTROL_MASK_KEYS}, "alpha": alpha},
+            "reference": {}, "iomin": {"same": [0.7], "cross": [0.0]},
+            "verdict": {"passes": True, "text": "passes"},
+            "rows": [{"task": "color_rule", "seed": 0, "density": 1.0, "own": 1.0,
+                      "own_functional": 1.0, "acc_own_only": 50.0, "pruned": 0,
+                      "converged": True, "seconds": 1.0,
+                      **{f"{p}_{t}": 0 for p in ("kept", "inert", "acc")
+                         for t in control.TASKS}}]}
+    (tmp_path / "control.json").write_text(json.dumps(made))
+    got = V.run_control(cfg, tmp_path, workers=2)  # the worker count does not matter
+    assert got["passes"] and got["rows"][0]["own_functional"] == 1.0
+    made["masks"]["steps"] += 1  # other settings: the pipeline's file is not the check's
+    (tmp_path / "control.json").write_text(json.dumps(made))
+    before = (tmp_path / "control.json").read_bytes()
+    calls = []
+    monkeypatch.setattr(control, "prepare", lambda c, s, out, progress: calls.append(out) or (
+        {}, {}))
+    monkeypatch.setattr(control, "make_masks", lambda c, s, out, d, k: calls.append(out) or {
+        **made, "verdict": {"passes": False, "text": "new"}})
+    assert V.run_control(cfg, tmp_path, workers=1)["passes"] is False
+    assert calls == [tmp_path, tmp_path / "validation"]  # new masks beside, not over, its own
+    assert (tmp_path / "control.json").read_bytes() == before
