@@ -53,7 +53,6 @@ per-checkpoint ``evals.nc``: :mod:`core.sweep`.
 from __future__ import annotations
 
 import copy
-import ctypes
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +66,7 @@ from torch import nn
 from torch.func import functional_call
 
 from core.config import MaskConfig
-from core.device import autocast
+from core.device import autocast, keep_freed_memory
 from core.maskfile import (  # noqa: F401  (the mask file's home; re-exported for callers)
     ACCURACY_KEYS,
     CURVE_KEYS,
@@ -141,33 +140,6 @@ def snapshot_parameter(names: Sequence[str], shapes: Sequence[Sequence[int]],
     if two_d:
         return names[min(two_d)[2]]
     return names[max(range(len(names)), key=lambda i: (math.prod(shapes[i]), -i))]
-
-
-# glibc mallopt parameters (malloc.h): see keep_freed_memory
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_KEEP_FREED: bool | None = None
-
-
-def keep_freed_memory() -> bool:
-    """Let this process keep the memory it frees for its next allocations (glibc only; True
-    when set). By default glibc hands freed blocks of several MB back to the kernel (``mmap``
-    blocks, and the heap top beyond ``M_TRIM_THRESHOLD``), so every step of a model with such
-    activations faults its pages in again and the kernel zeroes them: MEASURED (SCL 64 px,
-    batch 8, 1 thread) ~7,000 minor page faults per masked step, none with this. Blocks up to
-    32 MB come from the heap and the heap is never trimmed below 1 GB of free top: the process
-    keeps its peak memory (a few hundred MB for a mask run). Numbers are unchanged (allocation
-    only); process-wide, set once, by :class:`MaskedModel`."""
-    global _KEEP_FREED
-    if _KEEP_FREED is None:
-        try:
-            mallopt = ctypes.CDLL(None).mallopt
-        except (OSError, AttributeError):  # not glibc (macOS, Windows)
-            _KEEP_FREED = False
-        else:
-            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            _KEEP_FREED = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
-                mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-    return _KEEP_FREED
 
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -93,6 +93,7 @@ from core.device import (
     DeviceError,
     autocast,
     inference,
+    keep_freed_memory,
     resolve_device,
     resolve_precision,
     set_deterministic,
@@ -248,6 +249,7 @@ def setup_process(cfg: Config) -> Process:
                               f"the number of processes ({world})")
     set_deterministic(device)
     torch.set_num_threads(cfg.train.threads)
+    keep_freed_memory()
     return Process(device, resolve_precision(cfg.precision, device), rank, world)
 
 
