@@ -14,6 +14,7 @@ Metrics and figures must come from the configuration given by ``--params`` (thei
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core import validationfile
-from core.config import Config, ConfigError, load
+from core.config import Config, ConfigError, MaskConfig, load
 from core.controlfile import ControlError, comparison_text, read_result, summary_text
 from core.io import atomic_write_bytes, atomic_write_text
 from core.preflight import TEX_HINT
@@ -43,6 +44,10 @@ TEST_TIMES = Path("results/test_times.json")
 VALIDATION_DIR = Path("results/validation")  # make validate: <profile>.json
 # mask settings that change how masks are computed, not what they are
 EXECUTION_KEYS = ("threads", "workers", "gpu_share", "group")
+# masks.* keys that say which masks a study trains and how it evaluates them, not how one mask
+# is trained: a validation of the method holds whatever their values
+PLAN_KEYS = ("tasks", "tasks_early", "alpha_sweep", "seeds", "families", "complement_masks",
+             "families_last", "eval_n", "degenerate_tol", "degenerate_max")
 
 
 class PaperError(RuntimeError):
@@ -86,9 +91,12 @@ def read_validation(cfg: Config, folder: str | Path = VALIDATION_DIR) -> dict | 
         result = validationfile.read(path)
     except validationfile.ValidationFileError as err:
         raise PaperError(str(err)) from None
+    skip = EXECUTION_KEYS + PLAN_KEYS
+    absent = {f.name: f.metadata["absent"] for f in dataclasses.fields(MaskConfig)
+              if "absent" in f.metadata}  # a key added after the file was written
     mine = {k: v for k, v in json.loads(json.dumps(cfg.to_dict()["masks"])).items()
-            if k not in EXECUTION_KEYS}
-    theirs = {k: v for k, v in result["masks"].items() if k not in EXECUTION_KEYS}
+            if k not in skip}
+    theirs = {k: v for k, v in {**absent, **result["masks"]}.items() if k not in skip}
     return result if mine == theirs else None
 
 
@@ -106,6 +114,28 @@ def validation_markdown(result: dict | None, cfg: Config,
         text += (" The profile's current mask settings, which a new `make repro` uses, were "
                  "validated:\n\n" + validationfile.markdown(validationfile.read(current)))
     return text + "\n\n"
+
+
+def claims(result: dict | None) -> dict[str, str]:
+    """The title's and abstract's claim about the masks, from the validation of the run's own
+    mask settings: "converged" only when the continuation check passed there."""
+    if result is None:
+        return {"TitleClaim": "several networks and the right nulls (masks not validated)",
+                "ValidityClaim": "The mask method has not been validated at these settings."}
+    checks = result["checks"]
+    passed = [k for k in validationfile.CHECK_NAMES if checks.get(k, {}).get("passes")]
+    converged = "continuation" in passed
+    if result["passes"]:
+        return {"TitleClaim": "several networks, validated " + ("converged " if converged
+                                                                else "") + "masks and the right nulls",
+                "ValidityClaim": "At these mask settings the method passes every check of its "
+                                 "validation suite (planted modules among harmful distractors, "
+                                 "the complement protocol against its truth, a composite "
+                                 "positive control, faithfulness, continuation)."}
+    failed = [k for k in validationfile.CHECK_NAMES if k not in passed]
+    return {"TitleClaim": "several networks and the right nulls",
+            "ValidityClaim": "At these mask settings the method fails checks of its "
+                             "validation suite (" + ", ".join(failed) + ")."}
 
 
 def validation_tex(result: dict | None, cfg: Config) -> str:
@@ -129,8 +159,9 @@ def write_generated(inp: Inputs, figures: Path, gen: Path, control: Sequence[dic
     ``paths.tex`` into ``gen``."""
     summary = inp.summary
     source = str(inp["modules"].attrs.get("source", ""))
-    p1 = atomic_write_text(gen / "numbers.tex",
-                           numbers.numbers_tex(numbers.macros(summary, inp.cfg, source)))
+    values = {**numbers.macros(summary, inp.cfg, source),
+              **claims(read_validation(inp.cfg))}
+    p1 = atomic_write_text(gen / "numbers.tex", numbers.numbers_tex(values))
     p2 = atomic_write_text(gen / "results.tex", numbers.results_tex(
         summary, _milestones(inp.cfg),
         numbers.control_state(control, inp.cfg.to_dict()["masks"])))

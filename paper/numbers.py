@@ -117,6 +117,13 @@ def macros(summary: Mapping[str, Any], cfg: Config, source: str) -> dict[str, st
         "MaskReadout": f"{m.readout:g}",  # the read-out logit threshold (masks.readout)
         "FamilyList": ", ".join(tex_escape(f) for f in families(summary)),
         "FamilyWhen": _family_when(summary, m.families_last),
+        "MaskEstimator": (
+            rf"hard concrete gates (Louizos et al.; temperature {fmt(m.tau, 2)}), penalty "
+            r"$\alpha$ on the expected number of kept weights"
+            if m.estimator == "hard_concrete" else
+            r"straight-through estimator, penalty $\alpha$ on the logits")
+        + (rf"; kept weights that change no answer on {m.prune_n} training problems are "
+           "dropped" if m.prune_n else ""),
         "MaskSchedule": ("constant" if not m.lr_anneal else
                          rf"cosine-annealed to 0 over the last {fmt(100 * m.lr_anneal, 0)}\%"),
     }

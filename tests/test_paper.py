@@ -261,3 +261,34 @@ def test_validation_paragraph_escapes_the_profile_name():
     cfg = from_dict(compose("paper_smoke"))
     tex = validation_tex(None, cfg)
     assert "paper\\_smoke" in tex and "not been validated" in tex
+
+
+def test_title_and_abstract_claim_only_what_the_validation_shows():
+    from paper.build import claims
+    assert "not validated" in claims(None)["TitleClaim"]
+    checks = {k: {"passes": True} for k in ("planted", "complement", "control", "faithful",
+                                             "continuation")}
+    every = claims({"passes": True, "checks": checks})
+    assert every["TitleClaim"] == "several networks, validated converged masks and the right nulls"
+    checks["continuation"]["passes"] = False
+    moving = claims({"passes": False, "checks": checks})
+    assert "converged" not in moving["TitleClaim"] and "validated" not in moving["TitleClaim"]
+    assert "(continuation)" in moving["ValidityClaim"]
+
+
+def test_a_validation_holds_for_other_plans_not_other_methods(tmp_path):
+    """Which masks a study trains (families, shapes, sweep) does not change the method that
+    was validated; a method key (alpha, steps) does."""
+    import dataclasses as dc
+
+    from core.config import load
+    from paper.build import read_validation
+    cfg = load(ROOT / "params.yaml", "default")
+    src = json.loads((ROOT / "results" / "validation" / "default.json").read_text())
+    (tmp_path / "default.json").write_text(json.dumps(src))
+    assert read_validation(cfg, tmp_path) is not None
+    plan = dc.replace(cfg, masks=dc.replace(cfg.masks, families=["original", "shape_rule"],
+                                            alpha_sweep=[1e-2], tasks_early=[]))
+    assert read_validation(plan, tmp_path) is not None
+    method = dc.replace(cfg, masks=dc.replace(cfg.masks, alpha=cfg.masks.alpha * 2))
+    assert read_validation(method, tmp_path) is None
