@@ -35,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from core.config import ConfigError, load
+from core.controlfile import ControlError, read_result
 from core.io import atomic_write_bytes, atomic_write_text
 from core.maskfile import MaskError, load_mask
 
@@ -94,7 +95,8 @@ def _short(verdict: str | None) -> str | None:
     return None if verdict is None else verdict.split(" (")[0]
 
 
-def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
+def headline(summary: Mapping[str, Any], control: Mapping[str, Any] | None = None
+             ) -> dict[str, Any]:
     """The numbers a reader looks at first, from ``summary.json``, flat (one column each in
     ``dvc exp show``), percentages to one decimal; keys carry the milestone (``@80``: checkpoint
     ``scl_80``) and the family (none: the original study's; ``shape.``, ``ctrl.``):
@@ -105,7 +107,9 @@ def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
     - ``cross@M`` / ``same@M`` at each family's last checkpoint: IoMin overlap (percent) of two
       tasks' masks vs two seeds of one task's (modules are distinct when cross < same);
     - ``ctrl.sharing``: the control family's sharing verdict there (can the method see modules
-      that differ by construction?); ``profile``.
+      that differ by construction?); ``profile``;
+    - ``control``: the composite positive control's verdict (``pass``/``fail``; with
+      ``control``, the run's control.json).
     """
     nets = len(summary["networks"])
     cks = summary["checkpoints"]
@@ -127,6 +131,8 @@ def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
         out[f"{prefix}same@{m}"] = _mean(f["iomin"]["same_task"])
     if "control" in last:
         out["ctrl.sharing"] = _short(last["control"][1]["iomin"]["verdict"])
+    if control is not None:
+        out["control"] = "pass" if control["verdict"]["passes"] else "fail"
     return out
 
 
@@ -160,8 +166,8 @@ def _png(rows: list[tuple], title: str, xlabel: str, ylabel: str,
 
 
 def write(params: str | Path, train: str | Path, masks: str | Path, out: str | Path,
-          summary: str | Path | None = None, headline_out: str | Path | None = None
-          ) -> list[Path]:
+          summary: str | Path | None = None, headline_out: str | Path | None = None,
+          control: str | Path | None = None) -> list[Path]:
     cfg = load(params)
     nets = list(cfg.train.networks)
     loss, val = training_rows(Path(train), nets)
@@ -184,7 +190,11 @@ def write(params: str | Path, train: str | Path, masks: str | Path, out: str | P
     if summary is not None and headline_out is not None:
         path = Path(summary)
         try:
-            numbers = headline(json.loads(path.read_text()))
+            ctl = read_result(control) if control is not None else None
+        except ControlError as err:
+            raise PlotError(str(err)) from None
+        try:
+            numbers = headline(json.loads(path.read_text()), ctl)
         except FileNotFoundError:
             raise PlotError(f"{path}: file not found (expected the metrics stage's "
                             "summary.json)") from None
@@ -204,12 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--summary", default=None, help="summary.json of the metrics stage")
     ap.add_argument("--headline", default=None,
                     help="where to write headline.json (with --summary)")
+    ap.add_argument("--control", default=None,
+                    help="the run's control.json (its verdict joins the headline)")
     args = ap.parse_args(argv)
     if (args.summary is None) != (args.headline is None):
         ap.error("--summary and --headline go together")
     try:
         paths = write(args.params, args.train, args.masks, args.out, args.summary,
-                      args.headline)
+                      args.headline, args.control)
     except (ConfigError, PlotError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

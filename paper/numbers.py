@@ -407,11 +407,11 @@ def converged_cell(f: Mapping[str, Any]) -> str:
     return f"{f['converged']} of {f['runs']} ({f['plateaued']})"
 
 
-PLATEAU_NOTE = ("converged: the read-out density and masked accuracy moved <= 1 point over the "
-                "last 20% of the steps; in brackets, how many of the runs had levelled off "
-                "(density moving <= 1 point per 20% of the steps) before the learning-rate anneal "
-                "froze the read-out: the flag certifies a settled read-out, the bracket an "
-                "optimum approached")
+PLATEAU_NOTE = ("converged: the read-out density and masked accuracy (on the task's validation "
+                "problems) moved <= 1 point over the last 20% of the steps (only those enter the "
+                "numbers); in brackets, how many runs' density alone had levelled off (<= 1 point "
+                "per 20% of the steps) before any learning-rate anneal; that continuing a run "
+                "changes nothing is the validation suite's continuation check")
 
 
 def _restarted(summary: Mapping[str, Any]) -> str:
@@ -449,7 +449,7 @@ def results_markdown(summary: Mapping[str, Any], milestones: Mapping[str, float]
                 converged_cell(f), fmt_iv(f["sparsity"], 1),
                 fmt_iv(f["dispersity"], 3),
                 f"{fmt_iv(io['cross_task'], 0)} / {fmt_iv(io['same_task'], 0)} / "
-                f"{fmt_iv(io['chance'], 0)}", module_verdict(io["verdict"], control).split(" (")[0],
+                f"{fmt_iv(io['chance'], 0)}", module_verdict(io["verdict"], control),
                 f["selective_drop"]["verdict"].split(" (")[0]]) + " |")
             acc = ""
     outside = [f"{checkpoint_label(ck, milestones[ck])} ({', '.join(e['alpha_outside_tolerance'])})"
@@ -528,6 +528,7 @@ def finding_markdown(summary: Mapping[str, Any], control: Sequence[Mapping[str, 
     if control and masks is not None and not same_mask_settings(control[0], masks):
         return text + ("; the composite positive control's result was made at other mask "
                        "settings than these results', so it says nothing of their masks.\n\n")
+    text += _modules_found(summary, control_state(control, masks))
     if control:
         v = control[0]["verdict"]
         passed = [r for r in control[1:] if r["verdict"]["passes"]]
@@ -538,6 +539,18 @@ def finding_markdown(summary: Mapping[str, Any], control: Sequence[Mapping[str, 
             text += (", so the method has not been shown able to see modules at these settings "
                      "and the shape verdicts do not show that modules are absent")
     return text + ".\n\n"
+
+
+def _modules_found(summary: Mapping[str, Any], control: tuple[bool, str]) -> str:
+    """``; at SCL_80 the shape modules: <module verdict> (k of n masks converged)`` for the
+    original family's last checkpoint with masks ('' without one)."""
+    last = [(ck, e["families"]["original"]) for ck, e in summary["checkpoints"].items()
+            if e.get("families", {}).get("original", {}).get("runs")]
+    if not last:
+        return ""
+    ck, f = last[-1]
+    return (f"; at {ck.upper()} the shape modules: {module_verdict(f['iomin']['verdict'], control)}"
+            f" ({f['converged']} of {f['runs']} masks passed the per-run convergence flag)")
 
 
 def same_mask_settings(control: Mapping[str, Any], masks: Mapping[str, Any]) -> bool:

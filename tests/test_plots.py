@@ -14,7 +14,7 @@ from core import config as C
 from core import plots
 
 ROOT = Path(__file__).resolve().parents[1]
-SUMMARY = ROOT / "results" / "default" / "metrics" / "summary.json"
+SUMMARY = ROOT / "results" / "ci" / "metrics" / "summary.json"  # every family masked
 
 
 def test_headline_is_flat_and_reads_summary() -> None:
@@ -39,6 +39,10 @@ def test_headline_is_flat_and_reads_summary() -> None:
     first = list(cks)[0]
     if not cks[first]["families"]["shape_rule"]["runs"]:
         assert f"shape.sparsity@{first.rsplit('_', 1)[-1]}" not in h
+    assert "control" not in h  # no composite control given
+    passed = {"verdict": {"passes": True}}
+    assert plots.headline(summary, passed)["control"] == "pass"
+    assert plots.headline(summary, {"verdict": {"passes": False}})["control"] == "fail"
 
 
 def _training(tmp: Path, net: int) -> None:
