@@ -325,7 +325,9 @@ def readme(metrics: str | Path, cfg: Config, path: str | Path,
         first = Path(control[0])
         dest = Path(control_out) if control_out else (
             first if first.is_dir() else first.parent) / "README.md"
-        out.append(control_readme(ctl, dest))
+        # the folder's own results (the run's control.json, given first, is not repeated)
+        out.append(control_readme(read_control(dest.parent) if any(dest.parent.glob("*.json"))
+                                  else ctl, dest))
     return out
 
 

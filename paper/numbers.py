@@ -212,6 +212,15 @@ def control_state(control: Sequence[Mapping[str, Any]] = (),
     return True, "the composite control passed at these settings"
 
 
+def modules_note(control: tuple[bool, str]) -> str:
+    """What the modules verdicts can say, given the control (:func:`control_state`)."""
+    if control[0]:
+        return ("distinct modules shown, or shared modules shown (cross-task overlap within the "
+                "same-task null); " + control[1] + ", so distinct modules would have been seen.")
+    return ("distinct modules shown, else not testable: " + control[1] + ", so an overlap "
+            "within the same-task null could also mean modules the masks cannot see.")
+
+
 def module_verdict(sharing: str, control: tuple[bool, str]) -> str:
     """What a reader can act on, from the sharing verdict (``core.stats.distinct_verdict``) and
     the control (:func:`control_state`): ``distinct modules shown``; ``shared modules shown``
@@ -346,12 +355,6 @@ def results_tex(summary: Mapping[str, Any], milestones: Mapping[str, float],
         lines += _figure(f"ablation_{fam}", rf"Family \texttt{{{name}}}: accuracy after "
                          r"each ablation, task $\times$ evaluated set; hatched: degenerate "
                          r"(constant logits), not reported.")
-    lines += ["", "Column modules: " + (
-        "distinct modules shown, or shared modules shown (cross-task overlap within the "
-        "same-task null); " + control[1] + ", so distinct modules would have been seen."
-        if control[0] else
-        "distinct modules shown, else not testable: " + control[1] + ", so an overlap within "
-        "the same-task null could also mean modules the masks cannot see.")]
     concl = control_conclusion(summary, milestones)
     if concl:
         lines += [r"\paragraph{Positive control.} " + tex_escape(concl)]
@@ -461,12 +464,7 @@ def results_markdown(summary: Mapping[str, Any], milestones: Mapping[str, float]
     if unmasked:
         lines += ["", f"No row: no masks of that family at that checkpoint ("
                       f"{', '.join(sorted(unmasked))}: `masks.families_last`)."]
-    lines += ["", "Column modules: " + (
-        "distinct modules shown, or shared modules shown (cross-task overlap within the "
-        "same-task null); " + control[1] + ", so distinct modules would have been seen."
-        if control[0] else
-        "distinct modules shown, else not testable: " + control[1] + ", so an overlap within "
-        "the same-task null could also mean modules the masks cannot see.")]
+    lines += ["", "Column modules: " + modules_note(control)]
     concl = control_conclusion(summary, milestones)
     if concl:
         lines += ["", "Positive control: " + concl]
