@@ -67,7 +67,7 @@ def test_commands_and_finding_from_the_numbers():
     summary = {"trends": {"original": {
         "sparsity": {"verdict": "not reproduced"},
         "dispersity": {"verdict": "reproduced (rises)"},
-        "dispersity_norm": {"verdict": "not reproduced"}}}}
+        "dispersity_norm": {"verdict": "not reproduced"}}}, "checkpoints": {}}
     fails = {"verdict": {"passes": False}}
     found = numbers.finding_markdown(summary, [fails, {"verdict": {"passes": True}}])
     assert ("task family: sparsity and random-normalised dispersity not reproduced; "
@@ -76,6 +76,12 @@ def test_commands_and_finding_from_the_numbers():
     assert "pass the composite" in numbers.finding_markdown(summary, [{"verdict": {
         "passes": True}}])
     assert "control" not in numbers.finding_markdown(summary)
+    # with masks at a checkpoint: the shape modules' verdict, with how many converged
+    ck = {"scl_80": {"families": {"original": {"runs": 18, "converged": 8, "iomin": {
+        "verdict": "not distinct (cross-task overlap as high as the same-task overlap)"}}}}}
+    shared = numbers.finding_markdown({**summary, "checkpoints": ck}, [{
+        "verdict": {"passes": True}, "masks": {"steps": 5}}], {"steps": 5})
+    assert "at SCL_80 the shape modules: shared modules shown (8 of 18 masks" in shared
     # a control run at other mask settings says nothing of these results' masks
     ran = {"verdict": {"passes": True}, "masks": {"steps": 2000, "lr": 0.05, "alpha": 1e-4}}
     other = numbers.finding_markdown(summary, [ran], {"steps": 200, "lr": 0.05, "alpha": 1e-5})
