@@ -210,6 +210,7 @@ def test_masks_stage_names_what_is_missing(tmp_path, capsys):
     assert not (tmp_path / "c" / "control.json").exists()
 
 
+@pytest.mark.slow
 def test_the_pipeline_stages_train_then_mask(tmp_path):
     """`train` (the control_train stage) then `masks` (the control stage): the same result
     as `run`, the masks stage trains no network."""
