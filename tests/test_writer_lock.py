@@ -60,12 +60,16 @@ def test_a_lock_file_naming_a_dead_pid_is_stale(tmp_path):
 
 def test_the_owners_children_write_under_its_lock(tmp_path):
     out = tmp_path / "train" / "net0"
-    with writer_lock(out, "core.train --net all"):
-        child = subprocess.run(
-            [sys.executable, "-c", "from core.lock import writer_lock\n"
-             f"with writer_lock({str(out)!r}, 'core.train --net 0'): print('in')"],
-            cwd=ROOT, capture_output=True, text=True)
+    child = _under_lock(out, "from core.lock import writer_lock\n"
+                             f"with writer_lock({str(out)!r}, 'core.train --net 0'): print('in')")
     assert child.returncode == 0 and child.stdout.strip() == "in", child.stderr
+
+
+def _under_lock(out: Path, code: str) -> subprocess.CompletedProcess:
+    """``python -c code`` run while this process holds ``out``'s writer lock."""
+    with writer_lock(out, "core.train --net all"):
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True)
 
 
 def _alive(pid: int) -> bool:
@@ -180,9 +184,6 @@ def test_grandchildren_write_under_the_lock_too(tmp_path):
     out = tmp_path / "train" / "net0"
     inner = (f"from core.lock import writer_lock\nwith writer_lock({str(out)!r}, 'rank'): "
              "print('in')")
-    with writer_lock(out, "core.train --net all"):
-        child = subprocess.run(
-            [sys.executable, "-c", "import subprocess, sys\n"
-             f"sys.exit(subprocess.run([sys.executable, '-c', {inner!r}]).returncode)"],
-            cwd=ROOT, capture_output=True, text=True)
+    child = _under_lock(out, "import subprocess, sys\n"
+                             f"sys.exit(subprocess.run([sys.executable, '-c', {inner!r}]).returncode)")
     assert child.returncode == 0 and child.stdout.strip() == "in", child.stderr
