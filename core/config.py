@@ -553,6 +553,25 @@ def load(path: str | Path = "params.yaml", profile: str | None = None) -> Config
     return from_dict(compose(profile, conf=conf), f"{conf}/profile/{profile}.yaml")
 
 
+# The parameters a training run depends on (with train.networks left out; the data enter
+# through their fingerprint, so data keys that do not change main/ do not count).
+TRAIN_SECTIONS = ["seed", "precision", "model", "train"]
+
+
+def train_sections(cfg: Config) -> dict[str, Any]:
+    """The parameters one network's training depends on: ``TRAIN_SECTIONS`` without
+    ``train.networks`` (adding a network changes no other network's run)."""
+    values = cfg.to_dict()
+    values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
+    return {k: values[k] for k in TRAIN_SECTIONS}
+
+
+def train_hash(cfg: Config) -> str:
+    """``config_hash`` of :func:`train_sections` (recorded in training.nc and checkpoints)."""
+    return config_hash(train_sections(cfg))
+
+
+
 def alpha_label(alpha: float) -> str:
     """A short, filesystem-safe label: 1e-05 -> ``1e-5``, 2.2e-06 -> ``2p2e-6``."""
     mantissa, exponent = f"{alpha:.3e}".split("e")

@@ -41,7 +41,14 @@ import yaml
 from torch import nn
 
 from core.config import Config, ConfigError, check_field, checkpoint_name, load, load_yaml
-from core.controlfile import CONTROL_MASK_KEYS, TASKS, ControlError, summary_text
+from core.formats.control import (
+    CONTROL_MASK_KEYS,
+    RESULT,
+    TASKS,
+    ControlError,
+    summary_text,
+    write_result,
+)
 from core.io import atomic_write_text
 
 MIN_OWN = 0.75  # a mask passes when >= 75% of its kept weights lie in its own task's network
@@ -400,7 +407,7 @@ def make_masks(cfg: Config, s: Settings, out: Path, data: dict[str, Path],
         "reference": reference_accuracy(ckpts, cfg.model.arch, data, s.eval_n, s.scramble),
         "rows": rows, "iomin": pairs, "verdict": verdict(rows, pairs),
         "seconds": round(time.perf_counter() - t0, 1)}
-    atomic_write_text(out / "control.json", json.dumps(result, indent=1, sort_keys=True) + "\n")
+    write_result(out / RESULT, result)
     return result
 
 

@@ -46,7 +46,7 @@ setting, and no slower than a plain training step of the model. Several masks of
 checkpoint in one vmapped step: :mod:`core.maskgroup` (``masks.group``; slower than one after
 the other on the CPU, meant for GPUs).
 
-Mask files: :mod:`core.maskfile`; the sweep over checkpoints, tasks, alphas and seeds, and the
+Mask files: :mod:`core.formats.masks`; the sweep over checkpoints, tasks, alphas and seeds, and the
 per-checkpoint ``evals.nc``: :mod:`core.sweep`.
 """
 
@@ -67,18 +67,9 @@ from torch.func import functional_call
 
 from core.config import MaskConfig
 from core.device import autocast, keep_freed_memory
-from core.maskfile import (  # noqa: F401  (the mask file's home; re-exported for callers)
-    ACCURACY_KEYS,
-    CURVE_KEYS,
-    FILE_KEYS,
-    FORMAT,
-    MaskError,
-    curve_dataset,
-    fingerprint,
-    load_mask,
-    mask_record,
-    save_mask,
-)
+from core.formats import evals
+from core.formats.evals import SPLITS, VARIANTS
+from core.formats.masks import ACCURACY_KEYS, MaskError, degenerate_reason, fingerprint
 from core.models import percent_correct, predict  # noqa: F401  (the one accuracy loop)
 from core.progress import bar as progress_bar
 
@@ -90,8 +81,6 @@ from core.progress import bar as progress_bar
 # original study masked them; ``masks.mask_norm: true`` does the same.
 NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
                                 *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
-VARIANTS = ("mask", "inverted", "selective")
-SPLITS = ("select", "report")
 
 
 def norm_parameters(model: nn.Module) -> list[str]:
@@ -674,23 +663,8 @@ def merge_parts(parts: Sequence[dict[str, Any]], keys: Sequence[str], set_names:
                                                          if s not in seen_full]
     if missing:
         raise MaskError(f"merge_parts: no part evaluated {missing[:3]}")
-    reported = np.where(deg > degenerate_max, np.nan, acc)
-    dims = ("mask", "variant", "eval_set", "split")
-    return xr.Dataset(
-        {"accuracy": (dims, reported, {"units": "percent", "long_name":
-                      f"accuracy; NaN where degenerate on > {degenerate_max:g} of problems"}),
-         "accuracy_raw": (dims, acc, {"units": "percent"}),
-         "degenerate": (dims, deg, {"units": "1", "long_name":
-                        "fraction of problems whose 8 logits are constant"}),
-         "n_problems": (dims, n_prob),
-         "kept": (("mask", "variant"), kept, {"units": "percent", "long_name":
-                  "masked weights the variant keeps"}),
-         "full_accuracy": (("eval_set", "split"), full_acc, {"units": "percent"}),
-         "full_degenerate": (("eval_set", "split"), full_deg, {"units": "1"})},
-        coords={"mask": list(keys), "variant": list(VARIANTS), "eval_set": list(set_names),
-                "split": list(SPLITS)},
-        attrs={"degenerate_tol": float(tol), "degenerate_max": float(degenerate_max),
-               "selective": "mask AND NOT union(other tasks of the family, same alpha/seed)"})
+    return evals.dataset(keys, set_names, acc, deg, n_prob, kept, full_acc, full_deg,
+                         tol=tol, degenerate_max=degenerate_max)
 
 
 def relative_drop(reference: float, ablated: float) -> float:
@@ -770,25 +744,6 @@ def convergence(curve: dict[str, list], window: float = 0.2, *, moved: float | N
     if spread is not None:
         out["spread"] = float(spread)
     return out
-
-
-def degenerate_reason(conv: dict[str, float]) -> str:
-    """Why a mask run never trained, from its :func:`convergence` record; "" when it did.
-    Its logits never left ``masks.init`` (``moved`` 0), or all ended equal (``spread`` 0: the
-    task's gradient never told one weight from another, e.g. a regulariser that swamped the
-    optimiser), or its read-out keeps no weight or every weight (``density_end`` 0 or 100).
-    Such a run is flagged, never converged, and left out of every verdict (core.metrics
-    counts it)."""
-    if conv.get("moved") == 0:
-        return "its logits never left masks.init"
-    if conv.get("spread") == 0:
-        return "its logits all ended equal (the task's gradient never reached them)"
-    density = conv.get("density_end")
-    if density is not None and density <= 0:
-        return "its read-out keeps no weight (density 0%)"
-    if density is not None and density >= 100:
-        return "its read-out keeps every weight (density 100%)"
-    return ""
 
 
 def is_converged(conv: dict[str, float], cfg: MaskConfig) -> bool:

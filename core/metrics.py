@@ -4,14 +4,14 @@
 
 Inputs (layout in docs/architecture.md): for every network ``k`` of
 ``train.networks`` and checkpoint of ``train.milestones``, the mask files
-``<masks>/net<k>/<ckpt>/<set>-a<alpha>-s<seed>.pt`` (read with :mod:`core.maskfile`), that
+``<masks>/net<k>/<ckpt>/<set>-a<alpha>-s<seed>.pt`` (read with :mod:`core.formats.masks`), that
 folder's ``evals.nc`` (masked / inverted / selective ablations on every evaluated set, select
 and report splits) and the network's training log ``<train>/net<k>/training.nc`` (checked
 against the checkpoint files beside it).
 
 Every mask run becomes a record keyed by (network, checkpoint, task, alpha, seed); records
 become ``xarray`` datasets (a run that does not exist is NaN), written as ``modules``,
-``layers``, ``sharing``, ``ablation`` and ``curves``.nc (schema: :mod:`core.schema`) and
+``layers``, ``sharing``, ``ablation`` and ``curves``.nc (schema: :mod:`core.formats.metrics`) and
 summarised in ``summary.json`` (:func:`summarize`: per checkpoint and task family, intervals
 across networks with mask seeds nested inside, converged runs only, and the verdicts).
 
@@ -40,12 +40,13 @@ from tqdm import tqdm
 
 from core import __version__, stats
 from core.config import SUBNETS, Config, ConfigError, load
+from core.formats import evals as evals_file
+from core.formats import training as training_log
+from core.formats.evals import EVALS, SPLITS, VARIANTS, EvalsError
+from core.formats.masks import MaskError, degenerate_reason, load_mask, mask_name, parse_mask_name
+from core.formats.metrics import FILES, SchemaError, finalize, metrics_hash
 from core.io import atomic_path, atomic_write_text
-from core.maskfile import MaskError, load_mask, mask_name, parse_mask_name
-from core.masking import SPLITS, VARIANTS, degenerate_reason  # evals.nc axes: where written
-from core.schema import FILES, SchemaError, finalize, metrics_hash
 from core.tasks import FAMILIES, family_of
-from core.train import TrainingLogError, check_training_dir
 
 RUN = ("network", "checkpoint", "task", "alpha", "seed")
 MODULE_COLUMNS = ("sparsity", "n_kept", "dispersity", "dispersity_random", "dispersity_norm",
@@ -248,7 +249,7 @@ class Run:
     convergence: dict[str, float]
     curve: dict[str, np.ndarray]
     snapshots: dict[str, Any]
-    degenerate: str = ""  # why the run never trained (core.masking.degenerate_reason), or ""
+    degenerate: str = ""  # why the run never trained (core.formats.masks.degenerate_reason), or ""
 
     @property
     def label(self) -> dict[str, Any]:
@@ -276,7 +277,7 @@ def _fail(path: Path, msg: str) -> MetricsError:
 
 
 def read_run(path: Path, network: int, checkpoint: str) -> Run:
-    """Load one mask file (:func:`core.maskfile.load_mask`) and check it against its place:
+    """Load one mask file (:func:`core.formats.masks.load_mask`) and check it against its place:
     folder ``net<network>/<checkpoint>``, name ``<task>-a<alpha>-s<seed>.pt``."""
     try:
         rec = load_mask(path)
@@ -286,7 +287,7 @@ def read_run(path: Path, network: int, checkpoint: str) -> Run:
     stem = mask_name(task, float(rec["alpha"]), seed)
     if path.stem != stem:
         raise _fail(path, f"holds run {stem!r} (task, alpha, seed), not what its name says")
-    alpha = _parse_stem(stem, path)[1]  # the label's value: the alpha coordinate everywhere
+    alpha = parse_mask_name(stem)[1]  # the label's value: the alpha coordinate everywhere
     if rec["checkpoint"] != checkpoint or int(rec.get("network", network)) != network:
         raise _fail(path, f"made for net{rec.get('network', '?')}/{rec['checkpoint']}, found "
                           f"under net{network}/{checkpoint}")
@@ -338,93 +339,11 @@ def folders(masks: str | Path, cfg: Config) -> dict[tuple[int, str], Path]:
             if not d.is_dir() or not any(d.glob("*.pt")):
                 raise MetricsError(f"{d}: no mask files (network {net}, checkpoint {ck} of "
                                    f"profile {cfg.profile}); run the masks stage first")
-            if not (d / "evals.nc").exists():
-                raise MetricsError(f"{d / 'evals.nc'}: file not found (evaluations of the "
+            if not (d / EVALS).exists():
+                raise MetricsError(f"{d / EVALS}: file not found (evaluations of the "
                                    "masks of this checkpoint)")
             out[net, ck] = d
     return out
-
-
-def _open_nc(path: Path, what: str) -> xr.Dataset:
-    if not path.exists():
-        raise MetricsError(f"{path}: {what} not found")
-    try:
-        with xr.open_dataset(path, engine="netcdf4") as ds:
-            return ds.load()
-    except Exception as err:
-        raise MetricsError(f"{path}: cannot read as netCDF ({type(err).__name__}: {err})"
-                           ) from None
-
-
-def read_evals(path: Path, stems: Sequence[str]) -> xr.Dataset:
-    """One checkpoint's ``evals.nc`` as dims (task, alpha, seed, variant, eval_set, split) plus
-    ``full_accuracy`` (eval_set, split); every mask file must have its evaluations (the mask
-    coordinate holds the file stems) and no evaluation may lack its file."""
-    ev = _open_nc(path, "mask evaluations")
-    for dim in ("mask", "variant", "eval_set", "split"):
-        if dim not in ev.dims:
-            raise _fail(path, f"dimension {dim!r} missing (expected mask, variant, eval_set, "
-                              "split)")
-    for var in ("accuracy", "degenerate"):
-        if var not in ev.variables:
-            raise _fail(path, f"variable {var!r} missing")
-    for coord, want in (("variant", VARIANTS), ("split", SPLITS)):
-        have = [str(v) for v in ev[coord].values]
-        if any(w not in have for w in want):
-            raise _fail(path, f"{coord} {have}, expected {list(want)}")
-    keys = [str(k) for k in ev["mask"].values]
-    missing, extra = sorted(set(stems) - set(keys)), sorted(set(keys) - set(stems))
-    if missing:
-        raise _fail(path, f"no evaluation of mask {missing[0]!r} (stale evals.nc?)")
-    if extra:
-        raise _fail(path, f"evaluates mask {extra[0]!r}, which has no mask file")
-    if "full_accuracy" in ev.variables:
-        full = ev["full_accuracy"]
-    elif "full" in [str(v) for v in ev["variant"].values]:
-        full = ev["accuracy"].sel(variant="full").isel(mask=0, drop=True)
-    else:
-        raise _fail(path, "unmasked accuracy missing (variable 'full_accuracy' on (eval_set, "
-                          "split) or variant 'full')")
-    parsed = [_parse_stem(k, path) for k in keys]
-    if "n_problems" not in ev.variables:
-        raise _fail(path, "variable 'n_problems' missing")
-    ev = ev[["accuracy", "degenerate", "n_problems"]].sel(variant=list(VARIANTS),
-                                                         split=list(SPLITS))
-    index = pd.MultiIndex.from_tuples(parsed, names=["task", "alpha", "seed"])
-    ev = ev.drop_vars("mask").assign_coords(xr.Coordinates.from_pandas_multiindex(index, "mask")
-                                            ).unstack("mask")
-    full = full.sel(split=list(SPLITS)).transpose("eval_set", "split")
-    return ev.assign(full_accuracy=full.drop_vars([c for c in full.coords
-                                                   if c not in ("eval_set", "split")]))
-
-
-def _parse_stem(stem: str, where: Path) -> tuple[str, float, int]:
-    try:
-        return parse_mask_name(stem)
-    except ValueError as err:
-        raise _fail(where, str(err)) from None
-
-
-def read_training(train_dir: Path, cfg: Config) -> xr.Dataset:
-    """A network's ``training.nc``, checked by :func:`core.train.check_training_dir` (the
-    checkpoint files match the recorded sha256s and the log was trained with these params: a
-    log from another run is refused) and for every checkpoint of ``cfg``."""
-    path = train_dir / "training.nc"
-    try:
-        ds = check_training_dir(train_dir, cfg)
-    except TrainingLogError as err:
-        raise MetricsError(str(err)) from None
-    except (OSError, ValueError) as err:
-        raise _fail(path, f"cannot read as netCDF ({type(err).__name__}: {err})") from None
-    for var in ("loss", "acc", "val_acc", "milestone_step", "milestone_val_acc"):
-        if var not in ds.variables:
-            raise _fail(path, f"variable {var!r} missing")
-    names = [str(c) for c in ds["checkpoint"].values]
-    missing = [c for c in cfg.checkpoints if c not in names]
-    if missing:
-        raise _fail(path, f"checkpoint {missing[0]} (train.milestones) not in the log's "
-                          f"milestones {names} (stale training.nc?)")
-    return ds.assign_coords(checkpoint_name=("milestone", names))
 
 
 # =========================================================================== records -> data
@@ -601,7 +520,10 @@ def read_ablation(places: Mapping[tuple[int, str], Path], cfg: Config
     evals, stems = {}, {}
     for (net, ck), d in places.items():
         stems[net, ck] = sorted(p.stem for p in d.glob("*.pt"))
-        evals[net, ck] = read_evals(d / "evals.nc", stems[net, ck])
+        try:
+            evals[net, ck] = evals_file.read(d / EVALS, stems[net, ck])
+        except EvalsError as err:
+            raise MetricsError(str(err)) from None
     present = {s.rsplit("-a", 1)[0] for v in stems.values() for s in v}
     tasks = [s for f in FAMILIES.values() for s in f.sets if s in present]
     unknown = sorted(present - set(tasks))
@@ -710,7 +632,10 @@ def _ckpt_coords(train: str | Path, cfg: Config, nets: list[int], cks: list[str]
     vals = {"ckpt_val_acc": [], "ckpt_test_acc": [], "ckpt_step": []}
     init, restarts = [], []
     for net in nets:
-        log = read_training(Path(train) / f"net{net}", cfg)
+        try:
+            log = training_log.read(Path(train) / f"net{net}", cfg)
+        except training_log.TrainingLogError as err:
+            raise MetricsError(str(err)) from None
         init.append(int(log.attrs.get("init_seed", net)))
         restarts.append(int(log.attrs.get("restarts", 0)))
         log = log.swap_dims(milestone="checkpoint_name")
@@ -805,7 +730,7 @@ def _family_summary(ds: Mapping[str, xr.Dataset], fam: str, ck: str, alpha: floa
     m = md.sel(checkpoint=ck, alpha=alpha, task=tasks)
     conv = m["converged"]
     ok = conv == 1
-    # runs that never trained (core.masking.degenerate_reason): their read-out keeps no weight
+    # runs that never trained (core.formats.masks.degenerate_reason): their read-out keeps no weight
     # or every weight; flagged not converged, so excluded like the unconverged, and counted
     degenerate = conv.notnull() & ((m["density"] <= 0) | (m["density"] >= 100))
 

@@ -35,9 +35,9 @@ import numpy as np
 import xarray as xr
 
 from core.config import ConfigError, load
-from core.controlfile import ControlError, read_result
+from core.formats.control import ControlError, read_result
+from core.formats.masks import MaskError, load_mask
 from core.io import atomic_write_bytes, atomic_write_text
-from core.maskfile import MaskError, load_mask
 
 
 class PlotError(RuntimeError):

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from core.config import ConfigError, load
+from core.formats.masks import MaskError, load_mask, mask_flat
 from core.io import atomic_torch_save, file_sha256, torch_load
-from core.maskfile import MaskError, load_mask, mask_flat
 
 FORMAT = "modules-avr-readouts/1"
 SHARED = ("arch", "image_size", "model_fingerprint", "names", "shapes")

@@ -50,6 +50,7 @@ import numpy as np
 
 from core.config import ConfigError, config_hash, load, load_yaml
 from core.data import RavenDataset
+from core.formats.metrics import FILES, SchemaError, metrics_hash, open_metrics
 from core.io import RUN_FILES, atomic_write_text, git_commit  # noqa: F401 (re-exported)
 from core.lock import LockError, writer_lock
 from core.raven.store import (
@@ -60,7 +61,6 @@ from core.raven.store import (
     staged_dir,
     write_shard,
 )
-from core.schema import FILES, SchemaError, metrics_hash, open_metrics
 
 PROVENANCE = "provenance.json"
 N_PROBLEMS = 1  # problems kept per task set (the figure shows the first)
@@ -196,7 +196,7 @@ def _validate_inputs(cfg: Any, metrics: Path, raven: Path, logs: Sequence[str | 
 
 def _check_control(path: Path, cfg: Any) -> None:
     """A control.json of this profile, made at its mask settings, or one ResultsError."""
-    from core.controlfile import ControlError, read_result
+    from core.formats.control import ControlError, read_result
     try:
         result = read_result(path)
     except ControlError as err:

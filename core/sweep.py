@@ -12,7 +12,7 @@ every seed of ``masks.seeds`` at ``masks.alpha``; for the families in
 ``masks.complement_masks`` also each task's complement and the family's reference set (the
 complement protocol; ``seeds[0]`` only); plus the alpha sweep (``masks.alpha_sweep``) of every
 task of the families masked at every checkpoint, at the last checkpoint with ``seeds[0]``. Each run is written atomically to
-``<out>/<checkpoint>/<set>-a<alpha>-s<seed>.pt`` (``core.maskfile``).
+``<out>/<checkpoint>/<set>-a<alpha>-s<seed>.pt`` (``core.formats.masks``).
 
 Every checkpoint and every data split is loaded once per process (no per-mask start-up).
 Executors: ``inprocess`` (one run after another), ``process`` (``masks.workers`` spawned
@@ -72,9 +72,9 @@ from core import maskgroup, masking
 from core.config import SHAPES, Config, ConfigError, MaskConfig, load
 from core.data import RavenDataset, RavenFileError, to_float
 from core.device import DeviceError, resolve_device, resolve_precision, set_deterministic
-from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes
-from core.lock import LockError, die_with_parent, writer_lock
-from core.maskfile import (
+from core.formats import evals
+from core.formats.evals import EVALS
+from core.formats.masks import (
     ACCURACY_KEYS,
     FORMAT,
     MASK_FILE,
@@ -83,6 +83,8 @@ from core.maskfile import (
     mask_name,
     mask_record,
 )
+from core.io import atomic_write_bytes, file_sha256, torch_bytes
+from core.lock import LockError, die_with_parent, writer_lock
 from core.models import CheckpointError, load_checkpoint
 from core.notebook import ParameterError
 from core.notebook import run as run_notebook
@@ -91,7 +93,6 @@ from core.tasks import FAMILIES
 from core.train import data_fingerprint
 
 EXECUTORS = ("inprocess", "process", "ray")
-EVALS = "evals.nc"
 CKPT_DIR = re.compile(r"[a-z][a-z0-9_]*_\d+(p\d+)?")  # config.checkpoint_name: scl_90, scl_2p5
 # masks.* keys a run's file does NOT depend on: which runs exist (the run's own alpha, seed and
 # set are recorded separately), the Ray GPU share and the group evaluation's settings. Every
@@ -708,8 +709,7 @@ class Sweep:
                                  tol=mc.degenerate_tol, degenerate_max=mc.degenerate_max)
         ds.attrs.update({"network": self.network, "checkpoint": ckpt,
                          "inputs_sha256": self._eval_hash[ckpt]})
-        with atomic_path(self.out / ckpt / EVALS) as tmp:
-            ds.to_netcdf(tmp)
+        evals.write(self.out / ckpt / EVALS, ds)
 
     # ----------------------------------------------------------------- the whole sweep
     def run(self, executor: str = "inprocess", workers: int = 1, progress: bool = False) -> dict:
@@ -742,7 +742,7 @@ class Sweep:
                  f"{len(todo)} to train ({executor})")
         pool = make_executor(executor, workers, self.cfg.masks.threads)
         timings: list[dict] = []
-        evals: dict[str, float] = {}
+        eval_seconds: dict[str, float] = {}
         parts: dict[str, list[dict]] = {}
         n_parts: dict[str, int] = {}
         remaining = {c: sum(r.checkpoint == c for r in todo) for c in self.cfg.checkpoints}
@@ -762,10 +762,10 @@ class Sweep:
                 eval_bar.total -= expected[ckpt]
                 eval_bar.refresh()
                 return
-            if eval_bar.n == 0 and not evals:  # the first parts: the bar's clock starts now
+            if eval_bar.n == 0 and not eval_seconds:  # the first parts: the bar's clock starts now
                 eval_bar.reset(total=eval_bar.total)
             eval_bar.total += len(todo_parts) - expected[ckpt]
-            parts[ckpt], n_parts[ckpt], evals[ckpt] = [], len(todo_parts), 0.0
+            parts[ckpt], n_parts[ckpt], eval_seconds[ckpt] = [], len(todo_parts), 0.0
             for i, (job, args) in enumerate(todo_parts):
                 pool.submit(("eval", ckpt, i), evaluate_one, job, *args)
 
@@ -822,19 +822,19 @@ class Sweep:
                 else:
                     ckpt = key[1]
                     parts[ckpt].append(result)
-                    evals[ckpt] += seconds
+                    eval_seconds[ckpt] += seconds
                     eval_bar.update(1)
                     if len(parts[ckpt]) == n_parts[ckpt]:
                         self.write_evals(ckpt, parts[ckpt])
                         self.log(f"{self.out / ckpt / EVALS}: written ({n_parts[ckpt]} parts, "
-                                 f"{evals[ckpt]:.1f} s)")
+                                 f"{eval_seconds[ckpt]:.1f} s)")
         finally:
             mask_bar.close()
             eval_bar.close()
             pool.close()
         wall = time.perf_counter() - t0
         compute = sum(t["compute_s"] for t in timings)
-        eval_s = sum(evals.values())
+        eval_s = sum(eval_seconds.values())
         # the work spread over the lanes that ran it (one after another in process: 1 lane);
         # overhead = wall time not explained by that work: loading, resume checks, writing,
         # and, with a pool, a worker idling (e.g. waiting for the last run of a checkpoint)

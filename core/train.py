@@ -82,12 +82,19 @@ import torch
 import torch.distributed as dist
 import torch.distributed.run as torchrun
 import torch.nn.functional as F
-import xarray as xr
 from torch import nn
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from tqdm import tqdm
 
-from core.config import Config, ConfigError, checkpoint_name, config_hash, load
+from core.config import (
+    Config,
+    ConfigError,
+    checkpoint_name,
+    config_hash,
+    load,
+    train_hash,
+    train_sections,
+)
 from core.data import RavenDataset, to_float
 from core.device import (
     DeviceError,
@@ -99,7 +106,8 @@ from core.device import (
     set_deterministic,
     to_cpu,
 )
-from core.io import atomic_path, atomic_write_bytes, file_sha256, torch_bytes, torch_load
+from core.formats import training as training_log
+from core.io import atomic_write_bytes, file_sha256, torch_bytes, torch_load
 from core.lock import LockError, die_with_parent, writer_lock
 from core.models import build_model, checkpoint_dict, predict
 from core.models.scl import N_CANDIDATES
@@ -107,11 +115,7 @@ from core.progress import bar as progress_bar
 from core.raven.store import RavenFileError
 
 LAST = "last.pt"
-LOG = "training.nc"
 SPLITS = ("train", "val", "test")
-# The parameters a training run depends on (with train.networks left out; the data enter
-# through their fingerprint, so data keys that do not change main/ do not count).
-TRAIN_SECTIONS = ["seed", "precision", "model", "train"]
 # A network whose best validation accuracy is below chance (100 / N_CANDIDATES) plus this many
 # points has not left SCL's initial plateau (loss ln 8); see train.restart_after
 CHANCE_MARGIN = 10.0
@@ -131,10 +135,6 @@ class ResumeError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """The training loss or a parameter became NaN or infinite; names step and quantity."""
-
-
-class TrainingLogError(ValueError):
-    """A ``training.nc`` that does not match its checkpoints or configuration."""
 
 
 class MilestoneWarning(UserWarning):
@@ -325,19 +325,6 @@ class Run:
         return facts
 
 
-def train_sections(cfg: Config) -> dict[str, Any]:
-    """The parameters one network's training depends on: ``TRAIN_SECTIONS`` without
-    ``train.networks`` (adding a network changes no other network's run)."""
-    values = cfg.to_dict()
-    values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
-    return {k: values[k] for k in TRAIN_SECTIONS}
-
-
-def train_hash(cfg: Config) -> str:
-    """``config_hash`` of :func:`train_sections` (recorded in training.nc and checkpoints)."""
-    return config_hash(train_sections(cfg))
-
-
 def setup_run(cfg: Config, network: int, splits: Splits, proc: Process) -> Run:
     """Model (seeded with ``network``), optimiser and schedule on ``proc.device``."""
     if network not in cfg.train.networks:
@@ -470,7 +457,7 @@ def start(run: Run, out_dir: Path, state_dir: Path) -> State:
             for m in run.milestones:
                 (out_dir / run.file_name(m)).unlink(missing_ok=True)
                 (state_dir / run.file_name(m)).unlink(missing_ok=True)
-            (out_dir / LOG).unlink(missing_ok=True)
+            (out_dir / training_log.LOG).unlink(missing_ok=True)
         return State(next_val=run.cfg.train.val_min_every)
     saved = torch_load(last, "resume state", ResumeError)
     if not isinstance(saved, dict) or "identity" not in saved:
@@ -718,7 +705,7 @@ def validate(run: Run, st: State, evaluate: Callable[[nn.Module, int], float],
             if abs(r["val_acc"] - m) > tol:
                 warnings.warn(MilestoneWarning(
                     f"{msg}: {r['val_acc'] - m:+.2f} points off the milestone, beyond "
-                    f"train.milestone_tolerance {tol:g} (recorded in {LOG}); lower "
+                    f"train.milestone_tolerance {tol:g} (recorded in {training_log.LOG}); lower "
                     "train.val_min_every / train.val_every to validate more often"),
                     stacklevel=2)
     todo = [m for m in run.milestones if m not in st.reached]
@@ -890,7 +877,9 @@ def finish(run: Run, st: State, test: Callable[[nn.Module], float], out_dir: Pat
         for m in sorted(st.reached):
             atomic_write_bytes(out_dir / run.file_name(m),
                                (state_dir / run.file_name(m)).read_bytes())
-        write_log(out_dir / LOG, run, st, test_acc)
+        training_log.write(out_dir / training_log.LOG, st, run.milestones,
+                           [checkpoint_name(run.cfg.model.arch, m) for m in run.milestones],
+                           test_acc, run.cfg.train.milestone_tolerance, log_facts(run, st))
         (state_dir / LAST).unlink(missing_ok=True)
         for m in run.milestones:
             (state_dir / run.file_name(m)).unlink(missing_ok=True)
@@ -902,122 +891,17 @@ def finish(run: Run, st: State, test: Callable[[nn.Module], float], out_dir: Pat
     return Result(dict(st.reached), missing, st.step, test_acc)
 
 
-def write_log(path: Path, run: Run, st: State, test: dict[float, float]) -> None:
-    """``training.nc``: per-step train loss/acc, per-validation accuracy, per-milestone facts
-    and provenance (no timestamps: identical runs give identical bytes)."""
-    cfg, ms, reached = run.cfg, run.milestones, st.reached
-    tol = cfg.train.milestone_tolerance
-
-    def per_m(key: str, fill: Any, dtype: Any) -> np.ndarray:
-        return np.array([reached[m][key] if m in reached else fill for m in ms], dtype=dtype)
-
-    achieved = per_m("val_acc", np.nan, float)
-    error = achieved - np.array(ms)
-    ok = np.where(np.isnan(error), -1, np.abs(error) <= tol).astype(np.int8)
-    ds = xr.Dataset(
-        {
-            "loss": ("step", np.array(st.loss, dtype=np.float32),
-                     {"units": "1", "long_name": "training cross-entropy loss (batch mean)"}),
-            "acc": ("step", np.array(st.acc, dtype=np.float32),
-                    {"units": "percent", "long_name": "training batch accuracy"}),
-            "epoch": ("step", np.array(st.log_epoch, dtype=np.int32),
-                      {"units": "1", "long_name": "epoch of the training step (from 0)"}),
-            "lr": ("step", np.array(st.lr, dtype=np.float32),
-                   {"units": "1", "long_name": "learning rate"}),
-            "val_acc": ("val_step", np.array(st.val_acc, dtype=np.float32),
-                        {"units": "percent", "long_name": "validation accuracy"}),
-            "val_epoch": ("val_step", np.array(st.val_epoch, dtype=np.int32),
-                          {"units": "1", "long_name": "epoch of the validation (from 0)"}),
-            "milestone_step": ("milestone", per_m("step", -1, np.int64),
-                               {"units": "1", "long_name": "step of the kept checkpoint "
-                                "(-1: milestone not reached)"}),
-            "milestone_epoch": ("milestone", per_m("epoch", -1, np.int64),
-                                {"units": "1", "long_name": "epoch of the kept checkpoint "
-                                 "(-1: not reached)"}),
-            "milestone_val_acc": ("milestone", achieved,
-                                  {"units": "percent", "long_name": "validation accuracy "
-                                   "achieved by the kept checkpoint"}),
-            "milestone_error": ("milestone", error,
-                                {"units": "percent", "long_name": "achieved validation "
-                                 "accuracy minus the milestone"}),
-            "milestone_within_tolerance": ("milestone", ok,
-                                           {"units": "1", "long_name": "1: |milestone_error| "
-                                            "<= milestone_tolerance, 0: not, -1: not reached"}),
-            "milestone_test_acc": ("milestone", np.array([test.get(m, np.nan) for m in ms]),
-                                   {"units": "percent",
-                                    "long_name": "test accuracy of the checkpoint"}),
-            "checkpoint_sha256": ("milestone", per_m("sha256", "", object),
-                                  {"long_name": "sha256 of the checkpoint file ('' if not "
-                                   "reached)"}),
-            **{f"rewind_{k}": ("rewind", np.array([r[i] for r in st.rewinds], dtype=dt),
-                               {"units": u, "long_name": f"rewinds (a check that jumped past "
-                                f"a milestone, replayed with denser checks): {what}"})
-               for i, (k, dt, u, what) in enumerate((
-                   ("from_step", np.int64, "1", "step of the replaced check"),
-                   ("val_acc", np.float32, "percent", "its validation accuracy"),
-                   ("to_step", np.int64, "1", "step replayed from (the check before)"),
-                   ("milestone", np.float64, "percent", "the lowest milestone it overshot")))},
-            "restart_steps": ("restart", np.array([r[0] for r in st.restarts], dtype=np.int64),
-                              {"units": "1", "long_name": "steps an abandoned attempt ran "
-                               "before it was re-initialised, still at chance "
-                               "(train.restart_after)"}),
-            "restart_best_val_acc": ("restart",
-                                     np.array([r[1] for r in st.restarts], dtype=np.float32),
-                                     {"units": "percent", "long_name": "best validation "
-                                      "accuracy of the abandoned attempt"}),
-        },
-        coords={
-            "step": ("step", np.arange(1, len(st.loss) + 1, dtype=np.int64),
-                     {"units": "1", "long_name": "optimiser step"}),
-            "val_step": ("val_step", np.array(st.val_steps, dtype=np.int64),
-                         {"units": "1", "long_name": "optimiser step of the validation"}),
-            "milestone": ("milestone", np.array(ms, dtype=float),
-                          {"units": "percent", "long_name": "validation-accuracy milestone"}),
-            "checkpoint": ("milestone", [checkpoint_name(cfg.model.arch, m) for m in ms],
-                           {"long_name": "checkpoint name"}),
-        },
-        attrs={"Conventions": "CF-1.8", "title": "Training log of one network",
-               "source": "core.train", "arch": cfg.model.arch, "profile": cfg.profile,
-               "network": run.network, "network_seed": run.network, "data_seed": cfg.seed,
-               "init_seed": run.init_seed, "restarts": len(st.restarts),
-               "config_hash": config_hash(cfg), "train_hash": run.identity["train_hash"],
-               "data_fingerprint": run.identity["data"], "device": run.proc.device.type,
-               "precision": run.proc.precision, "processes": run.proc.world,
-               "optimizer": cfg.train.optimizer, "lr": cfg.train.lr,
-               "batch_size": cfg.train.batch_size, "milestone_tolerance": tol,
-               "references": "Wu et al. 2020, The Scattering Compositional Learner"},
-    )
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4")
-
-
-def check_training_dir(train_dir: str | Path, cfg: Config | None = None) -> xr.Dataset:
-    """``training.nc`` of ``train_dir``, checked against its checkpoints: every reached
-    milestone's file exists with the recorded sha256; with ``cfg``, the recorded
-    :func:`train_hash` matches. Raises :class:`TrainingLogError` naming the file."""
-    train_dir = Path(train_dir)
-    path = train_dir / LOG
-    if not path.is_file():
-        raise TrainingLogError(f"{path}: training log not found")
-    with xr.open_dataset(path, engine="netcdf4") as ds:
-        log = ds.load()
-    if "checkpoint_sha256" not in log:
-        raise TrainingLogError(f"{path}: no checkpoint_sha256 (written by an older core.train;"
-                               " train again)")
-    for name, sha in zip(log["checkpoint"].values, log["checkpoint_sha256"].values):
-        if not sha:
-            continue
-        ck = train_dir / f"{name}.pt"
-        if not ck.is_file():
-            raise TrainingLogError(f"{ck}: checkpoint listed in {path} not found")
-        if file_sha256(ck) != sha:
-            raise TrainingLogError(f"{path}: does not match {ck} (sha256 differs: the log and "
-                                   "the checkpoint come from different runs)")
-    if cfg is not None:
-        if log.attrs.get("train_hash") != train_hash(cfg):
-            raise TrainingLogError(f"{path}: trained with other parameters than profile "
-                                   f"{cfg.profile!r} (train hash differs)")
-    return log
+def log_facts(run: Run, st: State) -> dict[str, Any]:
+    """The provenance of ``training.nc`` (its global attrs)."""
+    cfg = run.cfg
+    return {"arch": cfg.model.arch, "profile": cfg.profile, "network": run.network,
+            "network_seed": run.network, "data_seed": cfg.seed, "init_seed": run.init_seed,
+            "restarts": len(st.restarts), "config_hash": config_hash(cfg),
+            "train_hash": run.identity["train_hash"], "data_fingerprint": run.identity["data"],
+            "device": run.proc.device.type, "precision": run.proc.precision,
+            "processes": run.proc.world, "optimizer": cfg.train.optimizer, "lr": cfg.train.lr,
+            "batch_size": cfg.train.batch_size,
+            "milestone_tolerance": cfg.train.milestone_tolerance}
 
 
 # --------------------------------------------------------------------------- entry points

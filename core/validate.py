@@ -43,7 +43,7 @@ from torch import nn
 
 from core import planted as P
 from core.config import Config, ConfigError, MaskConfig, compose, from_dict
-from core.controlfile import ControlError
+from core.formats.control import ControlError
 from core.io import atomic_write_text, git_commit
 from core.masking import MaskedModel, MaskError, MaskResult, Split, accuracy, train_mask
 
@@ -258,7 +258,7 @@ def run_control(cfg: Config, control_dir: Path, workers: int) -> dict[str, Any]:
     settings, else new masks of the pipeline's specialists (trained first if missing) into
     ``control_dir/validation/`` (the pipeline's outputs are never overwritten)."""
     from core import control
-    from core.controlfile import CONTROL_MASK_KEYS, read_result
+    from core.formats.control import CONTROL_MASK_KEYS, read_result
     s = control.settings(cfg, workers=workers)
     mc, alpha = control.mask_settings(cfg, s)
     plain = lambda d: json.loads(json.dumps(d))  # noqa: E731 (tuples -> lists, as in the file)

@@ -1,4 +1,4 @@
-"""What the figures read: the metric files (validated against ``core.schema`` and refused when
+"""What the figures read: the metric files (validated against ``core.formats.metrics`` and refused when
 written for another configuration) and the generated problems, plus small helpers shared by
 the figure modules. Statistics come from :mod:`core.stats` (intervals across networks with
 mask seeds nested inside, level ``metrics.ci``)."""
@@ -14,7 +14,7 @@ import xarray as xr
 
 from core import stats
 from core.config import Config
-from core.schema import SchemaError, check_provenance, metrics_hash, open_metrics
+from core.formats.metrics import SchemaError, check_provenance, metrics_hash, open_metrics
 from core.tasks import FAMILIES
 from figures.style import FigureError
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core import validationfile
 from core.config import Config, ConfigError, MaskConfig, load
-from core.controlfile import ControlError, comparison_text, read_result, summary_text
+from core.formats.control import ControlError, comparison_text, read_result, summary_text
 from core.io import atomic_write_bytes, atomic_write_text
 from core.preflight import TEX_HINT
 from figures import FAMILIES, PROVENANCE_FILE

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core.config import Config
-from core.controlfile import comparison_text, mask_settings, noise_text, settings_label
+from core.formats.control import comparison_text, mask_settings, noise_text, settings_label
 from core.stats import CHANCE_ACC
 from core.tasks import FAMILIES
 from figures import original

@@ -26,11 +26,10 @@ import xarray as xr
 import yaml
 
 from core import metrics
-from core.config import Config, alpha_label, compose, config_hash, from_dict
+from core.config import TRAIN_SECTIONS, Config, alpha_label, compose, config_hash, from_dict
+from core.formats.masks import ACCURACY_KEYS, FORMAT, fingerprint, save_mask
 from core.io import atomic_write_bytes, file_sha256
-from core.maskfile import ACCURACY_KEYS, FORMAT, fingerprint, save_mask
 from core.tasks import FAMILIES
-from core.train import TRAIN_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = (("vision.conv.weight", (8, 1, 3, 3)), ("vision.conv.bias", (8,)),

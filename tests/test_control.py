@@ -11,9 +11,10 @@ import torch
 import yaml
 from torch import nn
 
-from core import control, controlfile
+from core import control
 from core.config import compose_text
-from core.controlfile import comparison_text
+from core.formats import control as controlfile
+from core.formats.control import comparison_text
 from core.io import atomic_write_text
 from paper import numbers
 from paper.build import README_BEGIN, README_END, read_control

@@ -13,7 +13,7 @@ import pytest
 import synthetic as syn  # tests/synthetic.py: the test-only input builders
 
 from core.config import SHAPES
-from core.schema import metrics_hash
+from core.formats.metrics import metrics_hash
 from figures import FAMILIES, PROVENANCE_FILE, build
 from figures.__main__ import main
 from figures.style import FigureError, task_color

@@ -1,10 +1,11 @@
-"""The mask file's name: written by core.maskfile.mask_name, read back by parse_mask_name and
+"""The mask file's name: written by core.formats.masks.mask_name, read back by parse_mask_name and
 matched by MASK_FILE, the one place the pattern is spelled out (sweep and metrics use them)."""
 
 import pytest
 
-from core import metrics, sweep
-from core.maskfile import MASK_FILE, mask_name, mask_path, parse_mask_name
+from core import sweep
+from core.formats import evals
+from core.formats.masks import MASK_FILE, mask_name, mask_path, parse_mask_name
 
 
 @pytest.mark.parametrize("task,alpha,seed", [("circle", 1e-5, 0), ("rule_not_circle", 2.2e-6, 3),
@@ -23,7 +24,7 @@ def test_other_names_are_refused(stem):
     assert not MASK_FILE.fullmatch(stem + ".pt")
 
 
-def test_one_pattern_for_sweep_and_metrics(tmp_path):
+def test_one_pattern_for_sweep_and_evals(tmp_path):
     assert sweep.MASK_FILE is MASK_FILE
-    with pytest.raises(metrics.MetricsError, match="x.nc.*mask key 'circle-s0'"):
-        metrics._parse_stem("circle-s0", tmp_path / "x.nc")
+    with pytest.raises(evals.EvalsError, match="x.nc.*mask key 'circle-s0'"):
+        evals._parse_stem("circle-s0", tmp_path / "x.nc")

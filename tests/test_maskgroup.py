@@ -13,7 +13,7 @@ from torch import nn
 
 from core import maskgroup, sweep
 from core.config import ConfigError, from_dict, load
-from core.maskfile import load_mask
+from core.formats.masks import load_mask
 from core.maskgroup import Member, train_group
 from core.masking import MaskError, Split, train_mask
 from core.models import build_model

@@ -14,20 +14,24 @@ from torch import nn
 from torch.func import functional_call
 
 from core.config import load
-from core.masking import (
+from core.formats.evals import SPLITS, VARIANTS
+from core.formats.masks import (
     ACCURACY_KEYS,
     FORMAT,
-    SPLITS,
-    VARIANTS,
-    MaskedModel,
     MaskError,
+    curve_dataset,
+    degenerate_reason,
+    load_mask,
+    mask_record,
+    save_mask,
+)
+from core.masking import (
+    MaskedModel,
     Split,
     _like,
     accuracy,
     convergence,
-    curve_dataset,
     degenerate_fraction,
-    degenerate_reason,
     degenerate_rows,
     evaluate,
     evaluate_group,
@@ -36,14 +40,11 @@ from core.masking import (
     foldable_norms,
     is_converged,
     keep_freed_memory,
-    load_mask,
     log_steps,
-    mask_record,
     merge_parts,
     noise_factor,
     norm_parameters,
     relative_drop,
-    save_mask,
     select_parameters,
     snapshot_parameter,
     task_specific,

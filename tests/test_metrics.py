@@ -22,7 +22,7 @@ from hypothesis.extra.numpy import arrays
 from core import metrics as M
 from core import stats as S
 from core.config import load
-from core.schema import FILES, open_metrics
+from core.formats.metrics import FILES, open_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -551,7 +551,7 @@ def test_a_mask_that_never_trained_is_excluded_and_counted(inputs):
     weight) was recorded 'converged' by the old rule (its curve is flat); the metrics flag it
     not converged, leave it out of every verdict and count it."""
     masks, train, cfg = inputs
-    from core.maskfile import load_mask, save_mask
+    from core.formats.masks import load_mask, save_mask
 
     path = masks / "net0" / "scl_20" / "color_rule-a3e-5-s0.pt"
     rec = load_mask(path)

@@ -205,7 +205,7 @@ def test_train_notebook_trains_every_network_through_the_launcher(tmp_path):
 @pytest.mark.slow
 def test_mask_notebook_makes_masks_at_new_settings_that_metrics_reads(tmp_path):
     # `papermill analysis/train_masks.ipynb out.ipynb -p checkpoint ... -p task circle -p steps
-    # N`: mask files (core/maskfile.py) + evals.nc + the parameters they were made with, which
+    # N`: mask files (core/formats/masks.py) + evals.nc + the parameters they were made with, which
     # the metrics stage's code reads as it reads the pipeline's masks
     import papermill as pm
     import synthetic as syn
@@ -213,7 +213,7 @@ def test_mask_notebook_makes_masks_at_new_settings_that_metrics_reads(tmp_path):
 
     from core import metrics
     from core.config import load
-    from core.maskfile import load_mask
+    from core.formats.masks import load_mask
 
     train, data = ts.make_inputs(tmp_path)
     params = ts.small_params(tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import synthetic as syn  # tests/synthetic.py: the test-only input builders
 
-from core.schema import metrics_hash
+from core.formats.metrics import metrics_hash
 from figures import FAMILIES, PROVENANCE_FILE
 from figures.style import FigureError
 from paper import build as paper

@@ -15,7 +15,7 @@ from test_paper import _dummy_figures
 
 from core import config as C
 from core import preflight
-from core.schema import metrics_hash
+from core.formats.metrics import metrics_hash
 from paper import build as paper
 
 

@@ -10,7 +10,7 @@ import synthetic as syn  # tests/synthetic.py: the test-only input builders
 import torch
 
 from core import readouts
-from core.maskfile import load_mask
+from core.formats.masks import load_mask
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import yaml
 
 from core import sweep
 from core.config import ConfigError, from_dict, load
+from core.formats.masks import MaskError, load_mask
 from core.io import file_sha256
-from core.maskfile import MaskError, load_mask
 from core.models import build_model, checkpoint_dict
 from core.raven.store import write_shard
 

@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from core import train as T
 from core.config import compose, from_dict
+from core.formats import training as training_log
 from core.io import file_sha256
 from core.models import load_checkpoint
 from core.raven.store import write_npz
@@ -435,19 +436,20 @@ def test_training_dir_provenance_is_checked(tmp_path):
     cfg = cfg_of(epochs=2, milestones=[50, 70])
     fit(cfg, tmp_path / "a", evaluate=lambda m, s: 60.0)
     fit(cfg, tmp_path / "b", fake_splits((24, 16, 16)), evaluate=lambda m, s: 80.0)
-    log = T.check_training_dir(tmp_path / "a", cfg)
+    log = training_log.check(tmp_path / "a", cfg)
     assert log.attrs["network"] == 0 and log.attrs["data_fingerprint"] == "fake"
     assert len(log.attrs["config_hash"]) == 64 and log.attrs["precision"] == "fp32"
     assert log["checkpoint_sha256"].values[0] == file_sha256(tmp_path / "a" / "scl_50.pt")
     assert log["checkpoint_sha256"].values[1] == ""
-    with pytest.raises(T.TrainingLogError, match=r"train hash differs"):
-        T.check_training_dir(tmp_path / "a", cfg_of(epochs=3, milestones=[50, 70]))
+    with pytest.raises(training_log.TrainingLogError, match=r"train hash differs"):
+        training_log.check(tmp_path / "a", cfg_of(epochs=3, milestones=[50, 70]))
     (tmp_path / "a" / "scl_50.pt").write_bytes((tmp_path / "b" / "scl_50.pt").read_bytes())
-    with pytest.raises(T.TrainingLogError, match=r"a/training.nc: does not match .*scl_50.pt"):
-        T.check_training_dir(tmp_path / "a")
+    with pytest.raises(training_log.TrainingLogError,
+                       match=r"a/training.nc: does not match .*scl_50.pt"):
+        training_log.check(tmp_path / "a")
     (tmp_path / "a" / "scl_50.pt").unlink()
-    with pytest.raises(T.TrainingLogError, match=r"scl_50.pt: checkpoint listed in"):
-        T.check_training_dir(tmp_path / "a")
+    with pytest.raises(training_log.TrainingLogError, match=r"scl_50.pt: checkpoint listed in"):
+        training_log.check(tmp_path / "a")
 
 
 def test_non_finite_loss_or_parameter_stops_with_step_and_quantity(tmp_path):
@@ -579,7 +581,7 @@ def test_ddp_two_processes_through_the_entry_point(tmp_path):
     assert "2 process(es)" in stdout
     _, meta = load_checkpoint(out / "scl_2.pt", arch="scl")
     assert meta["image_size"] == SIZE
-    log = T.check_training_dir(out)
+    log = training_log.check(out)
     assert log.attrs["processes"] == 2 and np.isfinite(log["milestone_test_acc"].values).all()
     assert sorted(p.name for p in out.iterdir()) == ["scl_1.pt", "scl_2.pt", "training.nc"]
 

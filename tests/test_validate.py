@@ -189,7 +189,7 @@ def test_the_control_check_reuses_the_pipelines_control_made_at_these_settings(t
                                                                              monkeypatch):
     """A control.json of the control stage at exactly these settings is the check's result
     (nothing trains); made at other settings, it is not read (and never overwritten)."""
-    from core.controlfile import CONTROL_MASK_KEYS
+    from core.formats.control import CONTROL_MASK_KEYS
     cfg = load(V_PARAMS, "ci")
     s = control.settings(cfg, workers=1)
     mc, alpha = control.mask_settings(cfg, s)

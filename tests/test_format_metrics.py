@@ -1,4 +1,4 @@
-"""Tests of core.schema: the spec is complete, the metric files written by core.metrics (from
+"""Tests of core.formats.metrics: the spec is complete, the metric files written by core.metrics (from
 the synthetic inputs of tests/synthetic.py) follow it, validate() and open_metrics() name what
 is missing or wrong, and files of another configuration are refused."""
 
@@ -8,8 +8,8 @@ import pytest
 import synthetic as syn  # tests/synthetic.py: the test-only input builders
 import xarray as xr
 
-from core import schema
-from core.schema import FILES, SCHEMA, SchemaError, metrics_hash, open_metrics, validate
+from core.formats import metrics as schema
+from core.formats.metrics import FILES, SCHEMA, SchemaError, metrics_hash, open_metrics, validate
 
 
 @pytest.fixture(scope="module")

@@ -249,3 +249,22 @@ def curve_dataset(record: dict) -> xr.Dataset:
                       coords={"mask_step": np.asarray(c["step"], np.int64)},
                       attrs={"task": record["task"], "checkpoint": record["checkpoint"],
                              "alpha": record["alpha"], "seed": record["seed"]})
+
+
+def degenerate_reason(conv: dict[str, float]) -> str:
+    """Why a mask run never trained, from its :func:`core.masking.convergence` record (a mask file's ``convergence``); "" when it did.
+    Its logits never left ``masks.init`` (``moved`` 0), or all ended equal (``spread`` 0: the
+    task's gradient never told one weight from another, e.g. a regulariser that swamped the
+    optimiser), or its read-out keeps no weight or every weight (``density_end`` 0 or 100).
+    Such a run is flagged, never converged, and left out of every verdict (core.metrics
+    counts it)."""
+    if conv.get("moved") == 0:
+        return "its logits never left masks.init"
+    if conv.get("spread") == 0:
+        return "its logits all ended equal (the task's gradient never reached them)"
+    density = conv.get("density_end")
+    if density is not None and density <= 0:
+        return "its read-out keeps no weight (density 0%)"
+    if density is not None and density >= 100:
+        return "its read-out keeps every weight (density 100%)"
+    return ""

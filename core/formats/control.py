@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from core.config import MaskConfig
+from core.io import atomic_write_text
 
+RESULT = "control.json"
 TASKS = ("color_rule", "size_rule")
 # mask settings added after the first control.json files were written read as their value then
 # (the `absent` value of the masks key, as for parameter files)
@@ -24,6 +26,11 @@ MASK_DEFAULTS = {f.name: f.metadata["absent"] for f in dataclasses.fields(MaskCo
 
 class ControlError(ValueError):
     """A bad input or a failed step of the control, with what was expected."""
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """``control.json`` at ``path`` (atomically; keys sorted, one space of indent)."""
+    atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
 
 
 def read_result(path: str | Path) -> dict[str, Any]:

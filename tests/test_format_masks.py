@@ -1,4 +1,4 @@
-"""core.maskfile: the one home of the mask file (record, atomic save, validated load)."""
+"""core.formats.masks: the one home of the mask file (record, atomic save, validated load)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from core import maskfile as mf
+from core.formats import masks as mf
 
 NAMES, SHAPES = ["a.weight", "a.bias"], [(3, 2), (3,)]
 

@@ -25,8 +25,8 @@ import numpy as np
 import xarray as xr
 
 from core.config import Config, config_hash
+from core.formats import CONVENTIONS
 
-CONVENTIONS = "CF-1.10"
 REFERENCES = (
     "Tracking Functional Module Development in Abstract Visual Reasoning Networks (original "
     "study); Wu et al. 2020, The Scattering Compositional Learner; Csordas et al. 2021, Are "
