@@ -32,6 +32,7 @@ import yaml
 
 from core.device import PRECISIONS, DeviceError, check_device_name
 from core.io import atomic_write_text
+from core.tasks import FAMILIES, SHAPES
 
 # one file per profile in conf/profile/ (tests check the two agree)
 PROFILES = ("ci", "default", "paper", "paper_smoke")
@@ -45,7 +46,6 @@ CONFIGURATIONS = (
     "in_center_single_out_center_single",
     "in_distribute_four_out_center_single",
 )
-SHAPES = ("triangle", "square", "pentagon", "hexagon", "circle")
 SUBNETS = ("vision", "attribute", "ff_residual", "relation", "logit")
 SEED_MAX = 2**32 - 1  # numpy's seed range (torch accepts more)
 OVERRIDE_KEY = "outside_range"  # top-level list of keys allowed outside their plausible range
@@ -61,8 +61,22 @@ def _spec(**kw: Any) -> dict[str, Any]:
     outside it is refused unless its key is listed in the top-level ``outside_range`` (e.g.
     ``make repro SET='masks.alpha=2 +outside_range=[masks.alpha]'``);
     ``absent``: the value of a key added after parameter files were exported, used when such a
-    file lacks it (the behaviour before the key existed), so committed results stay readable."""
+    file lacks it (the behaviour before the key existed), so committed results stay readable;
+    ``role``: what the key decides, the one place each stage and fingerprint learns which keys
+    it depends on (:func:`keys`; :data:`ROLES`)."""
     return kw
+
+
+# What a key decides (field metadata ``role``; a key without one shapes what it names in its
+# own way, e.g. the curves a mask run logs): each fingerprint and each stage's params follow.
+ROLES = {
+    "plan": "which runs exist (networks, mask tasks, seeds, families): never a run's identity",
+    "run": "a run's own value, recorded beside its seed and set (masks.alpha)",
+    "method": "how one mask is trained: the mask method the validation suite validates",
+    "evaluation": "how finished masks are evaluated (evals.nc), not how they are trained",
+    "execution": "how the work is computed (threads, grouping): may move floats by ~1e-7",
+    "spread": "how the work is spread over processes: never changes a byte",
+}
 
 
 def f(**kw: Any) -> Any:
@@ -76,9 +90,8 @@ class DataConfig:
     configs: list[str] = f(choices=CONFIGURATIONS, nonempty=True, unique=True)
     n_per_config: int = f(ge=10, plausible=(10, 10**6))  # problems per configuration, split 6/2/2 train/val/test
     task_n: int = f(ge=10, plausible=(10, 10**6))  # problems per task-family set (task, complement, ...), split 6/2/2
-    # task families to build (core.tasks.FAMILIES; tests check the two lists agree)
-    families: list[str] = f(choices=("original", "shape_rule", "control"), nonempty=True,
-                            unique=True)
+    # task families to build (core.tasks.FAMILIES)
+    families: list[str] = f(choices=tuple(FAMILIES), nonempty=True, unique=True)
     mmap: bool = f()  # store panels uncompressed so loaders memory-map them (large data sets)
     public_dir: str | None = f()  # folder of public RAVEN/I-RAVEN npz files; null: generate
     workers: int = f(ge=1, plausible=(1, 1024))  # generator processes
@@ -115,50 +128,50 @@ class TrainConfig:
     checkpoint_every: int = f(gt=0, plausible=(1, 10**7))  # steps between last.pt saves
     threads: int = f(ge=1, plausible=(1, 1024))  # torch intra-op threads
     nproc: int = f(ge=1, plausible=(1, 1024))  # processes; > 1 launches torchrun
-    jobs: int = f(ge=1, plausible=(1, 1024))  # networks trained at once (`--net all`), one process each
-    networks: list[int] = f(ge=0, nonempty=True, unique=True, plausible=(0, SEED_MAX))  # one SCL per seed: data/train/net<s>
+    jobs: int = f(role="spread", ge=1, plausible=(1, 1024))  # networks trained at once (`--net all`), one process each
+    networks: list[int] = f(role="plan", ge=0, nonempty=True, unique=True, plausible=(0, SEED_MAX))  # one SCL per seed: data/train/net<s>
     restart_after: int = f(ge=0, absent=0, plausible=(0, 10**7))  # a network still at chance this many steps in is re-initialised (0: never)
     max_restarts: int = f(ge=0, absent=0, plausible=(0, 100))  # at most this many re-initialisations per network
 
 
 @dataclass(frozen=True)
 class MaskConfig:
-    tasks: list[str] = f(choices=SHAPES, nonempty=True, unique=True)
-    alpha: float = f(gt=0, plausible=(1e-12, 1.0))  # main runs (all checkpoints x tasks x seeds)
-    alpha_sweep: list[float] = f(gt=0, unique=True, plausible=(1e-12, 1.0))  # at the last checkpoint, seed seeds[0]
-    seeds: list[int] = f(ge=0, nonempty=True, unique=True, plausible=(0, SEED_MAX))
-    steps: int = f(gt=0, plausible=(1, 10**7))  # mask-training steps per run
-    lr: float = f(gt=0, plausible=(1e-6, 10.0))  # Adam on the logits; studied 0.01-0.3
-    init: float = f(plausible=(-20, 20))  # initial logit (sigmoid 2e-9..1-2e-9 at the ends)
-    tau: float = f(gt=0, plausible=(1e-3, 100))  # Gumbel-sigmoid temperature
-    batch_size: int = f(gt=0, plausible=(1, 16384))  # problems per mask step
-    n_samples: int = f(ge=1, plausible=(1, 1024))  # mask samples per step
+    tasks: list[str] = f(role="plan", choices=SHAPES, nonempty=True, unique=True)
+    alpha: float = f(role="run", gt=0, plausible=(1e-12, 1.0))  # main runs (all checkpoints x tasks x seeds)
+    alpha_sweep: list[float] = f(role="plan", gt=0, unique=True, plausible=(1e-12, 1.0))  # at the last checkpoint, seed seeds[0]
+    seeds: list[int] = f(role="plan", ge=0, nonempty=True, unique=True, plausible=(0, SEED_MAX))
+    steps: int = f(role="method", gt=0, plausible=(1, 10**7))  # mask-training steps per run
+    lr: float = f(role="method", gt=0, plausible=(1e-6, 10.0))  # Adam on the logits; studied 0.01-0.3
+    init: float = f(role="method", plausible=(-20, 20))  # initial logit (sigmoid 2e-9..1-2e-9 at the ends)
+    tau: float = f(role="method", gt=0, plausible=(1e-3, 100))  # Gumbel-sigmoid temperature
+    batch_size: int = f(role="method", gt=0, plausible=(1, 16384))  # problems per mask step
+    n_samples: int = f(role="method", ge=1, plausible=(1, 1024))  # mask samples per step
     log_every: int = f(gt=0, plausible=(1, 10**7))  # steps between curve points
-    eval_n: int = f(ge=0, plausible=(0, 10**7))  # problems for final accuracies (0: the whole eval split)
+    eval_n: int = f(role="evaluation", ge=0, plausible=(0, 10**7))  # problems for final accuracies (0: the whole eval split)
     include: list[str] = f()  # parameter-name prefixes to mask; empty: every parameter
     curve_n: int = f(ge=0, plausible=(0, 10**7))  # task val problems for the logged curve accuracies (0: all)
     snapshots: int = f(ge=1, plausible=(1, 1000))  # logged steps whose logits of one parameter are kept (figure)
     snapshot_param: str | None = f()  # that parameter; null: the most nearly square 2-D one
-    threads: int = f(ge=1, plausible=(1, 1024))  # torch intra-op threads of a mask run
-    workers: int = f(ge=1, plausible=(1, 1024))  # mask runs at a time (core.sweep's process executor / local Ray)
+    threads: int = f(role="execution", ge=1, plausible=(1, 1024))  # torch intra-op threads of a mask run
+    workers: int = f(role="spread", ge=1, plausible=(1, 1024))  # mask runs at a time (core.sweep's process executor / local Ray)
     mask_norm: bool = f()  # also mask BatchNorm/LayerNorm scale and shift (the original study)
-    lr_anneal: float = f(ge=0, le=1)  # last fraction of the run whose lr falls to 0 (cosine)
-    readout: float = f(absent=0.0, plausible=(-20, 20))  # read-out: a weight is kept when its logit > readout (0: p > 0.5)
-    noise_anneal: float = f(ge=0, le=1, absent=0.0)  # last fraction of the run whose sampling noise falls to 0
-    estimator: str = f(choices=("straight_through", "hard_concrete"), absent="straight_through")  # mask gradient: Csordas' straight-through hard masks, or Louizos' hard concrete
-    clamp: float = f(ge=0, absent=0.0, plausible=(0, 100))  # logits kept in [-clamp, clamp] after each step (0: unbounded)
-    prune_n: int = f(ge=0, absent=0, plausible=(0, 10**5))  # training problems on which inert kept weights are found and dropped (0: none)
+    lr_anneal: float = f(role="method", ge=0, le=1)  # last fraction of the run whose lr falls to 0 (cosine)
+    readout: float = f(role="method", absent=0.0, plausible=(-20, 20))  # read-out: a weight is kept when its logit > readout (0: p > 0.5)
+    noise_anneal: float = f(role="method", ge=0, le=1, absent=0.0)  # last fraction of the run whose sampling noise falls to 0
+    estimator: str = f(role="method", choices=("straight_through", "hard_concrete"), absent="straight_through")  # mask gradient: Csordas' straight-through hard masks, or Louizos' hard concrete
+    clamp: float = f(role="method", ge=0, absent=0.0, plausible=(0, 100))  # logits kept in [-clamp, clamp] after each step (0: unbounded)
+    prune_n: int = f(role="method", ge=0, absent=0, plausible=(0, 10**5))  # training problems on which inert kept weights are found and dropped (0: none)
     converge_window: float = f(gt=0, le=1)  # last fraction of the run the convergence check reads
     converge_density: float = f(ge=0, plausible=(0, 100))  # max read-out density change (points) in that window
     converge_acc: float = f(ge=0, plausible=(0, 100))  # max masked task accuracy change (points) in that window
-    degenerate_tol: float = f(gt=0, plausible=(1e-12, 1))  # 8 logits 'constant': spread <= tol * max(1, max |logit|)
-    degenerate_max: float = f(ge=0, le=1)  # above this degenerate fraction: no accuracy reported
-    families: list[str] = f(nonempty=True, unique=True)  # core.tasks families whose masks train
-    complement_masks: list[str] = f(unique=True)  # families whose complements + reference get masks (seeds[0])
-    families_last: list[str] = f(unique=True)  # families masked at the last checkpoint only
-    tasks_early: list[str] = f(choices=SHAPES, unique=True, absent=[])  # shapes masked before the last checkpoint ([]: tasks)
-    gpu_share: float = f(gt=0, le=1)  # GPU fraction one mask run requests (ray executor, CUDA)
-    group: int = f(ge=1, le=256, absent=1)  # masks of one checkpoint trained in one step (core.maskgroup)
+    degenerate_tol: float = f(role="evaluation", gt=0, plausible=(1e-12, 1))  # 8 logits 'constant': spread <= tol * max(1, max |logit|)
+    degenerate_max: float = f(role="evaluation", ge=0, le=1)  # above this degenerate fraction: no accuracy reported
+    families: list[str] = f(role="plan", choices=tuple(FAMILIES), nonempty=True, unique=True)  # core.tasks families whose masks train
+    complement_masks: list[str] = f(role="plan", choices=tuple(FAMILIES), unique=True)  # families whose complements + reference get masks (seeds[0])
+    families_last: list[str] = f(role="plan", choices=tuple(FAMILIES), unique=True)  # families masked at the last checkpoint only
+    tasks_early: list[str] = f(role="plan", choices=SHAPES, unique=True, absent=[])  # shapes masked before the last checkpoint ([]: tasks)
+    gpu_share: float = f(role="spread", gt=0, le=1)  # GPU fraction one mask run requests (ray executor, CUDA)
+    group: int = f(role="execution", ge=1, le=256, absent=1)  # masks of one checkpoint trained in one step (core.maskgroup)
 
 
 @dataclass(frozen=True)
@@ -216,10 +229,7 @@ class Config:
             check_device_name(self.device)
         except DeviceError as err:
             raise ConfigError(str(err)) from None
-        extra = [t for t in self.masks.tasks_early if t not in self.masks.tasks]
-        if extra:
-            raise ConfigError(f"masks.tasks_early: {extra[0]!r} is not in masks.tasks "
-                              f"{list(self.masks.tasks)} (expected a subset)")
+        check_cross_keys(self)
 
     @property
     def checkpoints(self) -> list[str]:
@@ -228,6 +238,34 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_cross_keys(cfg: Config) -> None:
+    """Every check that reads more than one key, in one place: it runs when a configuration is
+    built (:func:`load`, :func:`from_dict`), before any stage does anything. Single keys are
+    checked by their field metadata (:func:`_spec`)."""
+    tc, mc = cfg.train, cfg.masks
+    if tc.val_min_every > tc.val_every:
+        raise ConfigError(f"train.val_min_every ({tc.val_min_every}) must not exceed "
+                          f"train.val_every ({tc.val_every})")
+    if tc.batch_size % tc.nproc:
+        raise ConfigError(f"train.batch_size ({tc.batch_size}) must be divisible by "
+                          f"train.nproc ({tc.nproc}): each process takes an equal share")
+    if mc.batch_size < mc.n_samples:
+        raise ConfigError(f"masks.batch_size ({mc.batch_size}) must be >= masks.n_samples "
+                          f"({mc.n_samples}): each mask sample gets a chunk of the batch")
+    extra = [t for t in mc.tasks_early if t not in mc.tasks]
+    if extra:
+        raise ConfigError(f"masks.tasks_early: {extra[0]!r} is not in masks.tasks "
+                          f"{list(mc.tasks)} (expected a subset)")
+
+
+def keys(cls: type, *roles: str) -> tuple[str, ...]:
+    """The keys of section ``cls`` whose ``role`` is one of ``roles``, in field order."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"keys: unknown role {unknown[0]!r} (expected one of {', '.join(ROLES)})")
+    return tuple(fl.name for fl in dataclasses.fields(cls) if fl.metadata.get("role") in roles)
 
 
 def checkpoint_name(arch: str, milestone: float) -> str:
@@ -559,10 +597,12 @@ TRAIN_SECTIONS = ["seed", "precision", "model", "train"]
 
 
 def train_sections(cfg: Config) -> dict[str, Any]:
-    """The parameters one network's training depends on: ``TRAIN_SECTIONS`` without
-    ``train.networks`` (adding a network changes no other network's run)."""
+    """The parameters one network's training depends on: ``TRAIN_SECTIONS`` without the
+    train keys of role ``plan`` (``train.networks``: adding a network changes no other
+    network's run)."""
     values = cfg.to_dict()
-    values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
+    values["train"] = {k: v for k, v in values["train"].items()
+                       if k not in keys(TrainConfig, "plan")}
     return {k: values[k] for k in TRAIN_SECTIONS}
 
 

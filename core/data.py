@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from core.config import SHAPES
 from core.raven.store import (
     SPLITS,
     RavenFileError,
@@ -42,6 +41,7 @@ from core.raven.store import (
     shapes_from_xml,
     task_mask,
 )
+from core.tasks import SHAPES
 
 __all__ = ["RavenDataset", "RavenFileError", "ShardImages", "to_float", "task_mask"]
 

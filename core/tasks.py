@@ -11,6 +11,9 @@ Other packages import the names from here and never hard-code them::
     fam.reference             # set of the complement protocol's reference mask (or None)
     fam.eval_sets             # sets every mask of the family is evaluated on
 
+Nothing here reads the configuration: :mod:`core.config` checks the keys that name shapes,
+families and sets against these definitions.
+
 The families (design notes in ``docs/tasks.md``):
 
 ``original``
@@ -43,8 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from core.config import SHAPES
-
+SHAPES = ("triangle", "square", "pentagon", "hexagon", "circle")  # RAVEN's entity types
 ALL = "all"  # reference set of the original family: the unconstrained problem distribution
 
 
@@ -147,3 +149,10 @@ def shape_of(name: str) -> str | None:
 def all_tasks() -> tuple[str, ...]:
     """Every mask task of every family, family by family."""
     return tuple(t for f in FAMILIES.values() for t in f.tasks)
+
+
+def selects(family: Family, shapes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The family's tasks that ``masks.tasks`` (``shapes``) selects: a task naming a shape
+    (``circle``, ``rule_circle``) when its shape is among ``shapes``, a task naming no shape
+    (``color_rule``) always."""
+    return tuple(t for t in family.tasks if set(t.split("_")) & set(SHAPES) <= set(shapes))

@@ -43,8 +43,9 @@ from torch import nn
 
 from core import planted as P
 from core.config import Config, ConfigError, MaskConfig, compose, from_dict
+from core.formats import validation as validation_file
 from core.formats.control import ControlError
-from core.io import atomic_write_text, git_commit
+from core.io import git_commit
 from core.masking import MaskedModel, MaskError, MaskResult, Split, accuracy, train_mask
 
 ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # the planted networks' decade grid
@@ -410,16 +411,10 @@ def main(argv: list[str] | None = None) -> int:
             result["checks"]) == set(CHECKS)
     result = {"name": name, "profile": args.profile, "overrides": args.overrides,
               "commit": commit, **result}
-    atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True, default=_plain) + "\n")
+    validation_file.write(path, result)
     print(table(result))
     print(f"{'PASSES' if result['passes'] else 'does not pass'} every check -> {path}")
     return 0
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    return str(obj)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 
-from core.config import SHAPES
 from core.data import RavenDataset, RavenFileError
+from core.tasks import SHAPES
 from figures import style
 from figures.inputs import Inputs
 from figures.style import FigureError

@@ -22,9 +22,10 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from core.config import SHAPES, SUBNETS, FiguresConfig, checkpoint_name  # noqa: E402
+from core.config import SUBNETS, FiguresConfig, checkpoint_name  # noqa: E402
 from core.io import atomic_path  # noqa: E402
 from core.stats import CHANCE_ACC  # noqa: E402,F401  (re-exported: figures draw it)
+from core.tasks import SHAPES
 
 # Okabe-Ito colour-blind-safe palette, one fixed colour per shape task and per sub-network.
 SHAPE_COLORS = dict(zip(SHAPES, ("#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#0072B2"),

@@ -4,6 +4,7 @@ naming the file and the key."""
 import copy
 import math
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -350,3 +351,28 @@ def test_duplicate_key_in_conf_is_one_error(tmp_path):
     ci.write_text(ci.read_text().replace("masks:\n", "masks:\n  steps: 7\n", 1))
     with pytest.raises(C.ConfigError, match=rf"{ci}: duplicate key 'masks.steps'"):
         C.compose_text("ci", conf=conf)
+
+
+@pytest.mark.parametrize("section, values, expected", [
+    ("train", {"val_min_every": 50, "val_every": 10},
+     r"train\.val_min_every \(50\) must not exceed train\.val_every \(10\)"),
+    ("train", {"batch_size": 30, "nproc": 4},
+     r"train\.batch_size \(30\) must be divisible by train\.nproc \(4\)"),
+    ("masks", {"batch_size": 4, "n_samples": 8},
+     r"masks\.batch_size \(4\) must be >= masks\.n_samples \(8\)"),
+    ("masks", {"tasks": ["circle"], "tasks_early": ["square"]},
+     r"masks\.tasks_early: 'square' is not in masks\.tasks \['circle'\]"),
+    ("masks", {"families": ["original"], "complement_masks": ["nonsense"]},
+     r"masks\.complement_masks\[0\]: expected one of original, shape_rule, control"),
+])
+def test_cross_key_checks_run_when_the_config_is_built(tmp_path, section, values, expected):
+    msg = bad(tmp_path, lambda raw: raw[section].update(values))
+    assert re.search(expected, msg), msg
+
+
+def test_every_family_selects_a_task_of_any_shape_list():
+    # why no check "masks.tasks selects no task of masks.families" exists: it cannot happen
+    from core.tasks import FAMILIES, SHAPES, selects
+    assert selects(FAMILIES["control"], ["circle"]) == ("color_rule", "size_rule")  # no shape
+    assert selects(FAMILIES["shape_rule"], ["circle"]) == ("rule_circle",)
+    assert all(selects(fam, [s]) for fam in FAMILIES.values() for s in SHAPES)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -141,14 +142,19 @@ def stage_params(stage: str) -> set[str]:
     return out
 
 
-def test_train_params_are_every_train_key_but_jobs():
-    import dataclasses
-
-    keys = {f"train.{f.name}" for f in dataclasses.fields(C.TrainConfig)} - {"train.jobs"}
+def test_stage_params_follow_the_keys_roles():
+    # train: every train key but those that only spread the work (train.jobs); masks: the
+    # whole masks section; control: the mask method; metrics: the plan of the study
+    train = {f"train.{fl.name}" for fl in dataclasses.fields(C.TrainConfig)}
+    spread = {f"train.{k}" for k in C.keys(C.TrainConfig, "spread")}
+    assert spread == {"train.jobs"}
     params = stage_params("train")
-    assert keys <= params, f"train stage misses params {sorted(keys - params)} in dvc.yaml"
-    assert "train.jobs" not in params and "train" not in params
+    assert train - spread <= params, f"train misses params {sorted(train - spread - params)}"
+    assert not spread & params and "train" not in params
     assert {"model", "device", "precision"} <= params
+    assert "masks" in stage_params("masks")
+    method = {f"masks.{k}" for k in C.keys(C.MaskConfig, "method", "run")}
+    assert method <= stage_params("control"), sorted(method - stage_params("control"))
 
 
 def test_matrix_stages_expand_over_the_networks():

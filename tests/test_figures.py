@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import synthetic as syn  # tests/synthetic.py: the test-only input builders
 
-from core.config import SHAPES
 from core.formats.metrics import metrics_hash
+from core.tasks import SHAPES
 from figures import FAMILIES, PROVENANCE_FILE, build
 from figures.__main__ import main
 from figures.style import FigureError, task_color

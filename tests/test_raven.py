@@ -11,14 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.config import CONFIGURATIONS, SHAPES
+from core.config import CONFIGURATIONS
 from core.raven.__main__ import generate, main
 from core.raven.attributes import COLOR_SUBSETS, SIZE_SUBSETS, Subset, SubsetError
 from core.raven.check import passing
 from core.raven.configurations import components
 from core.raven.generate import Job, run_job
 from core.raven.render import Renderer, SizeError, sdf
-from core.tasks import SET_SPECS
+from core.tasks import SET_SPECS, SHAPES
 
 SUBSETS = [Subset(), *(Subset(shape=s) for s in SHAPES), *(Subset(exclude_shape=s) for s in SHAPES),
            Subset(color="light"), Subset(size="big"), Subset(shape="circle", color="light"),

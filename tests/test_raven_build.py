@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 
-from core.config import SHAPES, load
+from core.config import load
 from core.data import RavenDataset
 from core.raven.__main__ import generate, main
 from core.raven.attributes import Subset
 from core.raven.build import build, spread, subset_exists
 from core.raven.store import MARKER, RavenFileError
-from core.tasks import FAMILIES, SET_SPECS
+from core.tasks import FAMILIES, SET_SPECS, SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["center_single", "in_center_single_out_center_single"]

@@ -2,8 +2,7 @@
 
 import pytest
 
-from core.config import SHAPES
-from core.tasks import ALL, FAMILIES, SET_SPECS, all_tasks, family_of, shape_of
+from core.tasks import ALL, FAMILIES, SET_SPECS, SHAPES, all_tasks, family_of, shape_of
 
 
 def test_original_keeps_the_study_names():

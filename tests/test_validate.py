@@ -164,7 +164,7 @@ def fake_result(passes=True) -> dict:
 
 
 def test_validation_table_says_every_verdict_with_its_numbers(tmp_path):
-    from core import validationfile as VF
+    from core.formats import validation as VF
     text = VF.markdown(fake_result(False))
     assert "NOT every check passes" in text and text.count("| pass |") == 3
     assert text.count("| FAIL |") == 2 and "masked 90.0 vs unmasked 88.0%" in text

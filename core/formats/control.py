@@ -9,17 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.config import MaskConfig
+from core.config import MaskConfig, keys
 from core.io import atomic_write_text
 
 RESULT = "control.json"
 TASKS = ("color_rule", "size_rule")
-# mask settings added after the first control.json files were written read as their value then
-# (the `absent` value of the masks key, as for parameter files)
-# the mask settings a control.json records (with alpha): the mask method, not which masks a
-# study trains
-CONTROL_MASK_KEYS = ("steps", "lr", "init", "tau", "batch_size", "n_samples", "lr_anneal",
-                     "readout", "noise_anneal", "clamp", "prune_n", "estimator")
+# the mask settings a control.json records (with alpha): the mask method (role "method"), not
+# which masks a study trains; keys added after the first control.json files were written read
+# as their value then (the `absent` value of the masks key, as for parameter files)
+CONTROL_MASK_KEYS = keys(MaskConfig, "method")
 MASK_DEFAULTS = {f.name: f.metadata["absent"] for f in dataclasses.fields(MaskConfig)
                  if "absent" in f.metadata and f.name in CONTROL_MASK_KEYS}
 

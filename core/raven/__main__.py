@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import CONFIGURATIONS, SHAPES, ConfigError, load
+from core.config import CONFIGURATIONS, ConfigError, load
 from core.io import atomic_path
 from core.raven.answers import ANSWER_SETS, AnswerSetError
 from core.raven.attributes import COLOR_SUBSETS, SIZE_SUBSETS, Subset, SubsetError
@@ -44,7 +44,7 @@ from core.raven.store import (
     write_problems,
     write_shard,
 )
-from core.tasks import SET_SPECS
+from core.tasks import SET_SPECS, SHAPES
 
 ERRORS = (ConfigError, ConfigurationError, SubsetError, SizeError, AnswerSetError, OutDirError,
           RavenFileError, ValueError)

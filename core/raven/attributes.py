@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import SHAPES
+from core.tasks import SHAPES
 
 TYPES = SHAPES  # triangle, square, pentagon, hexagon, circle
 SIDES = (3, 4, 5, 6, 0)  # polygon sides per type; 0 = circle

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.config import SHAPES, Config
+from core.config import Config
 from core.raven.attributes import COLOR_SUBSETS, Subset, SubsetError
 from core.raven.generate import Job, check_subset, run_jobs, validate
 from core.raven.store import (
@@ -44,7 +44,7 @@ from core.raven.store import (
     task_mask,
     write_shard,
 )
-from core.tasks import ALL, FAMILIES, SET_SPECS
+from core.tasks import ALL, FAMILIES, SET_SPECS, SHAPES
 
 
 def task_sets(families: list[str] | tuple[str, ...] = tuple(FAMILIES)

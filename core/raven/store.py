@@ -42,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from core.config import CONFIGURATIONS, SHAPES
+from core.config import CONFIGURATIONS
 from core.io import atomic_path
+from core.tasks import SHAPES
 
 SPLITS = ("train", "val", "test")
 CONFIG_NAMES = set(CONFIGURATIONS)  # per-configuration folders of the public layout

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.io import atomic_write_text
+
 CHECK_NAMES = {
     "planted": "planted recovery (mild and strong distractors)",
     "complement": "planted complement protocol vs its truth",
@@ -19,6 +21,16 @@ CHECK_NAMES = {
 
 class ValidationFileError(ValueError):
     """A missing or malformed validation result (names the file)."""
+
+
+def _plain(obj: Any) -> Any:
+    """JSON for what json cannot write: a tensor or array as a list, anything else as text."""
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
+
+
+def write(path: str | Path, result: dict[str, Any]) -> None:
+    """The result at ``path`` (atomically; keys sorted, one space of indent)."""
+    atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True, default=_plain) + "\n")
 
 
 def read(path: str | Path) -> dict[str, Any]:
