@@ -133,6 +133,9 @@ class TrainConfig:
     restart_after: int = f(ge=0, absent=0, plausible=(0, 10**7))  # a network still at chance this many steps in is re-initialised (0: never)
     max_restarts: int = f(ge=0, absent=0, plausible=(0, 100))  # at most this many re-initialisations per network
 
+    def __post_init__(self) -> None:
+        check_cross_keys(self)
+
 
 @dataclass(frozen=True)
 class MaskConfig:
@@ -172,6 +175,9 @@ class MaskConfig:
     tasks_early: list[str] = f(role="plan", choices=SHAPES, unique=True, absent=[])  # shapes masked before the last checkpoint ([]: tasks)
     gpu_share: float = f(role="spread", gt=0, le=1)  # GPU fraction one mask run requests (ray executor, CUDA)
     group: int = f(role="execution", ge=1, le=256, absent=1)  # masks of one checkpoint trained in one step (core.maskgroup)
+
+    def __post_init__(self) -> None:
+        check_cross_keys(self)
 
 
 @dataclass(frozen=True)
@@ -229,7 +235,6 @@ class Config:
             check_device_name(self.device)
         except DeviceError as err:
             raise ConfigError(str(err)) from None
-        check_cross_keys(self)
 
     @property
     def checkpoints(self) -> list[str]:
@@ -240,24 +245,28 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def check_cross_keys(cfg: Config) -> None:
-    """Every check that reads more than one key, in one place: it runs when a configuration is
-    built (:func:`load`, :func:`from_dict`), before any stage does anything. Single keys are
-    checked by their field metadata (:func:`_spec`)."""
-    tc, mc = cfg.train, cfg.masks
-    if tc.val_min_every > tc.val_every:
-        raise ConfigError(f"train.val_min_every ({tc.val_min_every}) must not exceed "
-                          f"train.val_every ({tc.val_every})")
-    if tc.batch_size % tc.nproc:
-        raise ConfigError(f"train.batch_size ({tc.batch_size}) must be divisible by "
-                          f"train.nproc ({tc.nproc}): each process takes an equal share")
-    if mc.batch_size < mc.n_samples:
-        raise ConfigError(f"masks.batch_size ({mc.batch_size}) must be >= masks.n_samples "
-                          f"({mc.n_samples}): each mask sample gets a chunk of the batch")
-    extra = [t for t in mc.tasks_early if t not in mc.tasks]
-    if extra:
-        raise ConfigError(f"masks.tasks_early: {extra[0]!r} is not in masks.tasks "
-                          f"{list(mc.tasks)} (expected a subset)")
+def check_cross_keys(section: Any) -> None:
+    """Every check that reads more than one key, in one place. A section's checks run when the
+    section is built (by :func:`load` and :func:`from_dict`, before any stage does anything,
+    and by ``dataclasses.replace``, so settings derived in code are checked too); single keys
+    are checked by their field metadata (:func:`_spec`)."""
+    if isinstance(section, TrainConfig):
+        tc = section
+        if tc.val_min_every > tc.val_every:
+            raise ConfigError(f"train.val_min_every ({tc.val_min_every}) must not exceed "
+                              f"train.val_every ({tc.val_every})")
+        if tc.batch_size % tc.nproc:
+            raise ConfigError(f"train.batch_size ({tc.batch_size}) must be divisible by "
+                              f"train.nproc ({tc.nproc}): each process takes an equal share")
+    elif isinstance(section, MaskConfig):
+        mc = section
+        if mc.batch_size < mc.n_samples:
+            raise ConfigError(f"masks.batch_size ({mc.batch_size}) must be >= masks.n_samples "
+                              f"({mc.n_samples}): each mask sample gets a chunk of the batch")
+        extra = [t for t in mc.tasks_early if t not in mc.tasks]
+        if extra:
+            raise ConfigError(f"masks.tasks_early: {extra[0]!r} is not in masks.tasks "
+                              f"{list(mc.tasks)} (expected a subset)")
 
 
 def keys(cls: type, *roles: str) -> tuple[str, ...]:

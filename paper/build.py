@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.config import Config, ConfigError, MaskConfig, keys, load
-from core.formats import validation as validationfile
+from core.formats import validation as validation_file
 from core.formats.control import ControlError, comparison_text, read_result, summary_text
 from core.io import atomic_write_bytes, atomic_write_text
 from core.preflight import TEX_HINT
@@ -85,8 +85,8 @@ def read_validation(cfg: Config, folder: str | Path = VALIDATION_DIR) -> dict | 
     if not path.is_file():
         return None
     try:
-        result = validationfile.read(path)
-    except validationfile.ValidationFileError as err:
+        result = validation_file.read(path)
+    except validation_file.ValidationFileError as err:
         raise PaperError(str(err)) from None
     skip = NOT_METHOD_KEYS
     absent = {f.name: f.metadata["absent"] for f in dataclasses.fields(MaskConfig)
@@ -103,13 +103,13 @@ def validation_markdown(result: dict | None, cfg: Config,
     settings; when they were not validated, says so, and shows the table of the profile's
     current settings (if any) as what a new run would use."""
     if result is not None:
-        return validationfile.markdown(result) + "\n\n"
+        return validation_file.markdown(result) + "\n\n"
     text = (f"**The mask settings of these results (profile `{cfg.profile}`) have not been "
             "validated** (`make validate`): no verdict below rests on a validated mask method.")
     current = Path(folder) / f"{cfg.profile}.json"
     if current.is_file():
         text += (" The profile's current mask settings, which a new `make repro` uses, were "
-                 "validated:\n\n" + validationfile.markdown(validationfile.read(current)))
+                 "validated:\n\n" + validation_file.markdown(validation_file.read(current)))
     return text + "\n\n"
 
 
@@ -120,7 +120,7 @@ def claims(result: dict | None) -> dict[str, str]:
         return {"TitleClaim": "several networks and the right nulls (masks not validated)",
                 "ValidityClaim": "The mask method has not been validated at these settings."}
     checks = result["checks"]
-    passed = [k for k in validationfile.CHECK_NAMES if checks.get(k, {}).get("passes")]
+    passed = [k for k in validation_file.CHECK_NAMES if checks.get(k, {}).get("passes")]
     converged = "continuation" in passed
     if result["passes"]:
         return {"TitleClaim": "several networks, validated " + ("converged " if converged
@@ -129,7 +129,7 @@ def claims(result: dict | None) -> dict[str, str]:
                                  "validation suite (planted modules among harmful distractors, "
                                  "the complement protocol against its truth, a composite "
                                  "positive control, faithfulness, continuation)."}
-    failed = [k for k in validationfile.CHECK_NAMES if k not in passed]
+    failed = [k for k in validation_file.CHECK_NAMES if k not in passed]
     return {"TitleClaim": "several networks and the right nulls",
             "ValidityClaim": "At these mask settings the method fails checks of its "
                              "validation suite (" + ", ".join(failed) + ")."}
@@ -145,8 +145,8 @@ def validation_tex(result: dict | None, cfg: Config) -> str:
                "checks reach")
     return ("\\paragraph{Validity of the masks.} Before any verdict, the mask method was "
             "validated at this run's own mask settings (" + numbers.tex_escape(
-                validationfile.settings_text(result)) + ", \\texttt{make validate}). "
-            + verdict + ".\n\n\\begin{center}\\small\n" + validationfile.latex(result)
+                validation_file.settings_text(result)) + ", \\texttt{make validate}). "
+            + verdict + ".\n\n\\begin{center}\\small\n" + validation_file.latex(result)
             + "\n\\end{center}\n")
 
 

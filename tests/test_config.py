@@ -376,3 +376,12 @@ def test_every_family_selects_a_task_of_any_shape_list():
     assert selects(FAMILIES["control"], ["circle"]) == ("color_rule", "size_rule")  # no shape
     assert selects(FAMILIES["shape_rule"], ["circle"]) == ("rule_circle",)
     assert all(selects(fam, [s]) for fam in FAMILIES.values() for s in SHAPES)
+
+
+def test_settings_derived_in_code_are_checked_too():
+    import dataclasses
+    cfg = C.from_dict(copy.deepcopy(RAW))
+    with pytest.raises(C.ConfigError, match=r"masks\.batch_size \(8\) must be >= masks\.n_samples"):
+        dataclasses.replace(cfg.masks, batch_size=8, n_samples=9)
+    with pytest.raises(C.ConfigError, match=r"train\.val_min_every \(9\) must not exceed"):
+        dataclasses.replace(cfg.train, val_min_every=9, val_every=8)
