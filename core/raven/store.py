@@ -44,6 +44,7 @@ import numpy as np
 
 from core.config import CONFIGURATIONS
 from core.io import atomic_path
+from core.lock import alive
 from core.tasks import SHAPES
 
 SPLITS = ("train", "val", "test")
@@ -290,16 +291,6 @@ def check_out_dir(out: str | Path, force: bool, marker: str = MARKER,
 PID_FILE = ".pid"  # in a staging folder: the process that builds it
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale(out: Path) -> list[Path]:
     """Remove the staging folders (``.tmp-<name>-*``, ``.old-<name>-*``) that a killed build
     of ``out`` left beside it: those whose building process is gone. Returns them."""
@@ -314,7 +305,7 @@ def clean_stale(out: Path) -> list[Path]:
                 pid = int((d / PID_FILE).read_text())
             except (OSError, ValueError):
                 pid = None
-            if pid is not None and _alive(pid) and pid != os.getpid():
+            if pid is not None and alive(pid) and pid != os.getpid():
                 continue  # another build is running
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)
