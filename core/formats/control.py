@@ -5,12 +5,11 @@ imports: the report (``python -m paper``) renders it without torch."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from core.config import MaskConfig, keys
-from core.io import atomic_write_text
+from core.formats import read_json, write_json
 
 RESULT = "control.json"
 TASKS = ("color_rule", "size_rule")
@@ -28,22 +27,13 @@ class ControlError(ValueError):
 
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
     """``control.json`` at ``path`` (atomically; keys sorted, one space of indent)."""
-    atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    write_json(path, result)
 
 
 def read_result(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        result = json.loads(path.read_text())
-        for key in ("profile", "masks", "reference", "rows", "iomin", "verdict"):
-            result[key]
-    except FileNotFoundError:
-        raise ControlError(f"{path}: not found (run `python -m core.control run` first)"
-                           ) from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ControlError(f"{path}: not a control.json of `python -m core.control run` "
-                           f"({err})") from None
-    return result
+    return read_json(path, ("profile", "masks", "reference", "rows", "iomin", "verdict"),
+                     ControlError, "a control.json of `python -m core.control run`",
+                     "python -m core.control run")
 
 
 def mask_settings(result: dict[str, Any]) -> dict[str, Any]:

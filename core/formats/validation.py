@@ -4,11 +4,10 @@ Light on imports (no torch): the report and the README render it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from core.io import atomic_write_text
+from core.formats import read_json, write_json
 
 CHECK_NAMES = {
     "planted": "planted recovery (mild and strong distractors)",
@@ -30,21 +29,12 @@ def _plain(obj: Any) -> Any:
 
 def write(path: str | Path, result: dict[str, Any]) -> None:
     """The result at ``path`` (atomically; keys sorted, one space of indent)."""
-    atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True, default=_plain) + "\n")
+    write_json(path, result, default=_plain)
 
 
 def read(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        result = json.loads(path.read_text())
-        for key in ("name", "profile", "masks", "checks", "passes", "commit"):
-            result[key]
-    except FileNotFoundError:
-        raise ValidationFileError(f"{path}: not found (run `make validate` first)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValidationFileError(f"{path}: not a result of `python -m core.validate` ({err})"
-                                  ) from None
-    return result
+    return read_json(path, ("name", "profile", "masks", "checks", "passes", "commit"),
+                     ValidationFileError, "a result of `python -m core.validate`", "make validate")
 
 
 def _numbers(name: str, c: dict[str, Any]) -> str:
