@@ -74,6 +74,7 @@ ROLES = {
     "run": "a run's own value, recorded beside its seed and set (masks.alpha)",
     "method": "how one mask is trained: the mask method the validation suite validates",
     "evaluation": "how finished masks are evaluated (evals.nc), not how they are trained",
+    "inclusion": "which finished mask runs enter the numbers (the convergence flag)",
     "execution": "how the work is computed (threads, grouping): may move floats by ~1e-7",
     "spread": "how the work is spread over processes: never changes a byte",
 }
@@ -164,9 +165,9 @@ class MaskConfig:
     estimator: str = f(role="method", choices=("straight_through", "hard_concrete"), absent="straight_through")  # mask gradient: Csordas' straight-through hard masks, or Louizos' hard concrete
     clamp: float = f(role="method", ge=0, absent=0.0, plausible=(0, 100))  # logits kept in [-clamp, clamp] after each step (0: unbounded)
     prune_n: int = f(role="method", ge=0, absent=0, plausible=(0, 10**5))  # training problems on which inert kept weights are found and dropped (0: none)
-    converge_window: float = f(gt=0, le=1)  # last fraction of the run the convergence check reads
-    converge_density: float = f(ge=0, plausible=(0, 100))  # max read-out density change (points) in that window
-    converge_acc: float = f(ge=0, plausible=(0, 100))  # max masked task accuracy change (points) in that window
+    converge_window: float = f(role="inclusion", gt=0, le=1)  # last fraction of the run the convergence check reads
+    converge_density: float = f(role="inclusion", ge=0, plausible=(0, 100))  # max read-out density change (points) in that window
+    converge_acc: float = f(role="inclusion", ge=0, plausible=(0, 100))  # max masked task accuracy change (points) in that window
     degenerate_tol: float = f(role="evaluation", gt=0, plausible=(1e-12, 1))  # 8 logits 'constant': spread <= tol * max(1, max |logit|)
     degenerate_max: float = f(role="evaluation", ge=0, le=1)  # above this degenerate fraction: no accuracy reported
     families: list[str] = f(role="plan", choices=tuple(FAMILIES), nonempty=True, unique=True)  # core.tasks families whose masks train

@@ -194,13 +194,13 @@ def test_tasks_outside_the_alpha_tolerance_are_stated(inputs):
     fam, f = next((k, v) for k, v in entry["families"].items() if v.get("runs"))
     entry["alpha_outside_tolerance"] = [f["tasks"][0]]
     ms = {c: 10.0 * (i + 1) for i, c in enumerate(summary["checkpoints"])}
-    tex = numbers.results_tex(summary, ms)
+    tex = numbers.results_tex(summary, ms, masks=inputs[1].masks)
     assert tex.count("these modules are not faithful") == 1
     assert numbers.tex_escape(f["tasks"][0]) + r" lose more than \AlphaTolerance{}" in tex
-    md = numbers.results_markdown(summary, ms)
+    md = numbers.results_markdown(summary, ms, masks=inputs[1].masks)
     assert "Selected alpha more than the tolerance below" in md and f["tasks"][0] in md
     entry["alpha_outside_tolerance"] = []
-    assert "not faithful" not in numbers.results_tex(summary, ms)
+    assert "not faithful" not in numbers.results_tex(summary, ms, masks=inputs[1].masks)
 
 
 def test_restarts_are_stated(inputs):
@@ -214,8 +214,7 @@ def test_restarts_are_stated(inputs):
         return dataclasses.replace(base, train=dataclasses.replace(base.train, **train))
 
     assert summary["restarts"] == {"1": 1}  # tests/synthetic.py: network 1 restarted once
-    assert "3 networks (re-initialised at chance: network 1 1x);" in numbers.results_markdown(
-        summary, ms)
+    assert "3 networks (re-initialised at chance: network 1 1x);" in numbers.results_markdown(summary, ms, masks=inputs[1].masks)
     cfg = compose_cfg(restart_after=800, max_restarts=2)
     assert numbers.restarts_text(summary, cfg) == (
         "A network still at chance after 800 steps is re-initialised (at most 2 times; "
@@ -223,7 +222,7 @@ def test_restarts_are_stated(inputs):
         "attempt).")
     none = {**summary, "restarts": {}}
     assert numbers.restarts_text(none, cfg).endswith(": none was.")
-    assert "re-initialised" not in numbers.results_markdown(none, ms).split("\n")[0]
+    assert "re-initialised" not in numbers.results_markdown(none, ms, masks=inputs[1].masks).split("\n")[0]
     assert "never re-initialised" in numbers.restarts_text(none, compose_cfg(restart_after=0))
     assert "Restarts" in numbers.macros(summary, cfg, "test")
 
@@ -238,8 +237,8 @@ def test_positive_control_conclusion_follows_the_verdicts(inputs):
     # synthetic data: control distinct and specific, original neither
     text = numbers.control_conclusion(summary, ms)
     assert "separates the control's modules" in text and "a finding about the shapes" in text
-    assert r"\paragraph{Positive control.}" in numbers.results_tex(summary, ms)
-    assert "Positive control: " + text in numbers.results_markdown(summary, ms)
+    assert r"\paragraph{Positive control.}" in numbers.results_tex(summary, ms, masks=inputs[1].masks)
+    assert "Positive control: " + text in numbers.results_markdown(summary, ms, masks=inputs[1].masks)
     last = summary["checkpoints"][list(summary["checkpoints"])[-1]]["families"]
     ctrl, orig = last["control"], last["original"]
     ctrl["iomin"]["verdict"] = "not shown distinct (cross-task below same-task, intervals overlap)"
