@@ -24,7 +24,7 @@ from benchmarks.naive_scl import NaiveSCL
 from core.config import load
 from core.data import to_float
 from core.models import build_model
-from core.train import Process, accuracy
+from core.train import Process, split_accuracy
 
 
 def _model(size: int) -> nn.Module:
@@ -116,7 +116,7 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def eval_batch_row(quick: bool) -> dict:
-    """Validation inference (``core.train.accuracy``: eval mode, batched) at the configured
+    """Validation inference (``core.train.split_accuracy``: eval mode, batched) at the configured
     ``train.eval_batch_size`` vs a 16x larger batch (256 at the default 16, the value before
     this was measured), default image size, same problems. On 1 thread of this machine small
     batches win: the activations of 16 panels x batch stay in cache."""
@@ -128,12 +128,12 @@ def eval_batch_row(quick: bool) -> dict:
         images=torch.randint(0, 256, (n, 16, size, size), dtype=torch.uint8, generator=g),
         targets=torch.randint(0, 8, (n,), generator=g))
     model, proc, idx = _model(size), Process(torch.device("cpu"), "fp32"), torch.arange(n)
-    res = paired({"infer_configured": lambda: accuracy(model, split, idx, bs, proc),
-                  "infer_large": lambda: accuracy(model, split, idx, 16 * bs, proc)},
+    res = paired({"infer_configured": lambda: split_accuracy(model, split, idx, bs, proc),
+                  "infer_large": lambda: split_accuracy(model, split, idx, 16 * bs, proc)},
                  model, 1 if quick else 3)
     return row(f"SCL validation inference, {size} px: batch {bs} vs {16 * bs}",
                n / res["infer_configured"]["median"], n / res["infer_large"]["median"],
-               "problems/s", notes=f"train.eval_batch_size vs 16x (core.train.accuracy), "
+               "problems/s", notes=f"train.eval_batch_size vs 16x (core.train.split_accuracy), "
                f"{torch.get_num_threads()} thread(s)", raw=res)
 
 

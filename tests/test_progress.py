@@ -57,7 +57,7 @@ def test_no_bar_argument_tqdm_reads_from_the_environment_is_hard_coded():
             hits = [n for n, line in enumerate(path.read_text().splitlines(), 1)
                     if re.search(rf"\b{re.escape(arg)}\s*=", line) and "tqdm(" in line]
             assert not hits, f"{path}:{hits}: {arg} hard-coded in a tqdm call"
-    assert "mininterval=2.0" not in (ROOT / "core" / "train.py").read_text()
+    assert "mininterval=2.0" not in (ROOT / "core" / "train" / "loop.py").read_text()
 
 
 def test_training_bar_counts_to_the_bound_says_so_and_never_runs_backwards(tmp_path, monkeypatch):
@@ -68,6 +68,7 @@ def test_training_bar_counts_to_the_bound_says_so_and_never_runs_backwards(tmp_p
     from test_train import cfg_of, fake_splits, jump
 
     from core import train as T
+    from core.train import loop
 
     buf = io.StringIO()
     monkeypatch.setattr(progress, "stream", lambda: progress.LogLines(buf))
@@ -76,14 +77,14 @@ def test_training_bar_counts_to_the_bound_says_so_and_never_runs_backwards(tmp_p
     run = T.setup_run(cfg, 0, splits, T.Process(__import__("torch").device("cpu"), "fp32"))
     st = T.start(run, tmp_path, tmp_path / "state")
     seen = []
-    real = T.progress_bar
+    real = loop.progress_bar
 
     def spy(**kw):
         bar = real(**kw, mininterval=0, miniters=1)  # every refresh shown
         seen.append(bar)
         return bar
 
-    monkeypatch.setattr(T, "progress_bar", spy)
+    monkeypatch.setattr(loop, "progress_bar", spy)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         T.train_loop(run, st, splits.train, jump, tmp_path / "state", progress=True)
@@ -101,6 +102,7 @@ def test_train_all_gives_each_running_network_its_own_line(tmp_path, monkeypatch
     from test_train import cfg_of
 
     from core import train as T
+    from core.train import entry
 
     envs = {}
 
@@ -113,7 +115,7 @@ def test_train_all_gives_each_running_network_its_own_line(tmp_path, monkeypatch
         def poll(self):
             return 0
 
-    monkeypatch.setattr(T.subprocess, "Popen", Done)
+    monkeypatch.setattr(entry.subprocess, "Popen", Done)
     monkeypatch.setattr(time, "sleep", lambda s: None)
     cfg = cfg_of(networks=[0, 1, 2], jobs=2)
     assert T.train_all("p.yaml", None, cfg, "d", tmp_path / "o", tmp_path / "s") == 0

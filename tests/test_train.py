@@ -21,10 +21,10 @@ import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from core import train as T
-from core.config import compose, from_dict
+from core.config import compose, from_dict, load
 from core.formats import training as training_log
 from core.io import file_sha256
-from core.models import load_checkpoint
+from core.models import build_model, load_checkpoint
 from core.raven.store import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,9 +271,9 @@ def test_milestone_helpers():
     far = {"val_acc": 46.0}
     assert T.keep_for(50, 55.0, far, 2.0) is far  # both off: the closer one
     assert T.keep_for(50, 53.0, None, 2.0) is None
-    assert T.lr_factor(0, 10, 100, "cosine") == 0.1
-    assert T.lr_factor(100, 10, 100, "cosine") == pytest.approx(0.0)
-    assert T.lr_factor(50, 0, 100, "constant") == 1.0
+    assert T.schedule_factor(0, 10, 100, "cosine") == 0.1
+    assert T.schedule_factor(100, 10, 100, "cosine") == pytest.approx(0.0)
+    assert T.schedule_factor(50, 0, 100, "constant") == 1.0
 
 
 @pytest.mark.filterwarnings("ignore::core.train.MilestoneWarning")
@@ -360,7 +360,7 @@ def test_restart_reinitialises_weights_optimiser_and_schedule():
     assert st.attempt == 1 and st.step == 0 and st.restarts == [[1, 12.0]] and not st.val_acc
     assert not T.should_restart(cfg, T.State(step=5, val_acc=[12.0], attempt=1))
     torch.manual_seed(T.init_seed(1, 1))
-    fresh = T.build_model(cfg.model, SIZE).state_dict()
+    fresh = build_model(cfg.model, SIZE).state_dict()
     now = run.model.state_dict()
     assert all(torch.equal(now[k], fresh[k]) for k in fresh)
     assert not all(torch.equal(now[k], before[k]) for k in before)
@@ -507,7 +507,7 @@ def test_every_tensor_of_a_step_is_on_the_chosen_device(tmp_path, device, precis
     y = splits.train.targets[idx].to(proc.device)
     with Devices() as seen:
         T.train_step(run, x, y, 1)
-        T.accuracy(run.model, splits.val, torch.arange(16), 8, proc)
+        T.split_accuracy(run.model, splits.val, torch.arange(16), 8, proc)
     assert seen.devices == {device}
     assert seen.conv_dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}
     st = T.State()
@@ -543,7 +543,7 @@ def test_sigkill_and_restart_gives_identical_outputs(tmp_path):
     with pytest.raises(T.MilestonesNotReached, match=r"milestone\(s\) 99%"), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", T.MilestoneWarning)
-        T.train(T.load(params), 1, data, tmp_path / "ref" / "out", tmp_path / "ref" / "st",
+        T.train(load(params), 1, data, tmp_path / "ref" / "out", tmp_path / "ref" / "st",
                 progress=False)
     proc = run_cli(args)
     deadline = time.time() + 120

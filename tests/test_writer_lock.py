@@ -147,8 +147,9 @@ def test_a_second_sweep_on_one_folder_says_so(tmp_path, capsys, monkeypatch):
 
 def test_a_second_training_on_one_folder_says_so(tmp_path, capsys, monkeypatch):
     from core import train
+    from core.train import entry
 
-    monkeypatch.setattr(train, "die_with_parent", lambda: None)
+    monkeypatch.setattr(entry, "die_with_parent", lambda: None)
     out, state = tmp_path / "train", tmp_path / "state"
     p = hold(state / "net1", "core.train --out train/net1")
     try:

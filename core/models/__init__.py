@@ -119,7 +119,7 @@ def predict(forward: Callable[[torch.Tensor], torch.Tensor], data: Batches,
             batch_size: int = 64, device: torch.device | None = None) -> torch.Tensor:
     """The outputs of ``forward`` on every problem of ``data``: a float32 CPU tensor [N, C].
 
-    The project's one inference loop: training validation/test (``core.train.accuracy``),
+    The project's one inference loop: training validation/test (``core.train.split_accuracy``),
     mask curves, final mask accuracies and the ablations (``core.masking``) all use it."""
     out = []
     for i in range(0, len(data), batch_size):
