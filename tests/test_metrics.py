@@ -22,7 +22,8 @@ from hypothesis.extra.numpy import arrays
 from core import metrics as M
 from core import stats as S
 from core.config import load
-from core.formats.metrics import FILES, open_metrics
+from core.formats.metrics import FILES, metrics_hash, open_metrics
+from core.metrics.summary import _failing, _min_int
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -286,7 +287,7 @@ def test_dispersity_nonnegative(mask):
 def test_files_match_schema_and_carry_provenance(data, built):
     _, cfg, _ = built
     for name, ds in data.items():
-        assert ds.attrs["config_hash"] == M.metrics_hash(cfg), name
+        assert ds.attrs["config_hash"] == metrics_hash(cfg), name
         assert ds.attrs["profile"] == "ci"
     md = data["modules"]
     assert md["network"].values.tolist() == [0, 1, 2]
@@ -448,7 +449,7 @@ def test_stale_or_incomplete_evaluations(inputs):
     with pytest.raises(M.MetricsError, match="no evaluation of mask 'color_rule-a1e-5-s7'"):
         M.build(masks, train, cfg, progress=False)
     with pytest.raises(M.MetricsError, match="holds run 'color_rule-a1e-5-s0'"):
-        M.read_run(d / "color_rule-a1e-5-s7.pt", 0, "scl_20")
+        M.read_mask_record(d / "color_rule-a1e-5-s7.pt", 0, "scl_20")
     (d / "color_rule-a1e-5-s7.pt").unlink()
     extra.unlink()
     with pytest.raises(M.MetricsError, match="evaluates mask 'color_rule-a1e-5-s0', which has "
@@ -505,7 +506,7 @@ def test_notebook_stage(inputs, tmp_path):
     run(ROOT / "analysis" / "module_metrics.ipynb", None,
         {"params": str(params), "masks": str(masks), "train": str(train), "out": str(out)})
     for name in FILES:
-        assert open_metrics(out, name, M.metrics_hash(cfg)).sizes["network"] == 2
+        assert open_metrics(out, name, metrics_hash(cfg)).sizes["network"] == 2
     assert json.loads((out / "summary.json").read_text())["profile"] == "ci"
 
 
@@ -531,8 +532,8 @@ def test_real_sweep_output(tmp_path):
 def test_fewest_report_problems_ignore_pairs_not_evaluated():
     """evals.nc holds n_problems 0 where the plan evaluates nothing (e.g. an alpha-sweep mask
     on another task's set): the summary's fewest problems is over evaluated pairs only."""
-    assert M._min_int(xr.DataArray([0, 400, 12, np.nan])) == 12
-    assert M._min_int(xr.DataArray([0, 0])) is None
+    assert _min_int(xr.DataArray([0, 400, 12, np.nan])) == 12
+    assert _min_int(xr.DataArray([0, 0])) is None
 
 
 def test_tasks_outside_the_alpha_tolerance_are_named():
@@ -541,9 +542,9 @@ def test_tasks_outside_the_alpha_tolerance_are_named():
     ok = xr.DataArray([[[1.0, 0.0], [0.0, 0.0], [np.nan, np.nan]]], dims=("checkpoint", "task",
                       "alpha"), coords={"checkpoint": ["scl_50"], "task": ["a", "b", "c"],
                                         "alpha": [1e-6, 1e-5]})
-    assert M._failing(ok, "scl_50", 1e-5) == ["a", "b"]  # c: not masked there
-    assert M._failing(ok, "scl_50", 1e-6) == ["b"]
-    assert M._failing(ok, "scl_50", float("nan")) == []
+    assert _failing(ok, "scl_50", 1e-5) == ["a", "b"]  # c: not masked there
+    assert _failing(ok, "scl_50", 1e-6) == ["b"]
+    assert _failing(ok, "scl_50", float("nan")) == []
 
 
 def test_a_mask_that_never_trained_is_excluded_and_counted(inputs):
@@ -559,8 +560,8 @@ def test_a_mask_that_never_trained_is_excluded_and_counted(inputs):
     rec["mask"] = {n: torch.ones_like(m) for n, m in rec["mask"].items()}
     rec["logits"] = {n: torch.full_like(t, 1.2251) for n, t in rec["logits"].items()}
     save_mask(path, rec)
-    assert "all ended equal" in M.read_run(path, 0, "scl_20").degenerate
-    assert not M.read_run(path, 0, "scl_20").converged
+    assert "all ended equal" in M.read_mask_record(path, 0, "scl_20").degenerate
+    assert not M.read_mask_record(path, 0, "scl_20").converged
     ds = M.build(masks, train, cfg, source="test", progress=False)
     md = ds["modules"]
     run = dict(network=0, checkpoint="scl_20", task="color_rule", alpha=3e-5, seed=0)
