@@ -138,9 +138,6 @@ def setup_run(cfg: Config, network: int, splits: Splits, proc: Process) -> Train
     if network not in cfg.train.networks:
         raise ConfigError(f"--net {network}: not one of train.networks "
                           f"{list(cfg.train.networks)}")
-    if cfg.train.val_min_every > cfg.train.val_every:
-        raise ConfigError(f"train.val_min_every ({cfg.train.val_min_every}) must not exceed "
-                          f"train.val_every ({cfg.train.val_every})")
     size = int(splits.train.images.shape[-1])
     if size != cfg.data.image_size:
         raise DataError(f"{splits.source}: panels are {size} px but data.image_size is "
