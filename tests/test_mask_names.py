@@ -3,9 +3,9 @@ matched by MASK_FILE, the one place the pattern is spelled out (sweep and metric
 
 import pytest
 
-from core import sweep
 from core.formats import evals
 from core.formats.masks import MASK_FILE, mask_name, mask_path, parse_mask_name
+from core.sweep import sweep
 
 
 @pytest.mark.parametrize("task,alpha,seed", [("circle", 1e-5, 0), ("rule_not_circle", 2.2e-6, 3),

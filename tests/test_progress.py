@@ -128,6 +128,7 @@ def test_mask_sweep_bars_count_masks_and_evaluation_parts(tmp_path, monkeypatch,
 
     from core import sweep
     from core.config import load
+    from core.sweep import schedule
 
     train, data = make_inputs(tmp_path)
     cfg = load(small_params(tmp_path))
@@ -135,8 +136,8 @@ def test_mask_sweep_bars_count_masks_and_evaluation_parts(tmp_path, monkeypatch,
     if done_first:  # a finished sweep: nothing to train, every evals.nc up to date
         sweep.Sweep(cfg, 0, train, data, out, log=lambda m: None).run()
     bars = []
-    real = sweep.progress_bar
-    monkeypatch.setattr(sweep, "progress_bar", lambda **kw: bars.append(real(**kw)) or bars[-1])
+    real = schedule.progress_bar
+    monkeypatch.setattr(schedule, "progress_bar", lambda **kw: bars.append(real(**kw)) or bars[-1])
     monkeypatch.setattr(progress, "stream", lambda: progress.LogLines(io.StringIO()))
     logs = []
     summary = sweep.Sweep(cfg, 0, train, data, out, log=logs.append).run(progress=True)

@@ -130,9 +130,10 @@ def _ci_params(tmp_path: Path, **masks) -> Path:
 
 def test_a_second_sweep_on_one_folder_says_so(tmp_path, capsys, monkeypatch):
     from core import sweep
+    from core.sweep import cli
 
     calls = []
-    monkeypatch.setattr(sweep, "die_with_parent", lambda: calls.append(1))
+    monkeypatch.setattr(cli, "die_with_parent", lambda: calls.append(1))
     out = tmp_path / "masks" / "net0"
     p = hold(out, "core.sweep")
     try:
