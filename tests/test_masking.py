@@ -14,6 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 from core.config import load
+from core.device import keep_freed_memory
 from core.formats.evals import SPLITS, VARIANTS
 from core.formats.masks import (
     ACCURACY_KEYS,
@@ -21,6 +22,7 @@ from core.formats.masks import (
     MaskError,
     curve_dataset,
     degenerate_reason,
+    fingerprint,
     load_mask,
     mask_record,
     save_mask,
@@ -28,7 +30,6 @@ from core.formats.masks import (
 from core.masking import (
     MaskedModel,
     Split,
-    _like,
     accuracy,
     convergence,
     degenerate_fraction,
@@ -36,10 +37,8 @@ from core.masking import (
     evaluate,
     evaluate_group,
     evaluate_part,
-    fingerprint,
     foldable_norms,
     is_converged,
-    keep_freed_memory,
     log_steps,
     merge_parts,
     noise_factor,
@@ -47,6 +46,7 @@ from core.masking import (
     relative_drop,
     select_parameters,
     snapshot_parameter,
+    strided_like,
     task_specific,
     train_mask,
 )
@@ -686,7 +686,7 @@ def reference_step(model: nn.Module, names: list[str], flat: torch.Tensor,
             part = part.view(w.shape[0], w.shape[2], w.shape[3], w.shape[1]).permute(0, 3, 1, 2)
         else:
             part = part.view(w.shape)
-        eff[n] = _like(w, w * (1 - part) if invert else w * part)
+        eff[n] = strided_like(w, w * (1 - part) if invert else w * part)
     return functional_call(model, eff, (x,))
 
 
