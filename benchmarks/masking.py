@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from benchmarks.common import row, timeit
-from core import device, masking
+from core import device
 from core.config import load
 from core.masking import (
     MaskedModel,
@@ -121,7 +121,7 @@ def _variant_step(variant: str, model: torch.nn.Module, x, y, alpha: float, tau:
                   init: float):
     """(step function, the masked model) of one variant."""
     if variant in ("fold", "fused"):
-        masking._KEEP_FREED = False  # as if set: the allocator stays glibc's default
+        device._KEEP_FREED = False  # as if set: the allocator stays glibc's default
     if variant == "alloc":
         device.keep_freed_memory()
     if variant in ("today", "alloc", "compile"):
