@@ -636,13 +636,13 @@ def test_bf16_autocast_trains_and_results_are_float32_cpu_tensors():
 
 
 def test_lr_anneal():
-    from core.masking import lr_factor
+    from core.masking import anneal_factor
 
-    assert [lr_factor(t, 4, 0.0) for t in range(4)] == [1.0] * 4
-    assert [lr_factor(t, 4, 1.0) for t in (0, 2)] == pytest.approx([1.0, 0.5])
-    assert lr_factor(3, 4, 1.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))
-    assert [lr_factor(t, 10, 0.5) for t in (0, 4, 5)] == [1.0, 1.0, 1.0]
-    assert lr_factor(9, 10, 0.5) == pytest.approx(0.5 * (1 + math.cos(0.8 * math.pi)))
+    assert [anneal_factor(t, 4, 0.0) for t in range(4)] == [1.0] * 4
+    assert [anneal_factor(t, 4, 1.0) for t in (0, 2)] == pytest.approx([1.0, 0.5])
+    assert anneal_factor(3, 4, 1.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))
+    assert [anneal_factor(t, 10, 0.5) for t in (0, 4, 5)] == [1.0, 1.0, 1.0]
+    assert anneal_factor(9, 10, 0.5) == pytest.approx(0.5 * (1 + math.cos(0.8 * math.pi)))
 
 
 # ----------------------------------------------------------------------------- the fast step

@@ -77,10 +77,10 @@ from core.masking.model import (
 )
 from core.masking.training import (
     MaskResult,
+    anneal_factor,
     convergence,
     is_converged,
     log_steps,
-    lr_factor,
     noise_factor,
     penalty,
     sample_hard_concrete,
@@ -89,7 +89,7 @@ from core.masking.training import (
 
 # the names other modules and the tests import from the package
 __all__ = [
-    "MaskError", "MaskResult", "MaskedModel", "Split", "accuracy", "lr_factor",
+    "MaskError", "MaskResult", "MaskedModel", "Split", "accuracy", "anneal_factor",
     "convergence", "degenerate_fraction", "degenerate_rows", "evaluate", "evaluate_group",
     "evaluate_part", "foldable_norms", "inert_weights", "is_converged", "log_steps",
     "merge_parts", "noise_factor", "norm_parameters", "penalty", "prune_inert",

@@ -106,7 +106,7 @@ def is_converged(conv: dict[str, float], cfg: MaskConfig) -> bool:
                 and not degenerate_reason(conv))
 
 
-def lr_factor(step: int, steps: int, anneal: float) -> float:
+def anneal_factor(step: int, steps: int, anneal: float) -> float:
     """The mask learning rate of ``step`` (0-based) as a fraction of ``masks.lr``: 1, then
     over the last ``anneal`` fraction of the run a cosine from 1 to 0 (after the last step).
     With a constant rate the logits of weights near the read-out threshold keep crossing 0
@@ -240,10 +240,10 @@ class CurveLog:
 
 def optimiser(logits: torch.Tensor, cfg: MaskConfig, steps: int
               ) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
-    """Adam on the mask logits at ``masks.lr``, scheduled by :func:`lr_factor`."""
+    """Adam on the mask logits at ``masks.lr``, scheduled by :func:`anneal_factor`."""
     opt = torch.optim.Adam([logits], lr=cfg.lr)
     return opt, torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: lr_factor(t, steps, cfg.lr_anneal))
+        opt, lambda t: anneal_factor(t, steps, cfg.lr_anneal))
 
 
 def step_range(steps: int, progress: bool, desc: str) -> Iterable[int]:
