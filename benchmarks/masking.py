@@ -49,9 +49,16 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from benchmarks.common import row, timeit
-from core import masking
+from core import device
 from core.config import load
-from core.masking import MaskedModel, Split, _like, accuracy, log_steps, select_parameters
+from core.masking import (
+    MaskedModel,
+    Split,
+    accuracy,
+    log_steps,
+    select_parameters,
+    strided_like,
+)
 from core.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,7 +93,7 @@ class TodayMasked:
         self.weights = {n: MaskedModel._layout(params[n].detach()) for n in self.names}
         self.flat = torch.full((sum(self.sizes),), float(init), requires_grad=True)
 
-    _views = MaskedModel._views
+    views = MaskedModel.views
 
     def sample(self, generator: torch.Generator, tau: float) -> dict[str, torch.Tensor]:
         u = torch.empty(self.flat.shape).uniform_(generator=generator)
@@ -94,10 +101,10 @@ class TodayMasked:
         noise = torch.logit(u)
         soft = torch.sigmoid((self.flat + 1.0 * noise) / tau)
         hard = (soft > 0.5).to(soft.dtype)
-        return self._views(hard + (soft - soft.detach()))
+        return self.views(hard + (soft - soft.detach()))
 
     def __call__(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> torch.Tensor:
-        eff = {n: _like(w, w * masks[n]) for n, w in self.weights.items()}
+        eff = {n: strided_like(w, w * masks[n]) for n, w in self.weights.items()}
         return functional_call(self.model, eff, (x,))
 
 
@@ -105,7 +112,7 @@ class TodayMasked:
 # is process-wide and cannot be undone): "fold" = BatchNorm folded (core.masking.MaskedModel
 # with the allocator left alone), "fused" = one-node straight-through and one flat product
 # (MaskedModel without folding, allocator left alone), "alloc" = today's step after
-# core.masking.keep_freed_memory, "compile" = torch.compile of today's masked forward (forward
+# core.device.keep_freed_memory, "compile" = torch.compile of today's masked forward (forward
 # and backward graphs; its compile seconds reported), "new" = MaskedModel as the sweep uses it.
 VARIANTS = ("today", "new", "fold", "fused", "alloc", "compile")
 
@@ -114,9 +121,9 @@ def _variant_step(variant: str, model: torch.nn.Module, x, y, alpha: float, tau:
                   init: float):
     """(step function, the masked model) of one variant."""
     if variant in ("fold", "fused"):
-        masking._KEEP_FREED = False  # as if set: the allocator stays glibc's default
+        device._KEEP_FREED = False  # as if set: the allocator stays glibc's default
     if variant == "alloc":
-        masking.keep_freed_memory()
+        device.keep_freed_memory()
     if variant in ("today", "alloc", "compile"):
         masked: Any = TodayMasked(model, init)
         call = masked

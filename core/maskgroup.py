@@ -26,7 +26,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,26 +33,19 @@ from torch.func import functional_call, vmap
 
 from core.config import MaskConfig
 from core.device import autocast
-from core.masking import (
-    TRAIN_CURVE_KEYS,
-    MaskedModel,
-    MaskError,
+from core.formats.masks import MaskError
+from core.masking.measure import Split
+from core.masking.model import MaskedModel, StraightThrough, check_finite_weights
+from core.masking.training import (
+    CurveLog,
     MaskResult,
-    Split,
-    _batches,
-    _StraightThrough,
-    accuracy,
-    check_finite_weights,
     check_settings,
     convergence,
-    is_converged,
-    log_steps,
-    lr_factor,
+    endless_batches,
     noise_factor,
-    snapshot_parameter,
-    snapshot_steps,
+    optimiser,
+    step_range,
 )
-from core.progress import bar as progress_bar
 
 
 @dataclass
@@ -73,6 +65,32 @@ def train_group(model: nn.Module, cfg: MaskConfig, members: Sequence[Member], *,
     ``train_mask(model, cfg, m.train, m.curve, alpha=m.alpha, seed=m.seed, steps=steps)``
     would give it (within float rounding; see the module docstring). Errors name the member
     (its index, alpha and seed)."""
+    _check_group(model, cfg, members, steps)
+    group = _Lockstep(model, cfg, members, device, precision)
+    logs = [CurveLog(mm, cfg, m.alpha, m.curve, steps) for mm, m in zip(group.masked, members)]
+    gens = [torch.Generator().manual_seed(int(m.seed)) for m in members]
+    batches = [endless_batches(len(m.train), cfg.batch_size, g) for m, g in zip(members, gens)]
+    opt, sched = optimiser(group.logits, cfg, steps)
+    for t in step_range(steps, progress, f"{len(members)} masks"):
+        xs, ys = zip(*(m.train.batch(next(b), group.device) for m, b in zip(members, batches)))
+        opt.zero_grad(set_to_none=True)
+        ces = group.backward(xs, ys, gens, noise_factor(t, steps, cfg.noise_anneal), t)
+        if t == 0:
+            for log, ce in zip(logs, ces):
+                log.log(0, ce)
+        opt.step()
+        sched.step()
+        group.check_finite(t)
+        for log, ce in zip(logs, ces):
+            log.done(t, ce)
+    return [log.result(convergence(log.curve, cfg.converge_window),
+                       log.masked.binary(cfg.readout)) for log in logs]
+
+
+def _check_group(model: nn.Module, cfg: MaskConfig, members: Sequence[Member],
+                 steps: int) -> None:
+    """One clear error for a group this module cannot train, or a member's settings
+    (:func:`core.masking.training.check_settings`), or a non-finite weight of ``model``."""
     if not members:
         raise MaskError("train_group: no members")
     if cfg.estimator != "straight_through" or cfg.prune_n or cfg.clamp:
@@ -81,105 +99,79 @@ def train_group(model: nn.Module, cfg: MaskConfig, members: Sequence[Member], *,
     for m in members:
         check_settings(cfg, m.alpha, steps, len(m.train))
     check_finite_weights(model)
-    k = len(members)
-    # one masked model per member (its curve evaluations, read-out, snapshots); their logits
-    # are rows of one stacked leaf tensor
-    masked = [MaskedModel(model, cfg.include, cfg.init, mask_norm=cfg.mask_norm, device=device,
-                          precision=precision) for _ in members]
-    base = masked[0]
-    dev = base.device
-    logits = torch.full((k, base.numel), float(cfg.init), device=dev, requires_grad=True)
-    for i, mm in enumerate(masked):
-        mm.flat = logits[i]
-    alphas = torch.tensor([float(m.alpha) for m in members], device=dev)
-    snap_name = snapshot_parameter(base.names, base.shapes, cfg.snapshot_param)
-    logged, snaps = set(log_steps(steps, cfg.log_every)), snapshot_steps(
-        steps, cfg.log_every, cfg.snapshots)
-    gens = [torch.Generator().manual_seed(int(m.seed)) for m in members]
-    batches = [_batches(len(m.train), cfg.batch_size, g) for m, g in zip(members, gens)]
-    opt = torch.optim.Adam([logits], lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, steps, cfg.lr_anneal))
-    curves: list[dict[str, list]] = [{key: [] for key in TRAIN_CURVE_KEYS} for _ in members]
-    snap_logits: list[list[torch.Tensor]] = [[] for _ in members]
 
-    def log(step: int, ces: Sequence[float]) -> None:
-        for i, (mm, m, curve) in enumerate(zip(masked, members, curves)):
-            mask = mm.binary(cfg.readout)
-            reg = m.alpha * float(mm.flat.detach().double().sum())
-            curve["step"].append(step)
-            curve["ce"].append(ces[i])
-            curve["reg"].append(reg)
-            curve["loss"].append(ces[i] + reg)
-            curve["task_acc"].append(accuracy(mm.forward_fn(mask), m.curve, cfg.batch_size,
-                                              dev))
-            curve["density"].append(100.0 * sum(int(v.sum()) for v in mask.values())
-                                    / mm.numel)
-            if step in snaps:
-                snap_logits[i].append(mm.logits[snap_name].to("cpu").clone(
-                    memory_format=torch.contiguous_format))
 
-    def forward(eff: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(base.net, eff, (x,))
+class _Lockstep:
+    """The members' masked models (their curve evaluations, read-outs and snapshots), whose
+    logits are the rows of one stacked leaf tensor ``logits`` [K, N], and the one forward and
+    backward of a step for all members."""
 
-    grouped = vmap(forward) if k > 1 else None
-    windows: list[list[float]] = [[] for _ in members]
-    bar = range(steps)
-    if progress:
-        bar = progress_bar(iterable=bar, desc=f"{k} masks", unit="step")
-    for t in bar:
-        xs, ys = zip(*(m.train.batch(next(b), dev) for m, b in zip(members, batches)))
-        opt.zero_grad(set_to_none=True)
-        scale = noise_factor(t, steps, cfg.noise_anneal)
-        ce = logits.new_zeros(k)
-        for c in range(cfg.n_samples):
-            xc = torch.stack([x.chunk(cfg.n_samples)[c] for x in xs])
-            yc = torch.stack([y.chunk(cfg.n_samples)[c] for y in ys])
-            noise = torch.stack([mm.noise(g) for mm, g in zip(masked, gens)])
-            hard = _StraightThrough.apply(logits, noise, float(scale), float(cfg.tau))
-            eff = base._views(base.flat_weights * hard)
-            for n, shift in base.shifts.items():
-                eff[n] = eff[n] + shift
-            with autocast(dev, precision):
-                if grouped is None:
-                    out = forward({n: v[0] for n, v in eff.items()}, xc[0]).unsqueeze(0)
-                else:
-                    out = grouped(eff, xc)
-            out = out.float()
+    def __init__(self, model: nn.Module, cfg: MaskConfig, members: Sequence[Member],
+                 device: torch.device | str | None, precision: str):
+        self.cfg, self.members = cfg, members
+        self.masked = [MaskedModel(model, cfg.include, cfg.init, mask_norm=cfg.mask_norm,
+                                   device=device, precision=precision) for _ in members]
+        self.base = self.masked[0]
+        self.device = self.base.device
+        k = len(members)
+        self.logits = torch.full((k, self.base.numel), float(cfg.init), device=self.device,
+                                 requires_grad=True)
+        for i, mm in enumerate(self.masked):
+            mm.flat = self.logits[i]
+        self.alphas = torch.tensor([float(m.alpha) for m in members], device=self.device)
+        self.grouped = vmap(self.forward) if k > 1 else None
+
+    def forward(self, eff: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.base.net, eff, (x,))
+
+    def outputs(self, xc: torch.Tensor, noise: torch.Tensor, scale: float) -> torch.Tensor:
+        """The members' outputs [K, B, ...] on their chunks ``xc`` [K, B, ...], each under its
+        straight-through mask sample from its row of ``noise``."""
+        base = self.base
+        hard = StraightThrough.apply(self.logits, noise, float(scale), float(self.cfg.tau))
+        eff = base.views(base.flat_weights * hard)
+        for n, shift in base.shifts.items():
+            eff[n] = eff[n] + shift
+        with autocast(self.device, base.precision):
+            if self.grouped is None:
+                out = self.forward({n: v[0] for n, v in eff.items()}, xc[0]).unsqueeze(0)
+            else:
+                out = self.grouped(eff, xc)
+        return out.float()
+
+    def backward(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor],
+                 gens: Sequence[torch.Generator], scale: float, t: int) -> list[float]:
+        """The gradient of step ``t``'s losses on the members' batches ``xs, ys`` (each of
+        ``masks.n_samples`` chunks under its own samples, noise from the members' ``gens``);
+        returns the members' batch-mean cross-entropies."""
+        n_samples = self.cfg.n_samples
+        ce = self.logits.new_zeros(len(self.members))
+        for c in range(n_samples):
+            xc = torch.stack([x.chunk(n_samples)[c] for x in xs])
+            yc = torch.stack([y.chunk(n_samples)[c] for y in ys])
+            noise = torch.stack([mm.noise(g) for mm, g in zip(self.masked, gens)])
+            out = self.outputs(xc, noise, scale)
             ce = ce + torch.stack([F.cross_entropy(o, y, reduction="sum")
                                    for o, y in zip(out, yc)])
-        ce = ce / torch.tensor([len(y) for y in ys], device=dev)
-        loss = ce + alphas * logits.sum(1)
+        ce = ce / torch.tensor([len(y) for y in ys], device=self.device)
+        loss = ce + self.alphas * self.logits.sum(1)
         loss.sum().backward()
         ce_values, loss_values = ce.tolist(), loss.tolist()
-        for i, (m, value) in enumerate(zip(members, loss_values)):
+        for i, (m, value) in enumerate(zip(self.members, loss_values)):
             if not math.isfinite(value):
                 raise MaskError(f"mask training, group member {i} (alpha {m.alpha!r}, seed "
                                 f"{m.seed}): non-finite loss at step {t} (cross-entropy "
                                 f"{ce_values[i]!r}); check the checkpoint, masks.init, "
                                 "masks.lr and alpha")
-        if t == 0:
-            log(0, ce_values)
-        opt.step()
-        sched.step()
-        finite = torch.isfinite(logits.detach()).all(1).tolist()
+        return ce_values
+
+    def check_finite(self, t: int) -> None:
+        """One clear error naming the first member whose logits are non-finite after step
+        ``t``'s update."""
+        finite = torch.isfinite(self.logits.detach()).all(1).tolist()
         if not all(finite):
             i = finite.index(False)
-            raise MaskError(f"mask training, group member {i} (alpha {members[i].alpha!r}, "
-                            f"seed {members[i].seed}): non-finite mask logits after step "
-                            f"{t + 1} (masks.lr {cfg.lr!r})")
-        for w, value in zip(windows, ce_values):
-            w.append(value)
-        if t + 1 in logged:
-            log(t + 1, [float(np.mean(w)) for w in windows])
-            windows = [[] for _ in members]
-    results = []
-    for mm, curve, snap in zip(masked, curves, snap_logits):
-        conv = convergence(curve, cfg.converge_window)
-        out = {n: s.to("cpu").clone(memory_format=torch.contiguous_format)
-               for n, s in mm.logits.items()}
-        results.append(MaskResult(mm.names, mm.shapes, mm.fingerprint, out,
-                                  mm.binary(cfg.readout), curve,
-                                  {"param": snap_name, "steps": snaps,
-                                   "logits": torch.stack(snap)},
-                                  conv, is_converged(conv, cfg)))
-    return results
+            m = self.members[i]
+            raise MaskError(f"mask training, group member {i} (alpha {m.alpha!r}, "
+                            f"seed {m.seed}): non-finite mask logits after step "
+                            f"{t + 1} (masks.lr {self.cfg.lr!r})")

@@ -14,6 +14,7 @@ from torch import nn
 from torch.func import functional_call
 
 from core.config import load
+from core.device import keep_freed_memory
 from core.formats.evals import SPLITS, VARIANTS
 from core.formats.masks import (
     ACCURACY_KEYS,
@@ -21,6 +22,7 @@ from core.formats.masks import (
     MaskError,
     curve_dataset,
     degenerate_reason,
+    fingerprint,
     load_mask,
     mask_record,
     save_mask,
@@ -28,7 +30,6 @@ from core.formats.masks import (
 from core.masking import (
     MaskedModel,
     Split,
-    _like,
     accuracy,
     convergence,
     degenerate_fraction,
@@ -36,10 +37,8 @@ from core.masking import (
     evaluate,
     evaluate_group,
     evaluate_part,
-    fingerprint,
     foldable_norms,
     is_converged,
-    keep_freed_memory,
     log_steps,
     merge_parts,
     noise_factor,
@@ -47,6 +46,7 @@ from core.masking import (
     relative_drop,
     select_parameters,
     snapshot_parameter,
+    strided_like,
     task_specific,
     train_mask,
 )
@@ -636,13 +636,13 @@ def test_bf16_autocast_trains_and_results_are_float32_cpu_tensors():
 
 
 def test_lr_anneal():
-    from core.masking import lr_factor
+    from core.masking import anneal_factor
 
-    assert [lr_factor(t, 4, 0.0) for t in range(4)] == [1.0] * 4
-    assert [lr_factor(t, 4, 1.0) for t in (0, 2)] == pytest.approx([1.0, 0.5])
-    assert lr_factor(3, 4, 1.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))
-    assert [lr_factor(t, 10, 0.5) for t in (0, 4, 5)] == [1.0, 1.0, 1.0]
-    assert lr_factor(9, 10, 0.5) == pytest.approx(0.5 * (1 + math.cos(0.8 * math.pi)))
+    assert [anneal_factor(t, 4, 0.0) for t in range(4)] == [1.0] * 4
+    assert [anneal_factor(t, 4, 1.0) for t in (0, 2)] == pytest.approx([1.0, 0.5])
+    assert anneal_factor(3, 4, 1.0) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))
+    assert [anneal_factor(t, 10, 0.5) for t in (0, 4, 5)] == [1.0, 1.0, 1.0]
+    assert anneal_factor(9, 10, 0.5) == pytest.approx(0.5 * (1 + math.cos(0.8 * math.pi)))
 
 
 # ----------------------------------------------------------------------------- the fast step
@@ -686,7 +686,7 @@ def reference_step(model: nn.Module, names: list[str], flat: torch.Tensor,
             part = part.view(w.shape[0], w.shape[2], w.shape[3], w.shape[1]).permute(0, 3, 1, 2)
         else:
             part = part.view(w.shape)
-        eff[n] = _like(w, w * (1 - part) if invert else w * part)
+        eff[n] = strided_like(w, w * (1 - part) if invert else w * part)
     return functional_call(model, eff, (x,))
 
 
