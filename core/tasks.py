@@ -151,8 +151,13 @@ def all_tasks() -> tuple[str, ...]:
     return tuple(t for f in FAMILIES.values() for t in f.tasks)
 
 
-def selects(family: Family, shapes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """The family's tasks that ``masks.tasks`` (``shapes``) selects: a task naming a shape
-    (``circle``, ``rule_circle``) when its shape is among ``shapes``, a task naming no shape
+def shape_selected(name: str, shapes: tuple[str, ...] | list[str]) -> bool:
+    """Whether ``masks.tasks`` (``shapes``) selects set ``name``: a set naming a shape
+    (``circle``, ``rule_not_circle``) when the shape is among ``shapes``, a set naming no shape
     (``color_rule``) always."""
-    return tuple(t for t in family.tasks if set(t.split("_")) & set(SHAPES) <= set(shapes))
+    return set(name.split("_")) & set(SHAPES) <= set(shapes)
+
+
+def selects(family: Family, shapes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The family's tasks that ``masks.tasks`` (``shapes``) selects (:func:`shape_selected`)."""
+    return tuple(t for t in family.tasks if shape_selected(t, shapes))

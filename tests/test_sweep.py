@@ -17,7 +17,7 @@ import xarray as xr
 import yaml
 
 from core import sweep
-from core.config import ConfigError, from_dict, load
+from core.config import ConfigError, compose, from_dict, load
 from core.formats.masks import MaskError, load_mask
 from core.io import file_sha256
 from core.models import build_model, checkpoint_dict
@@ -105,12 +105,12 @@ def test_plan_complement_protocol_and_families():
     assert not any("triangle" in t for t in trained)
     ref = next(s for s in sets if s[1] == "all")
     assert ref[2] is None and ref[3] is False  # no complement, no alpha sweep
-    bad = mc.__class__(**{**mc.__dict__, "families": ["nope"], "complement_masks": []})
-    with pytest.raises(ConfigError, match="masks.families: unknown family 'nope'"):
-        sweep.mask_sets(bad)
-    bad = mc.__class__(**{**mc.__dict__, "families_last": ["shape"]})
-    with pytest.raises(ConfigError, match=r"masks.families_last: unknown family 'shape'"):
-        sweep.mask_sets(bad)
+    # an unknown family never reaches the sweep: the configuration refuses it when built
+    for key, value in (("families", ["nope"]), ("families_last", ["shape"])):
+        raw = compose("ci")
+        raw["masks"][key] = value
+        with pytest.raises(ConfigError, match=rf"masks\.{key}\[0\]: expected one of original"):
+            from_dict(raw)
 
 
 def test_tasks_early_masks_fewer_shapes_before_the_last_checkpoint():

@@ -178,9 +178,6 @@ def check_settings(cfg: MaskConfig, alpha: float, steps: int, n_train: int) -> N
     if not 0.0 <= cfg.noise_anneal <= 1.0:
         raise MaskError(f"masks.noise_anneal: expected a fraction in [0, 1], got "
                         f"{cfg.noise_anneal!r}")
-    if cfg.batch_size < cfg.n_samples:
-        raise MaskError(f"masks.batch_size ({cfg.batch_size}) must be >= masks.n_samples "
-                        f"({cfg.n_samples}): each mask sample gets a chunk of the batch")
     if n_train < cfg.batch_size:
         raise MaskError(f"masks.batch_size ({cfg.batch_size}) exceeds the {n_train} training "
                         "problems of the task")

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.config import SHAPES, Config, ConfigError, MaskConfig
+from core.config import Config, MaskConfig
 from core.formats.masks import mask_name
-from core.tasks import FAMILIES
+from core.tasks import FAMILIES, selects, shape_selected
 
 
 @dataclass(frozen=True)
@@ -33,27 +33,12 @@ class PlannedMask:
         return f"{self.checkpoint}/{self.name}.pt"
 
 
-def _shape_selected(task: str, shapes: Sequence[str]) -> bool:
-    """A task naming a shape (``circle``, ``rule_not_circle``) is trained only when the shape
-    is in ``masks.tasks``; tasks naming no shape (``color_rule``) always."""
-    named = set(task.split("_")) & set(SHAPES)
-    return named <= set(shapes)
-
-
 def mask_sets(mc: MaskConfig) -> list[tuple[str, str, str | None, bool]]:
     """(family, set, complement, is_task) of every set masks are trained on, in order."""
-    for key in ("complement_masks", "families_last"):  # (a family not in families: no masks)
-        extra = [f for f in getattr(mc, key) if f not in FAMILIES]
-        if extra:
-            raise ConfigError(f"masks.{key}: unknown family {extra[0]!r} (expected one of "
-                              f"{', '.join(FAMILIES)})")
     out: dict[str, tuple[str, str, str | None, bool]] = {}
-    for fam_name in mc.families:
-        if fam_name not in FAMILIES:
-            raise ConfigError(f"masks.families: unknown family {fam_name!r} (expected one of "
-                              f"{', '.join(FAMILIES)})")
+    for fam_name in mc.families:  # known families (core.config checks them)
         fam = FAMILIES[fam_name]
-        tasks = [t for t in fam.tasks if _shape_selected(t, mc.tasks)]
+        tasks = selects(fam, mc.tasks)
         for t in tasks:
             out.setdefault(t, (fam_name, t, fam.complement(t), True))
         if fam_name in mc.complement_masks:
@@ -62,9 +47,6 @@ def mask_sets(mc: MaskConfig) -> list[tuple[str, str, str | None, bool]]:
                 out.setdefault(c, (fam_name, c, t, False))
             if fam.reference is not None:
                 out.setdefault(fam.reference, (fam_name, fam.reference, None, False))
-    if not out:
-        raise ConfigError(f"masks.tasks {list(mc.tasks)} selects no task of masks.families "
-                          f"{list(mc.families)}")
     return list(out.values())
 
 
@@ -78,7 +60,7 @@ def plan(cfg: Config) -> list[PlannedMask]:
         for fam, task, comp, is_task in sets:
             if fam in mc.families_last and ckpt != last:
                 continue
-            if ckpt != last and mc.tasks_early and not _shape_selected(task, mc.tasks_early):
+            if ckpt != last and mc.tasks_early and not shape_selected(task, mc.tasks_early):
                 continue
             for seed in mc.seeds if is_task else mc.seeds[:1]:
                 r = PlannedMask(ckpt, fam, task, comp, float(mc.alpha), int(seed))
@@ -117,7 +99,7 @@ def eval_plan(runs: Sequence[PlannedMask], mc: MaskConfig
     training it)."""
     out: dict[str, dict[str, set[tuple[str, str]]]] = {}
     for r in runs:
-        tasks = [t for t in FAMILIES[r.family].tasks if _shape_selected(t, mc.tasks)]
+        tasks = [t for t in FAMILIES[r.family].tasks if shape_selected(t, mc.tasks)]
         own = {(r.task, "select"), (r.task, "report")}
         report = {(t, "report") for t in tasks}
         if role(r) != "task":
@@ -135,5 +117,5 @@ def eval_sets(runs: Sequence[PlannedMask], shapes: Sequence[str]) -> list[str]:
     shape only when it is in ``shapes`` = ``masks.tasks``), plus every set a mask was trained
     on (a complement or reference set, for instance)."""
     names = [s for fam in dict.fromkeys(r.family for r in runs) for s in FAMILIES[fam].tasks
-             if _shape_selected(s, shapes)]
+             if shape_selected(s, shapes)]
     return list(dict.fromkeys([*names, *(r.task for r in runs)]))

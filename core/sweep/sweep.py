@@ -18,7 +18,7 @@ import xarray as xr
 from torch import nn
 
 from core import masking
-from core.config import Config
+from core.config import Config, MaskConfig, keys
 from core.data import RavenDataset
 from core.device import resolve_device, resolve_precision, set_deterministic
 from core.formats import evals
@@ -34,14 +34,12 @@ from core.sweep.schedule import Schedule
 from core.train import data_fingerprint
 
 CKPT_DIR = re.compile(r"[a-z][a-z0-9_]*_\d+(p\d+)?")  # config.checkpoint_name: scl_90, scl_2p5
-# masks.* keys a run's file does NOT depend on: which runs exist (the run's own alpha, seed and
-# set are recorded separately), the Ray GPU share and the group evaluation's settings. Every
-# other masks.* key (a new one too) is recorded in each file's settings and compared on resume;
-# masks.threads among them: the thread count changes float reduction order (~1e-7 in logits).
-NOT_RUN_SETTINGS = ("tasks", "alpha", "alpha_sweep", "seeds", "families", "complement_masks",
-                    "families_last", "gpu_share", "degenerate_tol", "degenerate_max", "workers",
-                    "eval_n", "tasks_early")
-EVAL_SETTINGS = ("eval_n", "degenerate_tol", "degenerate_max")
+# masks.* keys a run's file does NOT depend on (core.config roles): which runs exist, the run's
+# own alpha (recorded with its seed and set), the evaluation's settings and how the work is
+# spread. Every other masks.* key (a new one too) is recorded in each file's settings and
+# compared on resume; masks.threads among them: the thread count changes float reduction order.
+NOT_RUN_SETTINGS = keys(MaskConfig, "plan", "run", "evaluation", "spread")
+EVAL_SETTINGS = keys(MaskConfig, "evaluation")
 
 
 def _json_hash(obj: Any) -> str:
