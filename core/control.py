@@ -41,10 +41,12 @@ import yaml
 from torch import nn
 
 from core.config import Config, ConfigError, check_field, checkpoint_name, load, load_yaml
+from core.formats import write_json
 from core.formats.control import (
     CONTROL_MASK_KEYS,
     RESULT,
     TASKS,
+    TIMING,
     ControlError,
     summary_text,
     write_result,
@@ -307,13 +309,12 @@ def _mask_job(job: tuple) -> dict[str, Any]:
            **{f"kept_{t}": kept(res.mask, t) for t in TASKS},
            **{f"acc_{t}": acc[t] for t in TASKS}, **truth, "converged": res.converged,
            "convergence": res.convergence, "curve": {k: res.curve[k] for k in
-                                                     ("step", "density", "task_acc")},
-           "seconds": seconds}
+                                                     ("step", "density", "task_acc")}}
     if out is not None:
         from core.io import atomic_torch_save
         atomic_torch_save({"mask": res.mask, "logits": res.logits, "row": row},
                           Path(out) / "masks" / f"{task}-s{seed}.pt")
-    return {"row": row, "mask": res.mask}
+    return {"row": row, "mask": res.mask, "seconds": seconds}
 
 
 TRUTH_N = 256  # training problems on which inert weights are found (masking.inert_weights)
@@ -388,7 +389,9 @@ def prepared(cfg: Config, s: Settings, out: Path) -> tuple[dict[str, Path], dict
 
 def make_masks(cfg: Config, s: Settings, out: Path, data: dict[str, Path],
                ckpts: dict[str, Path], t0: float | None = None) -> dict[str, Any]:
-    """The composite's masks (``s.workers`` processes) and ``out/control.json``."""
+    """The composite's masks (``s.workers`` processes), ``out/control.json`` (the same bytes
+    for the same params, whatever the worker count) and, beside it, ``out/timing.json`` (the
+    seconds each mask and the whole took: :data:`TIMING`)."""
     check(s)
     t0 = time.perf_counter() if t0 is None else t0
     mc, alpha = mask_settings(cfg, s)
@@ -402,12 +405,15 @@ def make_masks(cfg: Config, s: Settings, out: Path, data: dict[str, Path],
     rows = [d["row"] for d in done]
     pairs = overlaps({(d["row"]["task"], d["row"]["seed"]): d["mask"] for d in done})
     result = {
-        "profile": cfg.profile, "settings": dataclasses.asdict(s),
+        "profile": cfg.profile,
+        "settings": {k: v for k, v in dataclasses.asdict(s).items() if k != "workers"},
         "masks": {**{k: getattr(mc, k) for k in CONTROL_MASK_KEYS}, "alpha": alpha},
         "reference": reference_accuracy(ckpts, cfg.model.arch, data, s.eval_n, s.scramble),
-        "rows": rows, "iomin": pairs, "verdict": verdict(rows, pairs),
-        "seconds": round(time.perf_counter() - t0, 1)}
+        "rows": rows, "iomin": pairs, "verdict": verdict(rows, pairs)}
     write_result(out / RESULT, result)
+    write_json(out / TIMING, {
+        "workers": s.workers, "seconds": round(time.perf_counter() - t0, 1),
+        "masks": {f"{d['row']['task']}-s{d['row']['seed']}": d["seconds"] for d in done}})
     return result
 
 

@@ -259,7 +259,7 @@ def run_control(cfg: Config, control_dir: Path, workers: int) -> dict[str, Any]:
     settings, else new masks of the pipeline's specialists (trained first if missing) into
     ``control_dir/validation/`` (the pipeline's outputs are never overwritten)."""
     from core import control
-    from core.formats.control import CONTROL_MASK_KEYS, read_result
+    from core.formats.control import CONTROL_MASK_KEYS, read_result, read_timing
     s = control.settings(cfg, workers=workers)
     mc, alpha = control.mask_settings(cfg, s)
     plain = lambda d: json.loads(json.dumps(d))  # noqa: E731 (tuples -> lists, as in the file)
@@ -271,14 +271,19 @@ def run_control(cfg: Config, control_dir: Path, workers: int) -> dict[str, Any]:
         if made["profile"] == cfg.profile and made["masks"] == want and {
                 k: v for k, v in made["settings"].items() if k != "workers"} == how:
             result = made
+    made_in = control_dir
     if result is None:
         data, ckpts = control.prepare(cfg, s, control_dir, progress=False)
-        result = control.make_masks(cfg, s, control_dir / "validation", data, ckpts)
+        made_in = control_dir / "validation"
+        result = control.make_masks(cfg, s, made_in, data, ckpts)
+    seconds = read_timing(made_in)
     return {"passes": bool(result["verdict"]["passes"]), "verdict": result["verdict"],
-            "rows": [{k: r[k] for k in ("task", "seed", "density", "own", "own_functional",
-                                        "acc_own_only", "pruned", "converged", "seconds",
-                                        *(f"{p}_{t}" for p in ("kept", "inert", "acc")
-                                          for t in control.TASKS))} for r in result["rows"]],
+            "rows": [{**{k: r[k] for k in ("task", "seed", "density", "own", "own_functional",
+                                           "acc_own_only", "pruned", "converged",
+                                           *(f"{p}_{t}" for p in ("kept", "inert", "acc")
+                                             for t in control.TASKS))},
+                      "seconds": seconds.get(f"{r['task']}-s{r['seed']}")}
+                     for r in result["rows"]],
              "iomin": result["iomin"], "reference": result["reference"]}
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core.config import Config, ConfigError, MaskConfig, keys, load
 from core.formats import validation as validation_file
-from core.formats.control import ControlError, comparison_text, read_result, summary_text
+from core.formats.control import TIMING, ControlError, comparison_text, read_result, summary_text
 from core.io import atomic_write_bytes, atomic_write_text
 from core.preflight import TEX_HINT
 from figures import FAMILIES, PROVENANCE_FILE
@@ -58,7 +58,8 @@ def _milestones(cfg: Config) -> dict[str, float]:
 def control_files(folder: Path) -> list[Path]:
     """A folder's control results: ``control.json`` (the profile's mask settings) first, then
     the other ``*.json`` by name."""
-    files = sorted(folder.glob("*.json"), key=lambda p: (p.name != "control.json", p.name))
+    files = sorted((p for p in folder.glob("*.json") if p.name != TIMING),
+                   key=lambda p: (p.name != "control.json", p.name))
     if not files:
         raise PaperError(f"--control {folder}: no control.json files in the folder")
     return files
@@ -324,8 +325,8 @@ def readme(metrics: str | Path, cfg: Config, path: str | Path,
         dest = Path(control_out) if control_out else (
             first if first.is_dir() else first.parent) / "README.md"
         # the folder's own results (the run's control.json, given first, is not repeated)
-        out.append(control_readme(read_control(dest.parent) if any(dest.parent.glob("*.json"))
-                                  else ctl, dest))
+        out.append(control_readme(read_control(dest.parent) if any(
+            p.name != TIMING for p in dest.parent.glob("*.json")) else ctl, dest))
     return out
 
 

@@ -154,6 +154,11 @@ def test_end_to_end_at_ci_size(tmp_path):
     assert len(result["iomin"]["same"]) == 2 and len(result["iomin"]["cross"]) == 4
     assert result["masks"]["steps"] > 0 and result["verdict"]["text"]
     assert result["settings"]["scramble"] is True
+    # its bytes depend on the params alone: no clock, no worker count (those go to timing.json)
+    assert "seconds" not in result and "workers" not in result["settings"]
+    assert not any("seconds" in r for r in result["rows"])
+    assert sorted(controlfile.read_timing(out)) == [f"{t}-s{s}" for t in control.TASKS
+                                                    for s in (0, 1)]
     for r in result["rows"]:
         assert r["kept_color_rule"] + r["kept_size_rule"] > 0 and 0 <= r["own"] <= 1
         assert 0 <= r["acc_own_only"] <= 100 and r["inert_color_rule"] >= 0

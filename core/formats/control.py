@@ -5,6 +5,7 @@ imports: the report (``python -m paper``) renders it without torch."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ from core.config import MaskConfig, keys
 from core.formats import read_json, write_json
 
 RESULT = "control.json"
+# beside it, the seconds the masks took (never in control.json: its bytes depend on the params
+# alone); {"workers", "seconds", "masks": {"<task>-s<seed>": seconds}}
+TIMING = "timing.json"
 TASKS = ("color_rule", "size_rule")
 # the mask settings a control.json records (with alpha): the mask method (role "method"), not
 # which masks a study trains; keys added after the first control.json files were written read
@@ -28,6 +32,15 @@ class ControlError(ValueError):
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
     """``control.json`` at ``path`` (atomically; keys sorted, one space of indent)."""
     write_json(path, result)
+
+
+def read_timing(folder: str | Path) -> dict[str, float]:
+    """Seconds per mask (``<task>-s<seed>``) of the control in ``folder`` ({} when not timed)."""
+    path = Path(folder) / TIMING
+    try:
+        return dict(json.loads(path.read_text())["masks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def read_result(path: str | Path) -> dict[str, Any]:
