@@ -29,7 +29,7 @@ SHORT = {"center_single": "Center", "distribute_four": "2x2Grid", "distribute_ni
 
 
 def subsets(raven: Path) -> list[str]:
-    """Subsets to show: shape tasks in ``core.config.SHAPES`` order, then light/dark, those
+    """Subsets to show: shape tasks in ``core.tasks.SHAPES`` order, then light/dark, those
     that exist under ``<raven>/tasks``."""
     root = raven / "tasks"
     found = [s for s in (*SHAPES, *EXTRA_SUBSETS) if (root / s).is_dir()]

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from core import config as C
+from core.config.load import _fields_by_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = C.compose("default")
@@ -286,7 +287,7 @@ def test_values_outside_their_plausible_range_are_refused_up_front(tmp_path, ove
 
 
 def test_every_numeric_setting_has_a_plausible_range_holding_every_profile():
-    fields = C._fields_by_path()
+    fields = _fields_by_path()
     numeric = [k for k, (tp, _) in fields.items()
                if tp in (int, float, list[int], list[float]) and k != "outside_range"]
 

@@ -121,7 +121,7 @@ def test_stage_deps_cover_the_import_closure(stage):
 
 def test_closure_follows_imports_inside_functions_and_notebooks():
     files = {p.relative_to(ROOT).as_posix() for p in closure(command("masks"))}
-    assert {"core/sweep/sweep.py", "core/formats/masks.py", "core/config.py",
+    assert {"core/sweep/sweep.py", "core/formats/masks.py", "core/config/sections.py",
             "core/__init__.py"} <= files
     assert "analysis/train_masks.ipynb" in files
 

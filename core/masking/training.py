@@ -326,7 +326,7 @@ def _update(masked: MaskedModel, cfg: MaskConfig, alpha: float, opt: torch.optim
     except RuntimeError as err:  # e.g. a rate torch cannot hold in float32
         raise MaskError(f"mask training: the optimiser step {t} failed with masks.lr "
                         f"{cfg.lr!r} ({err}); use a masks.lr in its plausible range "
-                        "(core/config.py)") from None
+                        "(core/config/sections.py)") from None
     sched.step()
     if not bool(torch.isfinite(masked.flat).all()):
         raise MaskError(f"mask training: non-finite mask logits after step {t + 1} "

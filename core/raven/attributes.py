@@ -1,6 +1,6 @@
 """Attribute value sets, rule and attribute ids, and per-component value domains with subsets.
 
-Values are stored as *indices* into the tables below (``core.config.SHAPES`` order for Type).
+Values are stored as *indices* into the tables below (``core.tasks.SHAPES`` order for Type).
 Rules act on *levels*: Type, Size and Color rules act on the index, except Arithmetic, which
 adds levels with Size counted from 1 (level = index + 1, so 0.4 + 0.4 = 0.5 is excluded and
 sums grow) and Color from 0 (white). Number acts on the count of entities, Position on the set

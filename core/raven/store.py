@@ -7,7 +7,7 @@ key         dtype / shape           what
 ==========  ======================  =================================================
 image       uint8 [N, 16, H, W]     8 context panels (row-major), then 8 candidates
 target      int64 [N]               index of the correct candidate (0..7)
-shapes      bool [N, 5]             which types (``core.config.SHAPES`` order) occur
+shapes      bool [N, 5]             which types (``core.tasks.SHAPES`` order) occur
                                     in any entity of any of the 16 panels
 attrs       int8 [N, 16, 2, 9, 4]   per panel, component, slot: type, size, color,
                                     angle indices; -1 where the slot is empty
