@@ -371,7 +371,9 @@ def run(quick: bool = False) -> list[dict]:
 
 
 def sweep_overhead(quick: bool = False, k: int | None = None) -> dict:
-    """Row 5: the mask stage's overhead share (see the module docstring)."""
+    """Row 5: the mask stage's overhead share (see the module docstring). Over 60 lines: one
+    measurement recipe (set up a sweep, run it through the notebook, read its timing) read
+    top to bottom."""
     import json
     import subprocess
     import sys

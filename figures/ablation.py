@@ -66,20 +66,7 @@ def _matrices(inp: Inputs, out: Path, fam: str) -> list[Path]:
             b = bad.sel(checkpoint=ck).transpose("task", "eval_set").values
             skip = skipped.sel(checkpoint=ck).transpose("task", "eval_set").values
             ax.imshow(np.where(b, np.nan, m), cmap=cmap, norm=norm, aspect="auto")
-            for r in range(len(tasks)):
-                for c in range(len(sets)):
-                    if b[r, c]:
-                        ax.add_patch(mpl.patches.Rectangle((c - 0.5, r - 0.5), 1, 1,
-                                                           fill=False, hatch=style.DEGENERATE_HATCH,
-                                                           lw=0, color="0.5"))
-                        ax.text(c, r, "deg.", ha="center", va="center", fontsize=fs - 2.5)
-                    elif skip[r, c]:
-                        ax.text(c, r, "n.e.", ha="center", va="center", fontsize=fs - 3.5,
-                                color="0.5")
-                    elif np.isfinite(m[r, c]):
-                        pm = f"\n±{half[r, c]:.0f}" if np.isfinite(half[r, c]) else ""
-                        ax.text(c, r, f"{m[r, c]:.0f}{pm}", ha="center", va="center",
-                                fontsize=fs - 3, color="white" if m[r, c] < 55 else "black")
+            _annotate(ax, m, half, b, skip, fs)
             ax.set_xticks(range(len(sets)), sets if i == len(VARIANTS) - 1 else [""] * len(sets),
                           rotation=45, ha="right", fontsize=fs - 2)
             ax.set_yticks(range(len(tasks)), tasks if j == 0 else [""] * len(tasks),
@@ -94,6 +81,25 @@ def _matrices(inp: Inputs, out: Path, fam: str) -> list[Path]:
                  "n.e.: not evaluated",
                  fontsize=fs - 1)
     return style.save(fig, out, f"ablation_{fam}")
+
+
+def _annotate(ax: mpl.axes.Axes, m: np.ndarray, half: np.ndarray, bad: np.ndarray,
+              skip: np.ndarray, fs: float) -> None:
+    """Each cell's text: mean +- half-width, or why there is none (degenerate: hatched,
+    not evaluated)."""
+    for r in range(m.shape[0]):
+        for c in range(m.shape[1]):
+            if bad[r, c]:
+                ax.add_patch(mpl.patches.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False,
+                                                   hatch=style.DEGENERATE_HATCH, lw=0,
+                                                   color="0.5"))
+                ax.text(c, r, "deg.", ha="center", va="center", fontsize=fs - 2.5)
+            elif skip[r, c]:
+                ax.text(c, r, "n.e.", ha="center", va="center", fontsize=fs - 3.5, color="0.5")
+            elif np.isfinite(m[r, c]):
+                pm = f"\n±{half[r, c]:.0f}" if np.isfinite(half[r, c]) else ""
+                ax.text(c, r, f"{m[r, c]:.0f}{pm}", ha="center", va="center",
+                        fontsize=fs - 3, color="white" if m[r, c] < 55 else "black")
 
 
 def _complement(inp: Inputs, out: Path) -> list[Path]:

@@ -137,7 +137,7 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m core.raven", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="generate problems")
@@ -172,21 +172,40 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--png", default=None, help="output (default: FILE_<index>.png)")
     c = sub.add_parser("check", help="re-check stored problems with the independent checker")
     c.add_argument("file")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _generate(args: argparse.Namespace) -> None:
+    subset = Subset(args.shape, args.exclude_shape, args.color_subset, args.size_subset)
+    if args.set_name is not None:
+        if subset != Subset():
+            raise SubsetError("--set: give either --set or the subset options")
+        if args.set_name not in SET_SPECS:
+            raise SubsetError(f"--set: unknown set {args.set_name!r} (expected one of "
+                              f"{', '.join(SET_SPECS)})")
+        subset = Subset(**SET_SPECS[args.set_name])
+    out = generate(args.out, args.configs, args.n, args.seed, args.workers, args.size,
+                   args.answers, subset, args.layout, args.force, not args.quiet, args.mmap)
+    print(f"wrote {out}")
+
+
+def _check(file: str) -> int:
+    """Every stored problem re-checked: 1 when any has not exactly its target passing."""
+    bad = 0
+    z_targets = np.atleast_1d(load_npz(file)["target"])
+    for i, (ok, t) in enumerate(zip(check_file(file), z_targets)):
+        good = ok.sum() == 1 and ok[int(t)]
+        bad += not good
+        print(f"{i}: passing {np.flatnonzero(ok).tolist()} target {int(t)}"
+              f"{'' if good else '  <- INVALID'}")
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         if args.cmd == "generate":
-            subset = Subset(args.shape, args.exclude_shape, args.color_subset, args.size_subset)
-            if args.set_name is not None:
-                if subset != Subset():
-                    raise SubsetError("--set: give either --set or the subset options")
-                if args.set_name not in SET_SPECS:
-                    raise SubsetError(f"--set: unknown set {args.set_name!r} (expected one of "
-                                      f"{', '.join(SET_SPECS)})")
-                subset = Subset(**SET_SPECS[args.set_name])
-            out = generate(args.out, args.configs, args.n, args.seed, args.workers, args.size,
-                           args.answers, subset, args.layout, args.force, not args.quiet,
-                           args.mmap)
-            print(f"wrote {out}")
+            _generate(args)
         elif args.cmd == "build":
             cfg = load(args.params, args.profile)
             out = build(cfg, args.out, args.force, not args.quiet)
@@ -194,14 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "show":
             print(f"wrote {show(args.file, args.index, args.png)}")
         else:
-            bad = 0
-            z_targets = np.atleast_1d(load_npz(args.file)["target"])
-            for i, (ok, t) in enumerate(zip(check_file(args.file), z_targets)):
-                good = ok.sum() == 1 and ok[int(t)]
-                bad += not good
-                print(f"{i}: passing {np.flatnonzero(ok).tolist()} target {int(t)}"
-                      f"{'' if good else '  <- INVALID'}")
-            return 1 if bad else 0
+            return _check(args.file)
     except ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
