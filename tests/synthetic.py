@@ -19,14 +19,16 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
-import xarray as xr
 import yaml
 
 from core import metrics
-from core.config import TRAIN_SECTIONS, Config, alpha_label, compose, config_hash, from_dict
+from core.config import Config, alpha_label, compose, from_dict, train_hash
+from core.formats import evals
+from core.formats import training as training_log
 from core.formats.masks import ACCURACY_KEYS, FORMAT, fingerprint, save_mask
 from core.io import atomic_write_bytes, file_sha256
 from core.tasks import FAMILIES
@@ -166,15 +168,10 @@ def write_evals(path: Path, keys: list[tuple[str, str, float]], sets: list[str],
             comp = {fm.complements[t]: t for fm in FAMILIES.values() for t in fm.tasks}
             if control and comp.get(s) == e:             # complement mask loses its task
                 acc[i, 0, j] = 0.5 * f
-    ds = xr.Dataset(
-        {"accuracy": (("mask", "variant", "eval_set", "split"), acc),
-         "degenerate": (("mask", "variant", "eval_set", "split"), deg),
-         "n_problems": (("mask", "variant", "eval_set", "split"), n),
-         "full_accuracy": (("eval_set", "split"), full)},
-        coords={"mask": [k for k, _, _ in keys], "variant": ["mask", "inverted", "selective"],
-                "eval_set": sets, "split": ["select", "report"]})
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.to_netcdf(path, engine="netcdf4")
+    evals.write(path, evals.dataset(
+        [k for k, _, _ in keys], sets, acc, deg, n.astype(np.int64), np.zeros(acc.shape[:2]),
+        full, np.zeros_like(full), tol=1e-4, degenerate_max=0.5))
 
 
 def write_training(d: Path, cfg: Config, net: int) -> None:
@@ -188,22 +185,18 @@ def write_training(d: Path, cfg: Config, net: int) -> None:
                                 atomic_write_bytes(path, f"{ck}-{net}".encode())))
     steps = np.arange(1, 41)
     vs = np.arange(5, 41, 5)
-    values = cfg.to_dict()
-    values["train"] = {k: v for k, v in values["train"].items() if k != "networks"}
-    xr.Dataset(
-        {"loss": ("step", 2.0 * np.exp(-steps / 20)), "acc": ("step", 12.5 + 2 * steps),
-         "val_acc": ("val_step", 12.5 + 2 * vs - net),
-         "milestone_step": ("milestone", np.arange(1, len(ms) + 1) * 10),
-         "milestone_val_acc": ("milestone", np.array(ms) + 0.5 + 0.2 * net),
-         "milestone_test_acc": ("milestone", np.array(ms) - 1.0),
-         "checkpoint_sha256": ("milestone", shas)},
-        coords={"step": steps, "val_step": vs, "milestone": np.array(ms, float),
-                "checkpoint": ("milestone", cks)},
-        # network 1 was re-initialised once at chance (core.train.restart); the others have
-        # no restart attributes, as logs written before restarts existed
-        attrs={"train_hash": config_hash(values, TRAIN_SECTIONS), "network": net,
-               **({"init_seed": 123456, "restarts": 1} if net == 1 else {})},
-    ).to_netcdf(d / "training.nc", engine="netcdf4")
+    # network 1 was re-initialised once at chance (core.train.restart); the others have no
+    # restart attributes, as logs written before restarts existed
+    history = SimpleNamespace(
+        loss=2.0 * np.exp(-steps / 20), acc=12.5 + 2 * steps, log_epoch=np.zeros(len(steps)),
+        lr=np.ones(len(steps)), val_steps=vs, val_acc=12.5 + 2 * vs - net,
+        val_epoch=np.zeros(len(vs)), rewinds=[], restarts=[[40, 13.0]] if net == 1 else [],
+        reached={float(m): {"step": 10 * (i + 1), "epoch": 0, "val_acc": m + 0.5 + 0.2 * net,
+                            "sha256": sha} for i, (m, sha) in enumerate(zip(ms, shas))})
+    facts = {"train_hash": train_hash(cfg), "network": net,
+             **({"init_seed": 123456, "restarts": 1} if net == 1 else {})}
+    training_log.write(d / training_log.LOG, history, ms, cks,
+                       {float(m): m - 1.0 for m in ms}, cfg.train.milestone_tolerance, facts)
 
 
 _CACHE: dict[str, Path] = {}
