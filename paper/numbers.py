@@ -419,7 +419,8 @@ def convergence_rule(m: MaskConfig) -> str:
     window = fmt(100 * m.converge_window, 0)
     moves = f"the read-out density moved <= {fmt(m.converge_density, 1)} point(s)"
     if m.converge_acc < 100:
-        moves += (f" and the masked accuracy (on the task's validation problems) <= "
+        problems = "all" if not m.curve_n else f"the first {m.curve_n}"
+        moves += (f" and the masked accuracy (on {problems} validation problems of its set) <= "
                   f"{fmt(m.converge_acc, 1)} point(s)")
     return f"{moves} over the last {window}% of the steps"
 
