@@ -37,6 +37,7 @@ import xarray as xr
 from core.config import ConfigError, load
 from core.formats.control import ControlError, read_result
 from core.formats.masks import MaskError, load_mask
+from core.formats.metrics import SchemaError, read_summary
 from core.io import atomic_write_bytes, atomic_write_text
 
 
@@ -194,10 +195,9 @@ def write(params: str | Path, train: str | Path, masks: str | Path, out: str | P
         except ControlError as err:
             raise PlotError(str(err)) from None
         try:
-            numbers = headline(json.loads(path.read_text()), ctl)
-        except FileNotFoundError:
-            raise PlotError(f"{path}: file not found (expected the metrics stage's "
-                            "summary.json)") from None
+            numbers = headline(read_summary(path), ctl)
+        except SchemaError as err:
+            raise PlotError(str(err)) from None
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise PlotError(f"{path}: not a summary.json of core.metrics ({err!r})") from None
         paths.append(atomic_write_text(Path(headline_out),

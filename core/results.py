@@ -50,7 +50,14 @@ import numpy as np
 
 from core.config import ConfigError, config_hash, load, load_yaml
 from core.data import RavenDataset
-from core.formats.metrics import FILES, SchemaError, metrics_hash, open_metrics
+from core.formats.metrics import (
+    FILES,
+    SUMMARY,
+    SchemaError,
+    metrics_hash,
+    open_metrics,
+    read_summary,
+)
 from core.io import RUN_FILES, atomic_write_text, git_commit  # noqa: F401 (re-exported)
 from core.lock import LockError, writer_lock
 from core.raven.store import (
@@ -156,9 +163,9 @@ def _validate_inputs(cfg: Any, metrics: Path, raven: Path, logs: Sequence[str | 
                                f"{cfg.profile}, did not make)") from None
         sources[name] = str(ds.attrs.get("source", ""))
     try:
-        summary = json.loads((metrics / "summary.json").read_text())
-    except ValueError as err:
-        raise ResultsError(f"{metrics / 'summary.json'}: not valid JSON: {err}") from None
+        summary = read_summary(metrics / SUMMARY)
+    except SchemaError as err:
+        raise ResultsError(str(err)) from None
     if summary.get("config_hash") != want or summary.get("profile") != cfg.profile:
         raise ResultsError(f"{metrics / 'summary.json'}: written for another configuration "
                            f"(profile {summary.get('profile')!r}, config_hash "

@@ -5,7 +5,6 @@ mask seeds nested inside, level ``metrics.ci``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,14 @@ import xarray as xr
 
 from core import stats
 from core.config import Config
-from core.formats.metrics import SchemaError, check_provenance, metrics_hash, open_metrics
+from core.formats.metrics import (
+    SUMMARY,
+    SchemaError,
+    check_provenance,
+    metrics_hash,
+    open_metrics,
+    read_summary,
+)
 from core.tasks import FAMILIES
 from figures.style import FigureError
 
@@ -42,14 +48,11 @@ class Inputs:
     def summary(self) -> dict[str, Any]:
         """``summary.json`` of core.metrics (checked like the netCDF files)."""
         if "summary" not in self._cache:
-            path = self.metrics / "summary.json"
-            if not path.exists():
-                raise FigureError(f"{path}: file not found (expected the summary written by "
-                                  "`python -m core.metrics`)")
+            path = self.metrics / SUMMARY
             try:
-                data = json.loads(path.read_text())
+                data = read_summary(path)
                 check_provenance(data, self.config_hash, path)
-            except (ValueError, SchemaError) as err:
+            except SchemaError as err:
                 raise FigureError(f"{path}: {err}" if str(path) not in str(err) else str(err)
                                   ) from None
             self._cache["summary"] = data

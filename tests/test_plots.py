@@ -93,6 +93,6 @@ def test_bad_summary_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert plots.main([*args, "--summary", str(bad)]) == 2
     assert f"{bad}: not a summary.json of core.metrics" in capsys.readouterr().err
     assert plots.main([*args, "--summary", str(tmp_path / "none.json")]) == 2
-    assert "none.json: file not found (expected the metrics stage's summary.json)" in (
+    assert "none.json: file not found (expected the summary written by `python -m core.metrics`)" in (
         capsys.readouterr().err)
     assert not (tmp_path / "h.json").exists()

@@ -18,14 +18,17 @@ Every file carries the global attrs ``config_hash`` (:func:`metrics_hash`) and
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from core.config import Config, config_hash
 from core.formats import CONVENTIONS
+from core.io import atomic_write_text
 
 REFERENCES = (
     "Tracking Functional Module Development in Abstract Visual Reasoning Networks (original "
@@ -33,6 +36,7 @@ REFERENCES = (
     "Neural Nets Modular? Inspecting Functional Modularity Through Differentiable Weight Masks"
 )
 FILES = ("modules", "layers", "sharing", "ablation", "curves")
+SUMMARY = "summary.json"  # beside them: per checkpoint and family, the verdicts (core.metrics)
 PROVENANCE = ("config_hash", "profile")
 
 
@@ -395,3 +399,23 @@ def check_provenance(attrs: dict, config_hash: str, where: str | os.PathLike) ->
             "(`python -m core.metrics`) or pass the params they were made with")
 
 
+def write_summary(folder: str | os.PathLike[str], summary: dict) -> Path:
+    """``summary.json`` in ``folder`` (atomically; keys sorted, no NaN: missing is null)."""
+    text = json.dumps(summary, indent=1, sort_keys=True, allow_nan=False)
+    return atomic_write_text(Path(folder) / SUMMARY, text + "\n")
+
+
+def read_summary(path: str | os.PathLike[str]) -> dict:
+    """A ``summary.json``: a mapping with ``checkpoints`` and its provenance; a missing file
+    or anything else is one :class:`SchemaError` naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SchemaError(f"{path}: file not found (expected the summary written by "
+                          "`python -m core.metrics`)") from None
+    except (OSError, ValueError) as err:
+        raise SchemaError(f"{path}: not a summary.json of core.metrics ({err!r})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("checkpoints"), dict):
+        raise SchemaError(f"{path}: not a summary.json of core.metrics (no 'checkpoints')")
+    return data

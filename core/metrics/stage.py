@@ -10,7 +10,6 @@ is its command line.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -21,8 +20,8 @@ import xarray as xr
 
 from core import __version__
 from core.config import Config, ConfigError, load
-from core.formats.metrics import FILES, SchemaError, finalize, metrics_hash
-from core.io import atomic_path, atomic_write_text
+from core.formats.metrics import FILES, SchemaError, finalize, metrics_hash, write_summary
+from core.io import atomic_path
 from core.metrics.datasets import compute
 from core.metrics.inputs import MetricsError
 from core.metrics.summary import summarize
@@ -66,8 +65,7 @@ def write(datasets: Mapping[str, xr.Dataset], out: str | Path,
             datasets[name].to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
         paths.append(path)
     if summary is not None:
-        text = json.dumps(summary, indent=1, sort_keys=True, allow_nan=False)
-        paths.append(atomic_write_text(Path(out) / "summary.json", text + "\n"))
+        paths.append(write_summary(out, summary))
     return paths
 
 
