@@ -113,7 +113,9 @@ def distinct_verdict(cross: Interval, same: Interval) -> str:
     if not (math.isfinite(cross.mean) and math.isfinite(same.mean)):
         return "not testable (missing values)"
     if not (cross.finite and same.finite):
-        return "not testable (an interval needs at least two networks)"
+        few = [f"the {name} overlap rests on {iv.n} network{'s' if iv.n != 1 else ''}"
+               for name, iv in (("cross-task", cross), ("same-task", same)) if not iv.finite]
+        return f"not testable ({'; '.join(few)}: an interval needs at least two networks)"
     if separated(cross, same):
         return "distinct (cross-task overlap below the same-task overlap)"
     if cross.mean < same.mean:

@@ -117,7 +117,7 @@ def macros(summary: Mapping[str, Any], cfg: Config, source: str) -> dict[str, st
         "MaskNorm": "including" if m.mask_norm else "excluding",
         "MaskReadout": f"{m.readout:g}",  # the read-out logit threshold (masks.readout)
         "FamilyList": ", ".join(tex_escape(f) for f in families(summary)),
-        "FamilyWhen": _family_when(summary, m.families_last),
+        "FamilyWhen": _family_when(summary, m.families_last, m.tasks_early, m.tasks),
         "MaskEstimator": (
             rf"hard concrete gates (Louizos et al.; temperature {fmt(m.tau, 2)}), penalty "
             r"$\alpha$ on the expected number of kept weights"
@@ -136,12 +136,15 @@ def _report_n(summary: Mapping[str, Any]) -> str:
     return _thousands(min(ns)) if ns else "?"
 
 
-def _family_when(summary: Mapping[str, Any], last_only: Sequence[str]) -> str:
-    """Which checkpoints the families are masked at (``masks.families_last``)."""
+def _family_when(summary: Mapping[str, Any], last_only: Sequence[str],
+                 early: Sequence[str] = (), shapes: Sequence[str] = ()) -> str:
+    """Which checkpoints the families are masked at (``masks.families_last``), and which
+    shapes before the last one (``masks.tasks_early``)."""
     late = [tex_escape(f) for f in families(summary) if f in last_only]
-    if not late:
-        return "at every checkpoint"
-    return f"at every checkpoint ({', '.join(late)}: at the last checkpoint only)"
+    notes = [f"{', '.join(late)}: at the last checkpoint only"] if late else []
+    if early and set(early) != set(shapes):
+        notes.append(f"before the last checkpoint the shapes {', '.join(early)} only")
+    return "at every checkpoint" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def numbers_tex(values: Mapping[str, str]) -> str:

@@ -291,3 +291,12 @@ def test_a_validation_holds_for_other_plans_not_other_methods(tmp_path):
     assert read_validation(plan, tmp_path) is not None
     method = dc.replace(cfg, masks=dc.replace(cfg.masks, alpha=cfg.masks.alpha * 2))
     assert read_validation(method, tmp_path) is None
+
+
+def test_which_checkpoints_each_family_and_shape_is_masked_at(inputs):
+    summary = json.loads((inputs[0] / "summary.json").read_text())
+    assert numbers._family_when(summary, []) == "at every checkpoint"
+    assert numbers._family_when(summary, [], ["circle"], ["circle", "square"]) == (
+        "at every checkpoint (before the last checkpoint the shapes circle only)")
+    assert numbers._family_when(summary, [], ["circle", "square"], ["square", "circle"]) == (
+        "at every checkpoint")
