@@ -5,6 +5,7 @@ mask seeds nested inside, level ``metrics.ci``)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,11 @@ def errorbars(st: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def require_data(da: xr.DataArray, where: str) -> xr.DataArray:
-    """Raise :class:`FigureError` naming ``where`` when ``da`` holds no finite value."""
+    """``da``; when it holds no finite value (e.g. no mask of the run converged, or every one
+    kept no weight), a warning naming ``where`` on stderr: the figure is drawn with empty
+    panels rather than failing the stage, so a settings sweep (``dvc exp run``) finishes and
+    the report states the verdicts as not testable."""
     if not bool(np.isfinite(da.values).any()):
-        raise FigureError(f"{where}: no finite values (every run missing?)")
+        print(f"warning: {where}: no finite values (no converged mask?): its panels are empty",
+              file=sys.stderr)
     return da

@@ -141,3 +141,20 @@ def test_problem_instances_names_missing_split(inputs, tmp_path):
 def test_task_colours():
     assert task_color("circle") == task_color("rule_circle") == task_color("not_circle")
     assert task_color("color_rule") != task_color("size_rule")
+
+
+def test_a_run_without_converged_masks_still_draws_its_figures(inputs, tmp_path, capsys):
+    """A settings sweep where no mask converged (every module NaN) gets empty panels and a
+    warning per empty input, not a failed figures stage."""
+    import xarray as xr
+    metrics, raven, cfg, _ = inputs
+    empty = tmp_path / "metrics"
+    shutil.copytree(metrics, empty)
+    with xr.open_dataset(metrics / "modules.nc") as ds:
+        md = ds.load()
+    md["converged"] = md["converged"] * 0
+    md["dispersity_norm"] = md["dispersity_norm"] * np.nan  # e.g. every read-out empty
+    md.to_netcdf(empty / "modules.nc")
+    paths = build(["line_plots", "spatial_dist"], empty, raven, tmp_path / "figs", cfg)
+    assert {p.name for p in paths} >= {"line_plots.png", "spatial_dist.png"}
+    assert "modules.nc dispersity_norm: no finite values" in capsys.readouterr().err
