@@ -290,7 +290,8 @@ def test_litter_of_killed_writes_leaves_dvc_status_clean(locked_repo):
     litter = [locked_repo / "data/masks/net0/.tmp-circle-a3e-5-s0-x1.pt",
               locked_repo / "data/.tmp-raven-123/main/x.npz",
               locked_repo / "data/.old-raven-123/x.npz",
-              locked_repo / "data/state/train/net0/last.pt"]
+              locked_repo / "data/state/train/net0/last.pt",
+              locked_repo / "data/masks/.net0.lock"]  # the writer lock of a sweep run by hand
     for p in litter:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"partial")
